@@ -1,0 +1,9 @@
+"""Subcommands owned by the collector package: ``collector``, ``stats``, ``alerts``, ``export``, ``report``, ``top``."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the collector subcommands to the root parser's ``sub``."""
