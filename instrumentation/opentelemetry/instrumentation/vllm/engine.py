@@ -1,0 +1,171 @@
+"""Hooks on vLLM's request funnel and engine construction (AsyncLLM for the OpenAI server, LLMEngine for ``LLM``).
+
+Every request of either engine passes ``vllm.v1.engine.output_processor.OutputProcessor``: ``add_request`` (start),
+``_finish_request`` + ``process_outputs`` (normal finish), ``abort_requests`` (abort / client disconnect) and
+``propagate_error`` (engine death). The OpenAI serving layer and ``LLM.chat`` only label the operation.
+Each wrapper calls vLLM first and never lets a telemetry exception escape (see :func:`.utils.guarded`).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from opentelemetry.instrumentation.vllm import semconv as sc
+from opentelemetry.instrumentation.vllm import state
+from opentelemetry.instrumentation.vllm.patching import Patcher
+from opentelemetry.instrumentation.vllm.requests import REQUEST_INFO, RequestInfo
+from opentelemetry.instrumentation.vllm.utils import report_hook_error
+
+OUTPUT_PROCESSOR = "vllm.v1.engine.output_processor"
+
+
+def _arg(args: tuple, kwargs: dict, index: int, name: str, default: Any = None) -> Any:
+    if len(args) > index:
+        return args[index]
+    return kwargs.get(name, default)
+
+
+# ---- OutputProcessor --------------------------------------------------------------------------------------------
+def _add_request(wrapped, instance, args, kwargs):
+    result = wrapped(*args, **kwargs)
+    tracker = state.tracker()
+    if tracker is not None:
+        tracker.on_add(instance, _arg(args, kwargs, 0, "request"), _arg(args, kwargs, 1, "prompt"),
+                       _arg(args, kwargs, 2, "parent_req"))
+    return result
+
+
+def _finish_request(wrapped, instance, args, kwargs):
+    result = wrapped(*args, **kwargs)
+    tracker = state.tracker()
+    if tracker is not None:
+        tracker.pending_finish.append(_arg(args, kwargs, 0, "req_state"))
+    return result
+
+
+def _process_outputs(wrapped, instance, args, kwargs):
+    result = wrapped(*args, **kwargs)
+    tracker = state.tracker()
+    if tracker is not None and tracker.pending_finish:
+        tracker.drain_finished(_arg(args, kwargs, 0, "engine_core_outputs"),
+                               _arg(args, kwargs, 2, "iteration_stats"))
+    return result
+
+
+def _abort_requests(wrapped, instance, args, kwargs):
+    aborted = wrapped(*args, **kwargs)
+    tracker = state.tracker()
+    if tracker is not None and aborted:
+        now = time.time()
+        try:
+            for request_id in aborted:
+                tracker.finish(request_id, sc.FINISH_ABORT, now)
+        except Exception as exc:  # noqa: BLE001
+            report_hook_error("request.abort", exc)
+    return aborted
+
+
+def _propagate_error(wrapped, instance, args, kwargs):
+    result = wrapped(*args, **kwargs)
+    tracker = state.tracker()
+    if tracker is not None:
+        tracker.fail_all(instance, _arg(args, kwargs, 0, "e"))
+    return result
+
+
+# ---- engine construction ----------------------------------------------------------------------------------------
+def _served_model_name(vllm_config: Any) -> str:
+    mc = getattr(vllm_config, "model_config", None)
+    name = getattr(mc, "served_model_name", None) or getattr(mc, "model", "")
+    if isinstance(name, (list, tuple)):
+        name = name[0] if name else ""
+    return str(name)
+
+
+def _label_engine(instance: Any) -> None:
+    try:
+        instance.output_processor._otel_model = _served_model_name(instance.vllm_config)
+    except Exception as exc:  # noqa: BLE001
+        report_hook_error("engine.init", exc)
+
+
+def _async_llm_init(wrapped, instance, args, kwargs):
+    # log_stats is turned on by the stat-logger plugin entry point (vllm.stat_logger_plugins), see stat_logger.py.
+    result = wrapped(*args, **kwargs)
+    _label_engine(instance)
+    return result
+
+
+def _llm_engine_init(wrapped, instance, args, kwargs):
+    """Force ``log_stats`` (per-request timestamps exist only with it, in the frontend and in EngineCore) and attach
+    our stat logger; when the user had stats off, vLLM's default console/Prometheus loggers stay off."""
+    user_log_stats = bool(_arg(args, kwargs, 2, "log_stats", False))
+    try:
+        from opentelemetry.instrumentation.vllm.stat_logger import VLLMOtelStatLogger
+
+        args, kwargs = list(args), dict(kwargs)
+        if len(args) > 2:
+            args[2] = True
+        else:
+            kwargs["log_stats"] = True
+        loggers = list(kwargs.get("stat_loggers") or ([] if len(args) <= 5 else args[5] or []))
+        if VLLMOtelStatLogger not in loggers:
+            loggers.append(VLLMOtelStatLogger)
+        if len(args) > 5:
+            args[5] = loggers
+        else:
+            kwargs["stat_loggers"] = loggers
+    except Exception as exc:  # noqa: BLE001
+        report_hook_error("engine.init", exc)
+        return wrapped(*args, **kwargs)
+    result = wrapped(*args, **kwargs)
+    _label_engine(instance)
+    if not user_log_stats:
+        try:
+            from vllm.v1.metrics.loggers import StatLoggerManager
+
+            instance.logger_manager = StatLoggerManager(vllm_config=instance.vllm_config, custom_stat_loggers=loggers,
+                                                        enable_default_loggers=False)
+        except Exception as exc:  # noqa: BLE001
+            report_hook_error("engine.init", exc)
+    return result
+
+
+# ---- operation labels ---------------------------------------------------------------------------------------------
+def _labeler(operation: str):
+    async def wrapper(wrapped, instance, args, kwargs):
+        try:
+            request = _arg(args, kwargs, 0, "request")
+            # Not reset on return: a streaming response consumes the engine generator later in this request's task.
+            REQUEST_INFO.set(RequestInfo(operation, bool(getattr(request, "stream", False)),
+                                         getattr(request, "model", None)))
+        except Exception as exc:  # noqa: BLE001
+            report_hook_error("serving.label", exc)
+        return await wrapped(*args, **kwargs)
+
+    return wrapper
+
+
+def _llm_chat(wrapped, instance, args, kwargs):
+    token = REQUEST_INFO.set(RequestInfo(sc.OP_CHAT, False, None))
+    try:
+        return wrapped(*args, **kwargs)
+    finally:
+        REQUEST_INFO.reset(token)
+
+
+def install(patcher: Patcher) -> None:
+    """Register every request-lifecycle patch (applied when the vLLM modules are imported)."""
+    patcher.wrap(OUTPUT_PROCESSOR, "OutputProcessor.add_request", _add_request)
+    patcher.wrap(OUTPUT_PROCESSOR, "OutputProcessor._finish_request", _finish_request)
+    patcher.wrap(OUTPUT_PROCESSOR, "OutputProcessor.process_outputs", _process_outputs)
+    patcher.wrap(OUTPUT_PROCESSOR, "OutputProcessor.abort_requests", _abort_requests)
+    patcher.wrap(OUTPUT_PROCESSOR, "OutputProcessor.propagate_error", _propagate_error)
+    patcher.wrap("vllm.v1.engine.async_llm", "AsyncLLM.__init__", _async_llm_init)
+    patcher.wrap("vllm.v1.engine.llm_engine", "LLMEngine.__init__", _llm_engine_init)
+    patcher.wrap("vllm.entrypoints.openai.chat_completion.serving", "OpenAIServingChat.create_chat_completion",
+                 _labeler(sc.OP_CHAT))
+    patcher.wrap("vllm.entrypoints.openai.completion.serving", "OpenAIServingCompletion.create_completion",
+                 _labeler(sc.OP_TEXT_COMPLETION))
+    patcher.wrap("vllm.entrypoints.llm", "LLM.chat", _llm_chat)

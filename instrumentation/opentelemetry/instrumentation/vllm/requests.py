@@ -1,0 +1,374 @@
+"""Request lifecycle: one SERVER span per request, built from vLLM's own per-request stats.
+
+The span is started when the request enters vLLM's ``OutputProcessor`` (``start_time`` = vLLM's wall-clock
+``arrival_time``) and everything else is written once, at completion: attributes, the ``gen_ai.first_token`` event
+(with its own timestamp), and the ``queue`` / ``prefill`` / ``decode`` child spans (engine-core monotonic timestamps
+converted to wall clock). Per generated token nothing happens here: the per-request cost is a handful of dict
+operations at add and at finish.
+
+In-flight state is keyed by vLLM's internal request id (parallel-sampling children share their parent's entry), is
+bounded by ``Settings.max_in_flight``, and a sweeper thread ends requests that exceed ``Settings.request_timeout_s``
+with ``error.type=timeout`` (zombies).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from opentelemetry.instrumentation.vllm import semconv as sc
+from opentelemetry.instrumentation.vllm.instruments import Instruments
+from opentelemetry.instrumentation.vllm.utils import Settings, guarded, monotonic_to_wall_offset, to_ns
+
+
+@dataclass(frozen=True)
+class RequestInfo:
+    """What the serving layer knows and the engine does not: the GenAI operation, ``stream`` and the model name the
+    client asked for. Set in a context variable by the OpenAI serving / ``LLM.chat`` hooks."""
+
+    operation: str
+    stream: bool | None = None
+    model: str | None = None
+
+
+REQUEST_INFO: ContextVar[RequestInfo | None] = ContextVar("vllm_otel_request_info", default=None)
+_PROPAGATOR = TraceContextTextMapPropagator()
+_ERROR_REASONS = (sc.FINISH_ERROR, sc.FINISH_TIMEOUT)
+
+
+class _Entry:
+    __slots__ = ("key", "span", "owner", "states", "pending", "arrival", "deadline", "operation", "model",
+                 "reasons", "output_tokens", "prompt_tokens", "cached_tokens")
+
+    def __init__(self, key: str, span: Any, owner: int, arrival: float, deadline: float, operation: str,
+                 model: str) -> None:
+        self.key = key
+        self.span = span
+        self.owner = owner
+        self.states: list[Any] = []
+        self.pending = 0
+        self.arrival = arrival
+        self.deadline = deadline
+        self.operation = operation
+        self.model = model
+        self.reasons: list[str] = []
+        self.output_tokens = 0
+        self.prompt_tokens = 0
+        self.cached_tokens = 0
+
+
+class RequestTracker:
+    """In-flight requests of this process. All public methods are safe to call from vLLM's threads."""
+
+    def __init__(self, tracer: trace.Tracer, instruments: Instruments, settings: Settings) -> None:
+        self._tracer = tracer
+        self._inst = instruments
+        self._settings = settings
+        self._lock = threading.Lock()
+        self._entries: dict[str, _Entry] = {}  # key (parent or request id) -> entry, insertion = deadline order
+        self._by_internal: dict[str, _Entry] = {}  # vLLM internal request id -> entry
+        self.pending_finish: list[Any] = []  # RequestStates finished inside the current process_outputs call
+        self._stop = threading.Event()
+        self._sweeper: threading.Thread | None = None
+
+    # ---- introspection (tests, docs) ----------------------------------------------------------------------------
+    def in_flight(self) -> int:
+        """Number of requests currently tracked (0 after load drains)."""
+        return len(self._entries)
+
+    # ---- add -------------------------------------------------------------------------------------------------------
+    @guarded("request.add")
+    def on_add(self, processor: Any, request: Any, prompt: str | None, parent_req: Any) -> None:
+        """Called after ``OutputProcessor.add_request``: start the request span (or join the parent's entry)."""
+        req_state = processor.request_states.get(request.request_id)
+        if req_state is None or request.request_id in self._by_internal:
+            return  # streaming-input continuation of a tracked request
+        key = parent_req.request_id if parent_req is not None else request.request_id
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                entry.states.append(req_state)
+                entry.pending += 1
+                self._by_internal[request.request_id] = entry
+                return
+        evicted = self._evict_if_full()
+        info = REQUEST_INFO.get()
+        operation = info.operation if info is not None else sc.OP_TEXT_COMPLETION
+        model = (info.model if info is not None and info.model else None) or getattr(processor, "_otel_model", "")
+        span = None
+        if not getattr(processor, "tracing_enabled", False):  # vLLM's native llm_request span is the request span
+            span = self._start_span(processor, request, prompt, parent_req, info, operation, model)
+        arrival = float(request.arrival_time or time.time())
+        entry = _Entry(key, span, id(processor), arrival, time.monotonic() + self._settings.request_timeout_s,
+                       operation, model)
+        entry.states.append(req_state)
+        entry.pending = 1
+        with self._lock:
+            self._entries[key] = entry
+            self._by_internal[request.request_id] = entry
+        for old in evicted:
+            self._finalize(old, time.time(), sc.FINISH_TIMEOUT, sc.FINISH_TIMEOUT)
+        self._ensure_sweeper()
+
+    def _start_span(self, processor: Any, request: Any, prompt: str | None, parent_req: Any,
+                    info: RequestInfo | None, operation: str, model: str) -> Any:
+        sp = request.sampling_params
+        attrs: dict[str, Any] = {
+            sc.OPERATION_NAME: operation,
+            sc.PROVIDER_NAME: sc.PROVIDER_VLLM,
+            sc.REQUEST_MODEL: model,
+            sc.VLLM_REQUEST_ID: request.external_req_id or request.request_id,
+            sc.VLLM_ENGINE: "async_llm" if processor.request_states[request.request_id].queue is not None
+            else "llm_engine",
+        }
+        if parent_req is not None:
+            attrs[sc.VLLM_REQUEST_ID] = parent_req.external_req_id
+        if info is not None and info.stream is not None:
+            attrs[sc.REQUEST_STREAM] = info.stream
+        elif info is None:
+            attrs[sc.REQUEST_STREAM] = False  # offline LLM returns whole outputs
+        if sp is not None:
+            if sp.max_tokens is not None:
+                attrs[sc.REQUEST_MAX_TOKENS] = sp.max_tokens
+            attrs[sc.REQUEST_TEMPERATURE] = float(sp.temperature)
+            attrs[sc.REQUEST_TOP_P] = float(sp.top_p)
+            attrs[sc.REQUEST_TOP_K] = int(sp.top_k)
+            attrs[sc.REQUEST_CHOICE_COUNT] = int(parent_req.n if parent_req is not None else sp.n)
+            if sp.seed is not None:
+                attrs[sc.REQUEST_SEED] = int(sp.seed)
+        lora = getattr(request, "lora_request", None)
+        if lora is not None:
+            attrs[sc.VLLM_LORA_NAME] = lora.lora_name
+        if self._settings.capture_content and prompt:
+            attrs[sc.INPUT_MESSAGES] = json.dumps(
+                [{"role": "user", "parts": [{"type": "text", "content": prompt}]}], ensure_ascii=False)
+        ctx = None
+        if not trace.get_current_span().get_span_context().is_valid and request.trace_headers:
+            ctx = _PROPAGATOR.extract(request.trace_headers)
+        return self._tracer.start_span(f"{operation} {model}".strip(), context=ctx, kind=SpanKind.SERVER,
+                                       start_time=to_ns(float(request.arrival_time or time.time())),
+                                       attributes=attrs)
+
+    # ---- finish ----------------------------------------------------------------------------------------------------
+    @guarded("request.finish")
+    def drain_finished(self, engine_core_outputs: Any, iteration_stats: Any) -> None:
+        """After ``process_outputs``: finish every request ``_finish_request`` reported during the call.
+
+        The finish reason is the engine's (``stop``/``length``/``abort``/``error``); a request finished by a stop
+        string the frontend matched has no engine reason and is ``stop``. End time = vLLM's iteration timestamp.
+        """
+        finished, self.pending_finish = self.pending_finish, []
+        reasons = {o.request_id: o.finish_reason for o in engine_core_outputs or () if o.finish_reason is not None}
+        end = iteration_stats.iteration_timestamp if iteration_stats is not None else time.time()
+        for state in finished:
+            reason = reasons.get(state.request_id)
+            self.finish(state.request_id, str(reason) if reason is not None else sc.FINISH_STOP, end)
+
+    def finish(self, request_id: str, reason: str, end_wall: float, error_type: str | None = None) -> None:
+        """Account one internal request as finished; the span ends when all its parallel-sampling siblings have."""
+        with self._lock:
+            entry = self._by_internal.pop(request_id, None)
+            if entry is None:
+                return
+            entry.reasons.append(reason)
+            entry.pending -= 1
+            if entry.pending > 0:
+                return
+            self._entries.pop(entry.key, None)
+        if reason == sc.FINISH_ERROR and error_type is None:
+            error_type = "engine_error"
+        self._finalize(entry, end_wall, reason, error_type)
+
+    @guarded("request.error")
+    def fail_all(self, processor: Any, exc: BaseException) -> None:
+        """Engine died (``OutputProcessor.propagate_error``): end every request of that processor with ERROR."""
+        owner = id(processor)
+        with self._lock:
+            victims = [e for e in self._entries.values() if e.owner == owner]
+            for e in victims:
+                self._drop_locked(e)
+        for e in victims:
+            self._finalize(e, time.time(), sc.FINISH_ERROR, type(exc).__qualname__)
+
+    def _drop_locked(self, entry: _Entry) -> None:
+        self._entries.pop(entry.key, None)
+        for s in entry.states:
+            if self._by_internal.get(s.request_id) is entry:
+                del self._by_internal[s.request_id]
+
+    # ---- zombies ---------------------------------------------------------------------------------------------------
+    def _evict_if_full(self) -> list[_Entry]:
+        with self._lock:
+            evicted = []
+            while len(self._entries) >= self._settings.max_in_flight:
+                oldest = next(iter(self._entries.values()))
+                self._drop_locked(oldest)
+                evicted.append(oldest)
+            return evicted
+
+    def sweep(self, now_monotonic: float | None = None) -> int:
+        """End every entry past its deadline as a zombie (status ERROR, ``error.type=timeout``); returns how many."""
+        now = time.monotonic() if now_monotonic is None else now_monotonic
+        expired = []
+        with self._lock:
+            for entry in self._entries.values():  # insertion order == deadline order
+                if entry.deadline > now:
+                    break
+                expired.append(entry)
+            for entry in expired:
+                self._drop_locked(entry)
+        for entry in expired:
+            self._finalize(entry, time.time(), sc.FINISH_TIMEOUT, sc.FINISH_TIMEOUT)
+        return len(expired)
+
+    def _ensure_sweeper(self) -> None:
+        if self._sweeper is not None:
+            return
+        period = max(0.05, min(1.0, self._settings.request_timeout_s / 4))
+
+        def run() -> None:
+            while not self._stop.wait(period):
+                try:
+                    self.sweep()
+                except Exception as exc:  # noqa: BLE001
+                    from opentelemetry.instrumentation.vllm.utils import report_hook_error
+
+                    report_hook_error("request.sweep", exc)
+
+        self._sweeper = threading.Thread(target=run, name="vllm-otel-zombie-sweeper", daemon=True)
+        self._sweeper.start()
+
+    def close(self) -> None:
+        """Stop the sweeper and end all in-flight spans as zombies (used by ``uninstrument``)."""
+        self._stop.set()
+        with self._lock:
+            rest = list(self._entries.values())
+            self._entries.clear()
+            self._by_internal.clear()
+        for entry in rest:
+            self._finalize(entry, time.time(), sc.FINISH_TIMEOUT, sc.FINISH_TIMEOUT)
+
+    # ---- the one place a request's telemetry is written ------------------------------------------------------------
+    def _finalize(self, entry: _Entry, end_wall: float, reason: str, error_type: str | None) -> None:
+        try:
+            self._write(entry, end_wall, reason, error_type)
+        except Exception as exc:  # noqa: BLE001
+            from opentelemetry.instrumentation.vllm.utils import report_hook_error
+
+            report_hook_error("request.finalize", exc)
+            if entry.span is not None and entry.span.is_recording():
+                entry.span.end()
+
+    def _write(self, entry: _Entry, end_wall: float, reason: str, error_type: str | None) -> None:
+        states = entry.states
+        first = states[0]
+        stats = first.stats
+        prompt_tokens = int(first.prompt_len or 0)
+        output_tokens = sum(_num_output_tokens(s) for s in states)
+        cached = int(first.num_cached_tokens or 0)
+        preemptions = sum(s.stats.num_preemptions for s in states if s.stats is not None)
+        reasons = entry.reasons or [reason]
+        vllm_reason = reason if reason in _ERROR_REASONS else _worst(reasons)
+        if reason == sc.FINISH_TIMEOUT:
+            reasons = [sc.FINISH_TIMEOUT]
+        arrival = entry.arrival
+        end_wall = max(end_wall, arrival)
+        e2e = end_wall - arrival
+
+        attrs: dict[str, Any] = {
+            sc.RESPONSE_MODEL: entry.model,
+            sc.RESPONSE_FINISH_REASONS: reasons,
+            sc.VLLM_FINISH_REASON: vllm_reason,
+            sc.USAGE_INPUT_TOKENS: prompt_tokens,
+            sc.USAGE_OUTPUT_TOKENS: output_tokens,
+            sc.USAGE_CACHE_READ_INPUT_TOKENS: cached,
+            sc.VLLM_NUM_PREEMPTIONS: preemptions,
+            sc.LATENCY_E2E: e2e,
+            sc.RESPONSE_ID: first.parent_req.external_req_id if first.parent_req is not None
+            else first.external_req_id,
+        }
+        if e2e > 0:
+            attrs[sc.VLLM_TOKENS_PER_SECOND] = output_tokens / e2e
+        ttft = tpot = None
+        phases: list[tuple[str, float, float]] = []
+        if stats is not None and stats.first_token_latency > 0:
+            ttft = float(stats.first_token_latency)
+            attrs[sc.LATENCY_TTFT] = ttft
+            off = monotonic_to_wall_offset()
+            q, s, f, last = stats.queued_ts, stats.scheduled_ts, stats.first_token_ts, stats.last_token_ts
+            if q and s and f and last:
+                decode = last - f
+                attrs[sc.LATENCY_QUEUE] = s - q
+                attrs[sc.LATENCY_PREFILL] = f - s
+                attrs[sc.LATENCY_DECODE] = decode
+                attrs[sc.LATENCY_INFERENCE] = last - s
+                gen = stats.num_generation_tokens
+                if gen > 1:
+                    tpot = decode / (gen - 1)
+                    attrs[sc.LATENCY_TPOT] = tpot
+                # Child spans tile the request: queue from arrival (frontend) to scheduled, prefill to the engine's
+                # first token, decode to the end of the request as the frontend saw it.
+                t_sched = min(max(s + off, arrival), end_wall)
+                t_first = min(max(f + off, t_sched), end_wall)
+                phases = [(sc.SPAN_QUEUE, arrival, t_sched), (sc.SPAN_PREFILL, t_sched, t_first),
+                          (sc.SPAN_DECODE, t_first, end_wall)]
+
+        span = entry.span
+        if span is not None:
+            if self._settings.capture_content:
+                texts = [getattr(s.detokenizer, "output_text", "") for s in states if s.detokenizer is not None]
+                attrs[sc.OUTPUT_MESSAGES] = json.dumps(
+                    [{"role": "assistant", "parts": [{"type": "text", "content": t}], "finish_reason": r}
+                     for t, r in zip(texts, reasons)], ensure_ascii=False)
+            if error_type is not None:
+                attrs[sc.ERROR_TYPE] = error_type
+            span.set_attributes(attrs)
+            if ttft is not None:
+                span.add_event(sc.EVENT_FIRST_TOKEN, {sc.LATENCY_TTFT: ttft},
+                               timestamp=to_ns(min(arrival + ttft, end_wall)))
+            if phases:
+                ctx = trace.set_span_in_context(span)
+                for name, t0, t1 in phases:
+                    self._tracer.start_span(name, context=ctx, kind=SpanKind.INTERNAL,
+                                            start_time=to_ns(t0)).end(end_time=to_ns(t1))
+            if error_type is not None:
+                span.set_status(Status(StatusCode.ERROR, f"{vllm_reason}: {error_type}"))
+            span.end(end_time=to_ns(end_wall))
+
+        metric_attrs: dict[str, Any] = {sc.OPERATION_NAME: entry.operation, sc.PROVIDER_NAME: sc.PROVIDER_VLLM,
+                                        sc.REQUEST_MODEL: entry.model, sc.RESPONSE_MODEL: entry.model}
+        if error_type is not None:
+            metric_attrs[sc.ERROR_TYPE] = error_type
+        inst = self._inst
+        inst.duration.record(e2e, metric_attrs)
+        if ttft is not None:
+            inst.ttft.record(ttft, metric_attrs)
+        if tpot is not None:
+            inst.tpot.record(tpot, metric_attrs)
+        inst.token_usage.record(prompt_tokens, {**metric_attrs, sc.TOKEN_TYPE: "input"})
+        inst.token_usage.record(output_tokens, {**metric_attrs, sc.TOKEN_TYPE: "output"})
+        inst.requests.add(1, {**metric_attrs, sc.VLLM_FINISH_REASON: vllm_reason})
+        if reason == sc.FINISH_TIMEOUT:
+            inst.zombies.add(1, {sc.REQUEST_MODEL: entry.model})
+
+
+def _num_output_tokens(state: Any) -> int:
+    """Exact output tokens: the detokenizer's token ids (stop-string surplus already trimmed), else engine count."""
+    if state.detokenizer is not None:
+        return int(state.detokenizer.num_output_tokens())
+    return int(state.stats.num_generation_tokens) if state.stats is not None else 0
+
+
+def _worst(reasons: list[str]) -> str:
+    for r in (sc.FINISH_ERROR, sc.FINISH_ABORT, sc.FINISH_LENGTH):
+        if r in reasons:
+            return r
+    return reasons[0]

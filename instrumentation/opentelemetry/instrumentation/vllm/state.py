@@ -1,0 +1,34 @@
+"""Process-wide handles of the active instrumentation (None while uninstrumented).
+
+Hooks registered by vLLM itself (the stat-logger plugin) outlive ``uninstrument()``; they look here to know whether
+to do anything.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from opentelemetry.instrumentation.vllm.instruments import Instruments
+    from opentelemetry.instrumentation.vllm.requests import RequestTracker
+
+_instruments: "Instruments | None" = None
+_tracker: "RequestTracker | None" = None
+
+
+def activate(instruments: "Instruments", tracker: "RequestTracker") -> None:
+    global _instruments, _tracker
+    _instruments, _tracker = instruments, tracker
+
+
+def deactivate() -> None:
+    global _instruments, _tracker
+    _instruments, _tracker = None, None
+
+
+def instruments() -> "Instruments | None":
+    return _instruments
+
+
+def tracker() -> "RequestTracker | None":
+    return _tracker

@@ -1,0 +1,118 @@
+"""Small helpers shared by the hooks: settings from the environment, hook safety, clock conversion."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+logger = logging.getLogger("opentelemetry.instrumentation.vllm")
+
+#: Seconds after arrival when an unfinished request is ended as a zombie (``error.type=timeout``).
+ENV_REQUEST_TIMEOUT = "OTEL_INSTRUMENTATION_VLLM_REQUEST_TIMEOUT"
+#: Upper bound on in-flight request entries; beyond it the oldest entry is ended as a zombie.
+ENV_MAX_IN_FLIGHT = "OTEL_INSTRUMENTATION_VLLM_MAX_IN_FLIGHT"
+#: GenAI-wide opt-in for prompt/completion text (same variable as opentelemetry-instrumentation-openai-v2).
+ENV_CAPTURE_CONTENT = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
+
+DEFAULT_REQUEST_TIMEOUT_S = 60.0
+DEFAULT_MAX_IN_FLIGHT = 65536
+_TRUE = {"1", "true", "yes", "on", "span_only", "span_and_event"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Instrumentation settings, read once per ``instrument()`` call.
+
+    ``request_timeout_s`` — zombie timeout in seconds (default 60, must be > 0);
+    ``max_in_flight`` — bound on tracked requests; ``capture_content`` — record prompt/completion text.
+    """
+
+    request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
+    capture_content: bool = False
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> "Settings":
+        """Build from the environment; ``overrides`` (``instrument(**kwargs)``) win. Bad values fall back to defaults
+        with one warning each (never raise: a typo must not stop the server)."""
+        timeout = _float_env(ENV_REQUEST_TIMEOUT, DEFAULT_REQUEST_TIMEOUT_S)
+        max_in_flight = int(_float_env(ENV_MAX_IN_FLIGHT, DEFAULT_MAX_IN_FLIGHT))
+        capture = os.environ.get(ENV_CAPTURE_CONTENT, "").strip().lower() in _TRUE
+        values = {"request_timeout_s": timeout, "max_in_flight": max_in_flight, "capture_content": capture}
+        values.update({k: v for k, v in overrides.items() if k in values and v is not None})
+        return cls(**values)
+
+
+def _float_env(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+        if value > 0:
+            return value
+    except ValueError:
+        pass
+    logger.warning("%s=%r is not a positive number; using %s", name, raw, default)
+    return default
+
+
+# ---- hook safety ----------------------------------------------------------------------------------------------------
+_error_counter: Any = None  # set by the instrumentor to the METRIC_HOOK_ERRORS counter
+_logged_hooks: set[str] = set()
+
+
+def set_error_counter(counter: Any) -> None:
+    global _error_counter
+    _error_counter = counter
+
+
+def report_hook_error(hook: str, exc: BaseException) -> None:
+    """Log ``exc`` once per hook name (with traceback) and count it in ``vllm_otel.instrumentation.errors``."""
+    if hook not in _logged_hooks:
+        _logged_hooks.add(hook)
+        logger.warning("vllm-otel hook %s failed; telemetry for it is degraded, inference continues", hook,
+                       exc_info=exc)
+    counter = _error_counter
+    if counter is not None:
+        try:
+            counter.add(1, {"hook": hook, "error.type": type(exc).__qualname__})
+        except Exception:  # pragma: no cover - a broken meter must not break inference
+            pass
+
+
+def guarded(hook: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator for telemetry-only code: any exception is reported via :func:`report_hook_error` and swallowed
+    (the function then returns ``None``)."""
+
+    def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def inner(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - that is the point
+                report_hook_error(hook, exc)
+                return None
+
+        return inner
+
+    return deco
+
+
+# ---- clocks ---------------------------------------------------------------------------------------------------------
+def monotonic_to_wall_offset() -> float:
+    """Seconds to add to a ``time.monotonic()`` reading to get wall-clock (epoch) seconds.
+
+    vLLM's engine core stamps QUEUED/SCHEDULED/first/last token with ``time.monotonic()`` in its own process;
+    CLOCK_MONOTONIC is system-wide on Linux, so the frontend's offset converts them (same host only).
+    """
+    return time.time() - time.monotonic()
+
+
+def to_ns(seconds: float) -> int:
+    """Epoch seconds (float) -> epoch nanoseconds (int), the unit of OTel span timestamps."""
+    return int(seconds * 1e9)
