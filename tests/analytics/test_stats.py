@@ -1,0 +1,138 @@
+"""Window statistics: pure definitions, the same over raw llm_requests in chDB, and rollups = raw."""
+
+from __future__ import annotations
+
+import bisect
+import random
+
+import pytest
+
+from vllm_otel_collector.analytics.config import AnalyticsConfig
+from vllm_otel_collector.analytics.derive import requests_from_spans
+from vllm_otel_collector.analytics.levels import Thresholds
+from vllm_otel_collector.analytics.stats import (current_stats, history, rollup_window, summarize, usage,
+                                                 usage_query, window_stats)
+
+from .synth import columns, request
+
+T0 = 1_800_000_000  # a minute boundary (divisible by 3600)
+THR = Thresholds(AnalyticsConfig().levels)
+
+
+def synthetic_stream(n: int = 600, seed: int = 7) -> list[dict]:
+    """``n`` requests over 10 minutes, two models, one LoRA, mixed statuses; fixed seed → same stream every run."""
+    rnd = random.Random(seed)
+    spans = []
+    for i in range(n):
+        ttft = round(rnd.lognormvariate(-1.0, 0.8), 4)
+        decode = round(rnd.uniform(0.1, 3.0), 4)
+        queue = round(rnd.expovariate(5.0), 4)
+        finish = rnd.choices(["stop", "length", "abort", "timeout", "error"], [70, 15, 5, 4, 6])[0]
+        spans.append(request(
+            i + 1, T0 + i * (600 / n), ttft=ttft, queue=queue, prefill=round(ttft - queue if ttft > queue else 0, 4),
+            decode=decode, e2e=round(ttft + decode, 4), inp=rnd.randint(5, 500), out=rnd.randint(1, 200),
+            finish=finish, model=rnd.choice(["m1", "m2"]), cached=rnd.choice([0, 0, 16, 32]),
+            lora=rnd.choice([None, None, "sql-lora"])))
+    return spans
+
+
+def load(store, spans):
+    cols = requests_from_spans(columns(spans), THR)
+    store.insert("llm_requests", cols)
+
+
+def raw_rows(store, where: str = "1", params=None) -> list[dict]:
+    res = store.query(f"SELECT * FROM llm_requests WHERE {where} ORDER BY Timestamp", parameters=params or {})
+    return [dict(zip(res.column_names, r)) for r in res.result_rows]
+
+
+def test_summarize_exact():
+    s = summarize([4.0, None, 1.0, 3.0, 2.0])
+    assert s == {"count": 4, "avg": 2.5, "min": 1.0, "max": 4.0, "median": 2.5, "stddev": pytest.approx(1.2909944),
+                 "p95": pytest.approx(3.85), "p99": pytest.approx(3.97)}
+    assert summarize([]) ["avg"] is None and summarize([5.0])["stddev"] == 0.0
+
+
+def test_window_stats_rates_and_sla():
+    rows = [{"Status": s, "CachedTokens": c, "E2E": e, "InputTokens": 1, "OutputTokens": 2, "TTFT": 0.1,
+             "TPOT": None, "Queue": 0.0, "Model": "m", "LoraName": lo}
+            for s, c, e, lo in [("ok", 0, 1.0, ""), ("ok", 8, 3.0, "a"), ("error", 0, None, "a"),
+                                ("timeout", 0, 9.0, ""), ("abort", 4, 0.5, "")]]
+    st = window_stats(rows, sla_seconds=2.0)
+    assert (st["requests"], st["success_rate"], st["error_rate"], st["timeout_rate"], st["abort_rate"],
+            st["cache_hit_rate"]) == (5, 0.4, 0.2, 0.2, 0.2, 0.4)
+    assert st["sla"] == {"seconds": 2.0, "target": 0.95, "compliance": 0.4, "met": False}
+    assert st["latency"]["tpot"]["count"] == 0 and st["tokens"] == {"input": 5, "output": 10, "cached": 12}
+    assert usage(rows) == [{"model": "m", "lora": "", "requests": 3, "input_tokens": 3, "output_tokens": 6},
+                           {"model": "m", "lora": "a", "requests": 2, "input_tokens": 2, "output_tokens": 4}]
+
+
+def test_current_stats_in_clickhouse_equals_pure_definition(store):
+    load(store, synthetic_stream())
+    since, until = T0 + 60, T0 + 360
+    got = current_stats(store, since, until, sla_seconds=2.0)
+    assert [(g["service"], g["model"], g["operation"]) for g in got] == [("vllm", "m1", "chat"), ("vllm", "m2", "chat")]
+    for g in got:
+        rows = raw_rows(store, "Model = {m:String} AND Timestamp >= toDateTime64({s:Float64}, 9) AND "
+                               "Timestamp < toDateTime64({u:Float64}, 9)", {"m": g["model"], "s": since, "u": until})
+        want = window_stats(rows, sla_seconds=2.0)
+        assert g["requests"] == want["requests"] > 100
+        for key in ("success_rate", "error_rate", "abort_rate", "timeout_rate", "cache_hit_rate", "sla", "tokens"):
+            assert g[key] == want[key], key
+        for metric, summary in want["latency"].items():
+            assert g["latency"][metric] == pytest.approx(summary, rel=1e-6), metric
+    assert usage_query(store, since, until) == usage(raw_rows(
+        store, "Timestamp >= toDateTime64({s:Float64}, 9) AND Timestamp < toDateTime64({u:Float64}, 9)",
+        {"s": since, "u": until}))
+
+
+def _rank_error(sorted_values, estimate, q) -> float:
+    """|rank(estimate) / n - q| — how far a quantile estimate is from the true quantile, in rank terms."""
+    lo = bisect.bisect_left(sorted_values, estimate)
+    hi = bisect.bisect_right(sorted_values, estimate)
+    n = len(sorted_values)
+    return max(0.0, min(abs(lo / n - q), abs(hi / n - q)) if not lo <= q * n <= hi else 0.0)
+
+
+@pytest.mark.parametrize("table", ["llm_requests_1m", "llm_requests_1h"])
+def test_rollups_equal_raw(store, table):
+    spans = synthetic_stream()
+    # three inserts → several parts per bucket, so the merge path is exercised
+    for part in (spans[:200], spans[200:450], spans[450:]):
+        load(store, part)
+    since, until = T0, T0 + 3600
+    roll = rollup_window(store, since, until, table=table)
+    rows = raw_rows(store)
+    for (svc, model), m in roll.items():
+        mine = [r for r in rows if r["Model"] == model]
+        status = [r["Status"] for r in mine]
+        assert (m["requests"], m["ok"], m["errors"], m["aborts"], m["timeouts"]) == (
+            len(mine), status.count("ok"), status.count("error"), status.count("abort"), status.count("timeout"))
+        assert m["input_tokens"] == sum(r["InputTokens"] for r in mine)
+        assert m["output_tokens"] == sum(r["OutputTokens"] for r in mine)
+        assert m["cached_tokens"] == sum(r["CachedTokens"] for r in mine)
+        assert m["cache_hits"] == sum(1 for r in mine if r["CachedTokens"] > 0)
+        assert m["ttft_over"] == sum(1 for r in mine if r["TTFTLevel"] in ("SLOW", "BOTTLENECK"))
+        for lat in ("TTFT", "TPOT", "E2E", "Queue"):
+            vals = sorted(r[lat] for r in mine if r[lat] is not None)
+            key = lat.lower()
+            assert m[f"{key}_count"] == len(vals)
+            assert m[f"{key}_avg"] == pytest.approx(sum(vals) / len(vals), rel=1e-6)
+            assert m[f"{key}_max"] == pytest.approx(max(vals))
+            for q in (0.5, 0.9, 0.95, 0.99):
+                est = m[f"{key}_p{int(q * 100)}"]
+                # t-digest: rank error well under 1% for these sizes; allow 2% after merging many states
+                assert _rank_error(vals, est, q) <= 0.02, (lat, q, est)
+    assert sum(m["requests"] for m in roll.values()) == 600
+
+
+def test_history_per_minute_counts_exact(store):
+    load(store, synthetic_stream())
+    points = history(store, T0, T0 + 600, step_seconds=60)
+    assert sorted({p["bucket"] for p in points}) == [T0 + 60 * k for k in range(10)]
+    rows = raw_rows(store)
+    for p in points:
+        n = sum(1 for r in rows if r["Model"] == p["model"]
+                and T0 + 0 <= r["Timestamp"].timestamp() - p["bucket"] + T0 < T0 + 60)
+        assert p["requests"] == n
+    assert sum(p["requests"] for p in points) == 600
