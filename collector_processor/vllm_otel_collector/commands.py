@@ -7,3 +7,6 @@ import argparse
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the collector subcommands to the root parser's ``sub``."""
+    from vllm_otel_collector.cli_collector import register_collector
+
+    register_collector(sub)

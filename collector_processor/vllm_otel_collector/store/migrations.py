@@ -99,9 +99,15 @@ def applied_versions(store: Store) -> dict[int, str]:
     return {int(v): n for v, n in rows}
 
 
+CORE_MAX_VERSION = 99  # 0001-0099: collector core tables; 0100+: analytics
+
+
 def migrate(store: Store, cluster: str | None = None, ttl_days: int = 0,
-            directory: Path = MIGRATIONS_DIR) -> list[int]:
+            directory: Path = MIGRATIONS_DIR, max_version: int | None = None) -> list[int]:
     """Apply every migration not yet recorded; return the versions applied now (empty when up to date).
+
+    ``max_version`` limits which migrations are applied (``CORE_MAX_VERSION`` = core tables only, used when the
+    analytics plug-in is disabled); the "newer schema" check still considers every migration file.
 
     Raises:
         UserError: the database holds a migration newer than any this code knows (a newer collector created it),
@@ -124,7 +130,7 @@ def migrate(store: Store, cluster: str | None = None, ttl_days: int = 0,
         )
     applied = []
     for mig in migrations:
-        if mig.version in done:
+        if mig.version in done or (max_version is not None and mig.version > max_version):
             continue
         for stmt in mig.render(store.database, cluster=cluster, ttl_days=ttl_days):
             try:
@@ -139,10 +145,11 @@ def migrate(store: Store, cluster: str | None = None, ttl_days: int = 0,
     return applied
 
 
-def schema_is_current(store: Store, directory: Path = MIGRATIONS_DIR) -> bool:
-    """True when every known migration is recorded (used by ``/readyz``)."""
+def schema_is_current(store: Store, directory: Path = MIGRATIONS_DIR, max_version: int | None = None) -> bool:
+    """True when every known migration (up to ``max_version``) is recorded (used by ``/readyz``)."""
     try:
         done = applied_versions(store)
     except Exception:  # noqa: BLE001 - readiness probe
         return False
-    return all(m.version in done for m in load_migrations(directory))
+    return all(m.version in done for m in load_migrations(directory)
+               if max_version is None or m.version <= max_version)

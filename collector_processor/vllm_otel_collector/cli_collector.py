@@ -1,0 +1,64 @@
+"""``vllm-otel collector``: run the collector until SIGTERM/SIGINT, then stop accepting, flush and exit 0."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+
+from vllm_otel_collector.errors import UserError
+
+
+def register_collector(sub: argparse._SubParsersAction) -> None:
+    """Add the ``collector`` subcommand to the root parser's ``sub``."""
+    p = sub.add_parser(
+        "collector", help="run the OTLP collector (gRPC 4317, HTTP 4318, read API 4319) storing into ClickHouse",
+        description="Receive OTLP traces and metrics, spool them durably, write them to ClickHouse (embedded chDB "
+                    "by default), forward to Jaeger, serve the read API. Flags override the YAML file and "
+                    "VLLM_OTEL_COLLECTOR_* environment variables.")
+    p.add_argument("--config", metavar="FILE", help="YAML config file")
+    p.add_argument("--clickhouse", metavar="DSN",
+                   help="chdb:///abs/path or http(s)://user:pass@host:8123/db (default chdb://<data dir>/clickhouse)")
+    p.add_argument("--database", help="ClickHouse database (default otel)")
+    p.add_argument("--listen", metavar="HOST:PORT", help="OTLP/gRPC address (default 127.0.0.1:4317)")
+    p.add_argument("--http-listen", metavar="HOST:PORT", help="OTLP/HTTP address (default 127.0.0.1:4318; 'off')")
+    p.add_argument("--api-listen", metavar="HOST:PORT", help="read API address (default 127.0.0.1:4319; 'off')")
+    p.add_argument("--data-dir", metavar="DIR", help="spool and embedded store directory")
+    p.add_argument("--forward", metavar="HOST:PORT", help="also forward traces over OTLP/gRPC (e.g. Jaeger)")
+    p.add_argument("--tls-cert", metavar="PEM", help="TLS certificate for gRPC, HTTP and the read API")
+    p.add_argument("--tls-key", metavar="PEM", help="TLS private key")
+    p.add_argument("--no-analytics", action="store_true", help="raw OTLP storage only (no derived tables/alerts)")
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.set_defaults(func=run_collector)
+
+
+def run_collector(args: argparse.Namespace) -> int:
+    """Start, wait for a signal, stop. Returns 0 after a clean flush, 1 if data had to stay in the spool."""
+    from vllm_otel_collector.collector import Collector
+    from vllm_otel_collector.config import load_config
+
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    overrides = {
+        "clickhouse": args.clickhouse, "database": args.database, "grpc_listen": args.listen,
+        "http_listen": args.http_listen, "api_listen": args.api_listen, "data_dir": args.data_dir,
+        "tls_cert": args.tls_cert, "tls_key": args.tls_key,
+        "load_analytics": False if args.no_analytics else None,
+    }
+    cfg = load_config(args.config, **overrides)
+    if args.forward:
+        cfg.forward.endpoint = args.forward
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    collector = Collector(cfg).start()
+    if not collector.wait_ready(30):
+        collector.stop()
+        raise UserError("collector not ready after 30 s (store unreachable or migrations failing)")
+    print(f"vllm-otel collector: ready (gRPC {cfg.grpc_listen or 'off'}, HTTP {cfg.http_listen or 'off'}, "
+          f"API {cfg.api_listen or 'off'})", flush=True)
+    while not stop.wait(0.5):
+        pass
+    logging.getLogger(__name__).info("signal received: stopping (flushing the queue)")
+    flushed = collector.stop()
+    return 0 if flushed else 1

@@ -1,0 +1,186 @@
+"""The :class:`Collector`: wires store, spool, pipeline, forwarder, receivers and read API from a :class:`Config`.
+
+Usable in-process (tests, the demo) and by ``vllm-otel collector``. Plug-ins: when the module
+``vllm_otel_collector.analytics`` exists and defines ``plugins(config) -> dict``, its ``processors`` (objects with
+``process(traces) -> [(table, columns)]``), ``periodic`` (``[(interval_s, job(store, now_s))]``) and ``routes``
+(``{path: handler(store, query) -> (status, body)}``) are registered; without the module the collector runs without
+them. Extra processors/periodic jobs/routes can also be passed to the constructor.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+import time
+from pathlib import Path
+
+from vllm_otel_collector.api import RouteHandler, api_server
+from vllm_otel_collector.config import Config, parse_listen
+from vllm_otel_collector.convert import Limits
+from vllm_otel_collector.forwarder import Forwarder
+from vllm_otel_collector.pipeline import PeriodicJob, Pipeline, Processor
+from vllm_otel_collector.receivers.grpc_receiver import GrpcReceiver
+from vllm_otel_collector.receivers.http_receiver import http_receiver
+from vllm_otel_collector.selfmetrics import SelfMetrics
+from vllm_otel_collector.spool import Spool
+from vllm_otel_collector.store import CORE_MAX_VERSION, Store, migrate, redact_dsn, schema_is_current
+
+log = logging.getLogger(__name__)
+
+PLUGIN_MODULE = "vllm_otel_collector.analytics"
+
+
+def load_plugins(config: Config) -> dict:
+    """``vllm_otel_collector.analytics.plugins(config)`` or ``{}`` when that module or function does not exist."""
+    try:
+        module = importlib.import_module(PLUGIN_MODULE)
+    except ModuleNotFoundError as exc:
+        if exc.name and PLUGIN_MODULE.startswith(exc.name):
+            return {}
+        raise
+    factory = getattr(module, "plugins", None)
+    return dict(factory(config) or {}) if callable(factory) else {}
+
+
+class Collector:
+    """A running collector; ``start()`` → ``wait_ready()`` → ... → ``stop()``.
+
+    Attributes after ``start()``: ``store``, ``pipeline``, ``metrics``, ``grpc_port``, ``http_port``, ``api_port``
+    (the bound ports; useful with ``:0`` listen addresses).
+    """
+
+    def __init__(self, config: Config, processors: list[Processor] | None = None,
+                 periodic: list[PeriodicJob] | None = None, routes: dict[str, RouteHandler] | None = None):
+        self.config = config
+        self.metrics = SelfMetrics()
+        self._extra = (list(processors or []), list(periodic or []), dict(routes or {}))
+        self.store: Store | None = None
+        self.pipeline: Pipeline | None = None
+        self.forwarder: Forwarder | None = None
+        self.routes: dict[str, RouteHandler] = {}
+        self.grpc_port = self.http_port = self.api_port = None
+        self._servers: list = []
+        self._grpc: GrpcReceiver | None = None
+        self._spool: Spool | None = None
+        self._ready = threading.Event()
+        self._stopped = False
+        self._max_version: int | None = None
+
+    def start(self) -> "Collector":
+        """Open the store, apply migrations, replay the spool, start writer, forwarder, receivers and the read API.
+
+        Raises:
+            UserError: unreachable store, newer schema, spool in use, port in use, bad TLS files.
+        """
+        cfg = self.config
+        try:
+            self.store = Store(cfg.dsn, database=cfg.database)
+            self._max_version = None if cfg.load_analytics else CORE_MAX_VERSION
+            migrate(self.store, cluster=cfg.cluster, ttl_days=cfg.ttl_days, max_version=self._max_version)
+            plugins = load_plugins(cfg) if cfg.load_analytics else {}
+            processors = list(plugins.get("processors", [])) + self._extra[0]
+            periodic = list(plugins.get("periodic", [])) + self._extra[1]
+            self.routes = {**dict(plugins.get("routes", {})), **self._extra[2]}
+            self._spool = Spool(Path(cfg.data_dir) / "spool", max_bytes=cfg.spool.max_bytes, fsync=cfg.spool.fsync)
+            if cfg.forward.endpoint:
+                f = cfg.forward
+                self.forwarder = Forwarder(f.endpoint, self.metrics, signals=tuple(f.signals), max_queue=f.max_queue,
+                                           insecure=f.insecure, ca_file=f.ca_file, headers=f.headers)
+                self.forwarder.start()
+            self.pipeline = Pipeline(
+                self.store, self._spool, self.metrics, batch_rows=cfg.batch_rows,
+                flush_interval_s=cfg.flush_interval_s, max_queue_rows=cfg.max_queue_rows,
+                limits=Limits(**cfg.limits.model_dump()), processors=processors, periodic=periodic,
+                forward=self.forwarder.submit if self.forwarder else None, retry_max_wait_s=cfg.retry_max_wait_s)
+            self.pipeline.replay()
+            self.metrics.spool_bytes.set(self._spool.bytes)
+            self.pipeline.start()
+            token = cfg.token("receivers")
+            if cfg.grpc_listen:
+                host, port = parse_listen(cfg.grpc_listen)
+                self._grpc = GrpcReceiver(self.pipeline, host, port, token=token, tls=cfg.tls,
+                                          max_message_bytes=cfg.max_message_bytes, workers=cfg.grpc_workers)
+                self._grpc.start()
+                self.grpc_port = self._grpc.port
+            if cfg.http_listen:
+                host, port = parse_listen(cfg.http_listen)
+                srv = http_receiver(self.pipeline, host, port, token=token, tls=cfg.tls,
+                                    max_message_bytes=cfg.max_message_bytes)
+                srv.start()
+                self._servers.append(srv)
+                self.http_port = srv.port
+            if cfg.api_listen:
+                host, port = parse_listen(cfg.api_listen)
+                srv = api_server(self, host, port, self.routes, token=cfg.token("api"), tls=cfg.tls)
+                srv.start()
+                self._servers.append(srv)
+                self.api_port = srv.port
+        except BaseException:
+            self.stop()
+            raise
+        self._ready.set()
+        log.info("collector up: store %s (database %s), gRPC %s, HTTP %s, API %s", redact_dsn(cfg.dsn),
+                 cfg.database, self.grpc_port, self.http_port, self.api_port)
+        return self
+
+    def wait_ready(self, timeout_s: float = 30.0) -> bool:
+        """Block until started and the store answers with the schema applied; True when ready."""
+        deadline = time.monotonic() + timeout_s
+        if not self._ready.wait(timeout_s):
+            return False
+        while time.monotonic() < deadline:
+            if self.readiness()[0]:
+                return True
+            time.sleep(0.05)
+        return False
+
+    def readiness(self) -> tuple[bool, dict]:
+        """``(ready, detail)`` — ready when started, the store answers and every migration is applied."""
+        if not self._ready.is_set() or self.store is None or self._stopped:
+            return False, {"reason": "not started"}
+        if not self.store.ping():
+            return False, {"reason": "store unreachable"}
+        if not schema_is_current(self.store, max_version=self._max_version):
+            return False, {"reason": "migrations not applied"}
+        return True, {"queued_rows": self.pipeline.queued_rows, "spool_bytes": self._spool.bytes}
+
+    def drain(self, timeout_s: float = 30.0) -> bool:
+        """Wait until every accepted request is written (and forwarded); True when done."""
+        ok = self.pipeline.drain(timeout_s) if self.pipeline else True
+        if self.forwarder is not None:
+            ok = self.forwarder.drain(timeout_s) and ok
+        return ok
+
+    def stop(self) -> bool:
+        """Stop accepting (receivers first), flush the queue into the store, stop the forwarder and the API.
+
+        Returns True when every accepted request was written; otherwise the rest stays in the spool for the next
+        start. Idempotent.
+        """
+        if self._stopped:
+            return True
+        self._stopped = True
+        self._ready.clear()
+        if self._grpc is not None:
+            self._grpc.stop(grace_s=2.0)
+        for srv in self._servers[:1] if self.config.http_listen else []:
+            srv.stop()
+        flushed = True
+        if self.pipeline is not None:
+            flushed = self.pipeline.stop(timeout_s=self.config.shutdown_timeout_s)
+        if self.forwarder is not None:
+            self.forwarder.stop(timeout_s=5.0)
+        for srv in self._servers:
+            srv.stop()
+        if self._spool is not None:
+            self._spool.close()
+        if self.store is not None:
+            self.store.close()
+        return flushed
+
+    def __enter__(self) -> "Collector":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

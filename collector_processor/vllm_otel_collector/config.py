@@ -1,0 +1,177 @@
+"""Collector configuration: one YAML file + ``VLLM_OTEL_COLLECTOR_*`` environment overrides, validated by
+pydantic-settings. Precedence: command-line flags > environment > YAML file > defaults.
+
+Environment names are the field names upper-cased with the prefix, nested fields joined by ``__``
+(``VLLM_OTEL_COLLECTOR_SPOOL__MAX_BYTES=1000000``). Secrets (``auth_token``, ``api_token``, the DSN) are
+``SecretStr``/redacted and never logged; a ClickHouse password can also come from ``CLICKHOUSE_PASSWORD`` or
+``CLICKHOUSE_PASSWORD_FILE``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from vllm_otel_collector.errors import UserError
+
+
+def default_data_dir() -> Path:
+    """``$VLLM_OTEL_DATA_DIR`` or ``$XDG_DATA_HOME/vllm-otel`` (default ``~/.local/share/vllm-otel``)."""
+    if os.environ.get("VLLM_OTEL_DATA_DIR"):
+        return Path(os.environ["VLLM_OTEL_DATA_DIR"])
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "vllm-otel"
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """``"host:port"`` → ``(host, port)``; port 0 picks a free port. Raises ``ValueError``."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"listen address must be HOST:PORT, got {value!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+class SpoolConfig(BaseModel):
+    model_config = {"extra": "forbid"}
+    max_bytes: int = Field(1 << 30, gt=0, description="spool size cap, bytes; beyond it receivers push back")
+    fsync: bool = Field(True, description="fsync each spooled request before acknowledging")
+
+
+class LimitsConfig(BaseModel):
+    model_config = {"extra": "forbid"}
+    max_value_chars: int = Field(16384, gt=0)
+    max_attributes: int = Field(256, gt=0)
+    max_events: int = Field(1024, gt=0)
+    max_links: int = Field(256, gt=0)
+
+
+class ForwardConfig(BaseModel):
+    model_config = {"extra": "forbid"}
+    endpoint: str | None = Field(None, description="OTLP/gRPC host:port to forward to (e.g. Jaeger 127.0.0.1:4317)")
+    insecure: bool = True
+    ca_file: str | None = None
+    headers: dict[str, str] = {}
+    signals: list[str] = ["traces"]
+    max_queue: int = Field(10_000, gt=0)
+
+
+class Config(BaseSettings):
+    """Every collector setting (see module docstring for sources)."""
+
+    model_config = SettingsConfigDict(env_prefix="VLLM_OTEL_COLLECTOR_", env_nested_delimiter="__",
+                                      extra="forbid")
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    clickhouse: SecretStr | None = Field(None, description="DSN; default chdb://<data_dir>/clickhouse")
+    database: str = "otel"
+    cluster: str | None = None
+    ttl_days: int = Field(0, ge=0)
+    grpc_listen: str | None = "127.0.0.1:4317"
+    http_listen: str | None = "127.0.0.1:4318"
+    api_listen: str | None = "127.0.0.1:4319"
+    auth_token: SecretStr | None = None
+    api_token: SecretStr | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    max_message_bytes: int = Field(16 << 20, gt=0)
+    batch_rows: int = Field(5000, gt=0)
+    flush_interval_s: float = Field(1.0, gt=0, le=60)
+    max_queue_rows: int = Field(200_000, gt=0)
+    retry_max_wait_s: float = Field(5.0, gt=0)
+    shutdown_timeout_s: float = Field(30.0, ge=0)
+    grpc_workers: int = Field(8, gt=0)
+    spool: SpoolConfig = SpoolConfig()
+    limits: LimitsConfig = LimitsConfig()
+    forward: ForwardConfig = ForwardConfig()
+    analytics: dict[str, Any] = Field(default_factory=dict, description="passed to the analytics plug-in")
+    load_analytics: bool = Field(True, description="load the analytics plug-in and apply its migrations (0100+)")
+
+    @field_validator("grpc_listen", "http_listen", "api_listen")
+    @classmethod
+    def _listen(cls, v: str | None) -> str | None:
+        if v in (None, "", "off"):
+            return None
+        parse_listen(v)
+        return v
+
+    @field_validator("database")
+    @classmethod
+    def _db(cls, v: str) -> str:
+        if not v or not all(c.isalnum() or c == "_" for c in v):
+            raise ValueError("database must be letters, digits and _")
+        return v
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                   file_secret_settings) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, _YamlSource(settings_cls)
+
+    # -- derived -------------------------------------------------------------------------------------------------
+    @property
+    def dsn(self) -> str:
+        """The ClickHouse DSN (secret: do not log; use ``store.redact_dsn``)."""
+        if self.clickhouse is not None:
+            return self.clickhouse.get_secret_value()
+        return f"chdb://{(self.data_dir / 'clickhouse').resolve()}"
+
+    @property
+    def tls(self) -> tuple[str, str] | None:
+        if self.tls_cert and self.tls_key:
+            return str(self.tls_cert), str(self.tls_key)
+        return None
+
+    def token(self, which: str) -> str | None:
+        """Bearer token for ``"receivers"`` or ``"api"`` (the API falls back to ``auth_token``)."""
+        secret = self.auth_token if which == "receivers" else (self.api_token or self.auth_token)
+        return secret.get_secret_value() if secret else None
+
+
+_YAML_PATH: list[Path | None] = [None]
+
+
+class _YamlSource(PydanticBaseSettingsSource):
+    def get_field_value(self, field, field_name):  # pragma: no cover - __call__ is used instead
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = _YAML_PATH[0]
+        if path is None:
+            return {}
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except OSError as exc:
+            raise UserError(f"cannot read config file {path}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise UserError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        if not isinstance(data, dict):
+            raise UserError(f"config file {path} must hold a mapping at the top level")
+        return data.get("collector", data) if isinstance(data.get("collector"), dict) else data
+
+
+def load_config(path: str | Path | None = None, **overrides: Any) -> Config:
+    """Build a :class:`Config` from ``path`` (YAML; a top-level ``collector:`` mapping is also accepted), the
+    environment and ``overrides`` (None values ignored).
+
+    Raises:
+        UserError: unreadable file or invalid values (one line naming the field).
+    """
+    _YAML_PATH[0] = Path(path) if path else None
+    if path and not Path(path).exists():
+        raise UserError(f"config file {path} does not exist")
+    try:
+        cfg = Config(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "config"
+        raise UserError(f"invalid collector setting {where}: {err['msg']}") from None
+    finally:
+        _YAML_PATH[0] = None
+    if bool(cfg.tls_cert) != bool(cfg.tls_key):
+        raise UserError("TLS needs both tls_cert and tls_key")
+    return cfg
+

@@ -1,0 +1,339 @@
+"""OTLP traces → ``otel_traces`` columns: the one place where a span becomes a row.
+
+Input is the protobuf body of an ``ExportTraceServiceRequest`` (bytes); output is a :class:`TraceBatch` whose
+``columns`` map each ``otel_traces`` column name to a list with one value per accepted span, ready for a columnar
+insert. Row mapping (matches the collector-contrib clickhouseexporter):
+
+* ``Timestamp`` = ``start_time_unix_nano`` (int, nanoseconds → DateTime64(9)); ``Duration`` = end − start (ns).
+* ``TraceId``/``SpanId``/``ParentSpanId``/``Links.TraceId``/``Links.SpanId``: lowercase hex ("" when empty).
+* ``SpanKind``: Unspecified/Internal/Server/Client/Producer/Consumer; ``StatusCode``: Unset/Ok/Error.
+* ``ServiceName`` = resource attribute ``service.name``; attribute values stringified like pdata ``AsString``:
+  strings as is, bools ``true``/``false``, ints in decimal, doubles in shortest round-trip form with integral values
+  without ``.0`` (ES6 number-to-string), bytes base64, arrays and maps compact JSON.
+
+Validation (a bad span is rejected, the rest of the request is kept; counts go to OTLP ``partial_success``):
+trace id not 16 bytes or all zero, span id not 8 bytes or all zero, parent span id neither empty nor 8 bytes,
+end < start, kind or status code outside the OTLP enums, invalid UTF-8 in any string of the span.
+Limits (:class:`Limits`) truncate instead of rejecting: an attribute value longer than ``max_value_chars`` characters
+keeps its first ``max_value_chars`` characters; a map with more than ``max_attributes`` entries keeps the first
+``max_attributes`` in wire order; more than ``max_events``/``max_links`` keeps the first ones.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from dataclasses import dataclass, field
+
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.trace.v1 import trace_pb2
+
+from vllm_otel_collector import wire
+
+SPAN_KINDS = ("Unspecified", "Internal", "Server", "Client", "Producer", "Consumer")
+STATUS_CODES = ("Unset", "Ok", "Error")
+TRACE_COLUMNS = (
+    "Timestamp", "TraceId", "SpanId", "ParentSpanId", "TraceState", "SpanName", "SpanKind", "ServiceName",
+    "ResourceAttributes", "ScopeName", "ScopeVersion", "SpanAttributes", "Duration", "StatusCode", "StatusMessage",
+    "Events.Timestamp", "Events.Name", "Events.Attributes",
+    "Links.TraceId", "Links.SpanId", "Links.TraceState", "Links.Attributes",
+)
+
+
+class MalformedRequest(ValueError):
+    """The body is not an OTLP export request at all (→ gRPC INVALID_ARGUMENT / HTTP 400)."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-span size limits; values beyond them are truncated as stated in the module docstring."""
+
+    max_value_chars: int = 16384
+    max_attributes: int = 256
+    max_events: int = 1024
+    max_links: int = 256
+
+
+@dataclass
+class TraceBatch:
+    """Result of converting one request: columns of accepted spans, the clean request bytes, rejections."""
+
+    columns: dict[str, list]
+    clean_body: bytes
+    rejected: int = 0
+    truncated: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def rows(self) -> int:
+        return len(self.columns["TraceId"])
+
+    def message(self) -> str:
+        """The ``partial_success.error_message`` text ("" when everything was accepted unchanged)."""
+        parts = self.errors[:5] + ([f"... {len(self.errors) - 5} more"] if len(self.errors) > 5 else [])
+        if self.truncated:
+            parts.append(f"{self.truncated} span(s) had attributes/events/links truncated to the configured limits")
+        return "; ".join(parts)
+
+
+def _num(v: float) -> str:
+    if math.isnan(v) or math.isinf(v):
+        return "NaN" if math.isnan(v) else ("+Inf" if v > 0 else "-Inf")
+    if v.is_integer() and abs(v) < 1e21:
+        return str(int(v))
+    return repr(v)
+
+
+def _raw(av):
+    kind = av.WhichOneof("value")
+    if kind == "string_value":
+        return av.string_value
+    if kind == "int_value":
+        return av.int_value
+    if kind == "double_value":
+        v = av.double_value
+        return v if math.isfinite(v) else _num(v)
+    if kind == "bool_value":
+        return av.bool_value
+    if kind == "bytes_value":
+        return base64.b64encode(av.bytes_value).decode()
+    if kind == "array_value":
+        return [_raw(x) for x in av.array_value.values]
+    if kind == "kvlist_value":
+        return {kv.key: _raw(kv.value) for kv in av.kvlist_value.values}
+    return None
+
+
+def value_str(av) -> str:
+    """Stringify an OTLP ``AnyValue`` the way the clickhouseexporter stores it (see module docstring)."""
+    kind = av.WhichOneof("value")
+    if kind == "string_value":
+        return av.string_value
+    if kind == "int_value":
+        return str(av.int_value)
+    if kind == "bool_value":
+        return "true" if av.bool_value else "false"
+    if kind == "double_value":
+        return _num(av.double_value)
+    if kind is None:
+        return ""
+    raw = _raw(av)
+    return raw if isinstance(raw, str) else json.dumps(raw, separators=(",", ":"), ensure_ascii=False)
+
+
+def attrs_map(kvs, limits: Limits) -> tuple[dict[str, str], bool]:
+    """Repeated ``KeyValue`` → ``{key: string value}``; returns (map, truncated?)."""
+    truncated = False
+    if len(kvs) > limits.max_attributes:
+        kvs = kvs[: limits.max_attributes]
+        truncated = True
+    out = {}
+    cap = limits.max_value_chars
+    for kv in kvs:
+        av = kv.value
+        if av.WhichOneof("value") == "string_value":
+            s = av.string_value
+        else:
+            s = value_str(av)
+        if len(s) > cap:
+            s = s[:cap]
+            truncated = True
+        out[kv.key] = s
+    return out, truncated
+
+
+def _span_error(span) -> str | None:
+    tid, sid, pid = span.trace_id, span.span_id, span.parent_span_id
+    if len(tid) != 16 or tid == b"\0" * 16:
+        return f"span {span.name!r}: trace_id must be 16 non-zero bytes (got {len(tid)})"
+    if len(sid) != 8 or sid == b"\0" * 8:
+        return f"span {span.name!r}: span_id must be 8 non-zero bytes (got {len(sid)})"
+    if len(pid) not in (0, 8):
+        return f"span {span.name!r}: parent_span_id must be empty or 8 bytes (got {len(pid)})"
+    if span.end_time_unix_nano < span.start_time_unix_nano:
+        return f"span {span.name!r}: end_time_unix_nano < start_time_unix_nano"
+    if not 0 <= span.kind < len(SPAN_KINDS):
+        return f"span {span.name!r}: unknown span kind {span.kind}"
+    if not 0 <= span.status.code < len(STATUS_CODES):
+        return f"span {span.name!r}: unknown status code {span.status.code}"
+    for link in span.links:
+        if len(link.trace_id) not in (0, 16) or len(link.span_id) not in (0, 8):
+            return f"span {span.name!r}: link ids must be 16/8 bytes"
+    return None
+
+
+def _lenient_parse(body: bytes) -> tuple[ExportTraceServiceRequest, int, list[str]]:
+    """Parse a request whose strict parse failed, dropping only the spans that cannot be decoded (bad UTF-8)."""
+    try:
+        top = wire.fields(body)
+    except wire.WireError as exc:
+        raise MalformedRequest(f"not an OTLP ExportTraceServiceRequest: {exc}") from None
+    request = ExportTraceServiceRequest()
+    rejected, errors = 0, []
+    for number, wtype, rs_bytes in top:
+        if number != 1 or wtype != 2:
+            continue
+        rs_out = request.resource_spans.add()
+        try:
+            rs_fields = wire.fields(rs_bytes)
+        except wire.WireError as exc:
+            raise MalformedRequest(f"malformed ResourceSpans: {exc}") from None
+        for n2, w2, v2 in rs_fields:
+            if n2 == 2 and w2 == 2:
+                ss_out = rs_out.scope_spans.add()
+                try:
+                    ss_fields = wire.fields(v2)
+                except wire.WireError as exc:
+                    raise MalformedRequest(f"malformed ScopeSpans: {exc}") from None
+                for n3, w3, v3 in ss_fields:
+                    if n3 == 2 and w3 == 2:
+                        span = trace_pb2.Span()
+                        try:
+                            span.ParseFromString(v3)
+                        except DecodeError as exc:
+                            rejected += 1
+                            errors.append(f"undecodable span: {exc}"[:200])
+                            continue
+                        ss_out.spans.append(span)
+                    else:
+                        _merge_field(ss_out, n3, w3, v3)
+            else:
+                _merge_field(rs_out, n2, w2, v2)
+    return request, rejected, errors
+
+
+def _merge_field(msg, number: int, wtype: int, value) -> None:
+    """Merge one non-span field (resource, scope, schema_url) into ``msg``; undecodable → MalformedRequest."""
+    if wtype != 2:
+        return
+    try:
+        msg.MergeFromString(wire.encode_field(number, value))
+    except DecodeError as exc:
+        raise MalformedRequest(f"undecodable resource/scope: {exc}") from None
+
+
+def parse_traces(body: bytes) -> tuple[ExportTraceServiceRequest, int, list[str]]:
+    """Bytes → request (strict parse, then span-by-span when a string field is not UTF-8).
+
+    Returns ``(request, spans_rejected_while_parsing, errors)``. Raises :class:`MalformedRequest`.
+    """
+    request = ExportTraceServiceRequest()
+    try:
+        request.ParseFromString(body)
+        return request, 0, []
+    except DecodeError:
+        return _lenient_parse(body)
+
+
+def convert_traces(request: ExportTraceServiceRequest, limits: Limits = Limits(),
+                   body: bytes | None = None, pre_rejected: int = 0,
+                   pre_errors: list[str] | None = None) -> TraceBatch:
+    """Validate and convert a parsed request to ``otel_traces`` columns (see module docstring).
+
+    ``body`` is the original wire bytes: reused as :attr:`TraceBatch.clean_body` when no span was rejected, otherwise
+    the request is rebuilt from the accepted spans.
+    """
+    cols = {name: [] for name in TRACE_COLUMNS}
+    (c_ts, c_tid, c_sid, c_pid, c_tstate, c_name, c_kind, c_svc, c_res, c_sname, c_sver, c_attrs, c_dur, c_code,
+     c_msg, c_ets, c_ename, c_eattrs, c_ltid, c_lsid, c_lstate, c_lattrs) = (cols[n] for n in TRACE_COLUMNS)
+    rejected, truncated = pre_rejected, 0
+    errors = list(pre_errors or ())
+    dropped_any = pre_rejected > 0
+    max_events, max_links = limits.max_events, limits.max_links
+    for rs in request.resource_spans:
+        res_attrs, res_trunc = attrs_map(rs.resource.attributes, limits)
+        service = res_attrs.get("service.name", "")
+        for ss in rs.scope_spans:
+            scope_name, scope_version = ss.scope.name, ss.scope.version
+            bad_indices = []
+            for i, span in enumerate(ss.spans):
+                err = _span_error(span)
+                if err is not None:
+                    rejected += 1
+                    errors.append(err)
+                    bad_indices.append(i)
+                    continue
+                attrs, trunc = attrs_map(span.attributes, limits)
+                start = span.start_time_unix_nano
+                c_ts.append(start)
+                c_tid.append(span.trace_id.hex())
+                c_sid.append(span.span_id.hex())
+                c_pid.append(span.parent_span_id.hex())
+                c_tstate.append(span.trace_state)
+                c_name.append(span.name)
+                c_kind.append(SPAN_KINDS[span.kind])
+                c_svc.append(service)
+                c_res.append(res_attrs)
+                c_sname.append(scope_name)
+                c_sver.append(scope_version)
+                c_attrs.append(attrs)
+                c_dur.append(span.end_time_unix_nano - start)
+                status = span.status
+                c_code.append(STATUS_CODES[status.code])
+                c_msg.append(status.message)
+                events = span.events
+                if events:
+                    if len(events) > max_events:
+                        events, trunc = events[:max_events], True
+                    ets, enames, eattrs = [], [], []
+                    for ev in events:
+                        ets.append(ev.time_unix_nano)
+                        enames.append(ev.name)
+                        m, t = attrs_map(ev.attributes, limits)
+                        eattrs.append(m)
+                        trunc = trunc or t
+                    c_ets.append(ets)
+                    c_ename.append(enames)
+                    c_eattrs.append(eattrs)
+                else:
+                    c_ets.append([])
+                    c_ename.append([])
+                    c_eattrs.append([])
+                links = span.links
+                if links:
+                    if len(links) > max_links:
+                        links, trunc = links[:max_links], True
+                    lt, ls, lst, la = [], [], [], []
+                    for link in links:
+                        lt.append(link.trace_id.hex())
+                        ls.append(link.span_id.hex())
+                        lst.append(link.trace_state)
+                        m, t = attrs_map(link.attributes, limits)
+                        la.append(m)
+                        trunc = trunc or t
+                    c_ltid.append(lt)
+                    c_lsid.append(ls)
+                    c_lstate.append(lst)
+                    c_lattrs.append(la)
+                else:
+                    c_ltid.append([])
+                    c_lsid.append([])
+                    c_lstate.append([])
+                    c_lattrs.append([])
+                if trunc or res_trunc:
+                    truncated += 1
+            if bad_indices:
+                dropped_any = True
+                for i in reversed(bad_indices):
+                    del ss.spans[i]
+    clean = body if (body is not None and not dropped_any) else request.SerializeToString()
+    return TraceBatch(columns=cols, clean_body=clean, rejected=rejected, truncated=truncated, errors=errors)
+
+
+def traces_from_bytes(body: bytes, limits: Limits = Limits()) -> TraceBatch:
+    """Parse + validate + convert one protobuf ``ExportTraceServiceRequest``. Raises :class:`MalformedRequest`."""
+    request, pre_rejected, pre_errors = parse_traces(body)
+    return convert_traces(request, limits, body=body, pre_rejected=pre_rejected, pre_errors=pre_errors)
+
+
+def concat_columns(batches: list[dict[str, list]]) -> dict[str, list]:
+    """Concatenate several column dicts with the same keys (in order)."""
+    if len(batches) == 1:
+        return batches[0]
+    out = {k: [] for k in batches[0]}
+    for b in batches:
+        for k, v in b.items():
+            out[k].extend(v)
+    return out

@@ -1,0 +1,333 @@
+"""The ingest pipeline: accept (convert → spool → queue) and the writer thread (batch → processors → inserts).
+
+Receivers call :meth:`Pipeline.accept_traces` / :meth:`Pipeline.accept_metrics` with a request's protobuf bytes.
+An accepted request is in the spool before the call returns, so the receiver may acknowledge it. The writer thread
+takes whole requests from a bounded in-memory queue, batches them (``batch_rows`` rows or ``flush_interval_s``
+seconds, whichever first), calls the registered processors on the ``otel_traces`` columns, inserts
+``otel_traces`` then the processors' extra tables, retrying each insert with exponential backoff and jitter
+(tenacity) until ClickHouse confirms, and only then deletes the requests' spool files.
+
+Processor protocol (the analytics plug-in point): ``processor.process(traces: dict[str, list]) ->
+list[tuple[str, dict[str, list]]]`` — ``traces`` is the batch's ``otel_traces`` columns exactly as inserted (column
+name → list, one value per span; see :mod:`vllm_otel_collector.convert`); the return value lists extra
+``(table, columns)`` inserts written in the same flush, after ``otel_traces``. Periodic jobs are
+``(interval_seconds, callable(store, now_unix_seconds))`` run on their own thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol
+
+from tenacity import Retrying, retry_if_not_exception_type, stop_after_attempt, wait_exponential_jitter
+
+from vllm_otel_collector.convert import Limits, TraceBatch, concat_columns, traces_from_bytes
+from vllm_otel_collector.convert_metrics import MetricBatch, metrics_from_bytes
+from vllm_otel_collector.selfmetrics import SelfMetrics
+from vllm_otel_collector.spool import Spool, SpoolFull
+from vllm_otel_collector.store import Store
+
+log = logging.getLogger(__name__)
+
+Columns = dict[str, list]
+PeriodicJob = tuple[float, Callable[[Store, float], Any]]
+
+
+class Processor(Protocol):
+    def process(self, traces: Columns) -> list[tuple[str, Columns]]: ...
+
+
+class Backpressure(Exception):
+    """The collector cannot take this request now; the client should retry after ``retry_after_s`` seconds."""
+
+    def __init__(self, message: str, retry_after_s: int = 1):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+@dataclass
+class _Entry:
+    seq: int
+    kind: str
+    size: int
+    rows: int
+    batch: TraceBatch | MetricBatch
+    enqueued: float
+
+
+class Pipeline:
+    """Bounded queue + writer thread + periodic-job thread over one :class:`Store` and one :class:`Spool`.
+
+    Args:
+        store: where rows go.
+        spool: the write-ahead spool.
+        metrics: self-metrics to update.
+        batch_rows: flush when this many rows are queued.
+        flush_interval_s: flush at the latest this many seconds after the oldest queued request arrived.
+        max_queue_rows: push back (``Backpressure``) when more rows than this wait in memory.
+        limits: span size limits (see :class:`vllm_otel_collector.convert.Limits`).
+        forward: optional callable receiving ``(kind, clean_body)`` of every accepted request (must not block).
+    """
+
+    def __init__(self, store: Store, spool: Spool, metrics: SelfMetrics, *, batch_rows: int = 5000,
+                 flush_interval_s: float = 1.0, max_queue_rows: int = 200_000, limits: Limits = Limits(),
+                 forward: Callable[[str, bytes], None] | None = None,
+                 processors: list[Processor] | None = None, periodic: list[PeriodicJob] | None = None,
+                 retry_max_wait_s: float = 5.0):
+        self.store, self.spool, self.metrics = store, spool, metrics
+        self.batch_rows, self.flush_interval_s, self.max_queue_rows = batch_rows, flush_interval_s, max_queue_rows
+        self.limits, self.forward = limits, forward
+        self.processors = list(processors or [])
+        self.periodic = list(periodic or [])
+        self.retry_max_wait_s = retry_max_wait_s
+        self._queue: deque[_Entry] = deque()
+        self._queued_rows = 0
+        self._cond = threading.Condition()
+        self._stopping = threading.Event()
+        self._abandon = threading.Event()
+        self._store_ok = True
+        self._threads: list[threading.Thread] = []
+        self._inflight = 0
+
+    # -- receiving ---------------------------------------------------------------------------------------------------
+    def accept_traces(self, body: bytes) -> TraceBatch:
+        """Validate, spool and queue one ``ExportTraceServiceRequest``; returns the batch (rejections inside).
+
+        Raises:
+            MalformedRequest: undecodable body.
+            Backpressure: spool or queue full, or shutting down (nothing was stored).
+        """
+        batch = traces_from_bytes(body, self.limits)
+        m = self.metrics
+        m.received.labels("traces").inc(batch.rows + batch.rejected)
+        m.rejected.labels("traces").inc(batch.rejected)
+        if batch.rows:
+            self._admit("traces", batch, batch.rows)
+        return batch
+
+    def accept_metrics(self, body: bytes) -> MetricBatch:
+        """As :meth:`accept_traces` for an ``ExportMetricsServiceRequest``."""
+        batch = metrics_from_bytes(body, self.limits)
+        m = self.metrics
+        m.received.labels("metrics").inc(batch.rows + batch.rejected)
+        m.rejected.labels("metrics").inc(batch.rejected)
+        if batch.rows:
+            self._admit("metrics", batch, batch.rows)
+        return batch
+
+    def _admit(self, kind: str, batch, rows: int) -> None:
+        if self._stopping.is_set():
+            self.metrics.refused.labels(kind).inc(rows)
+            raise Backpressure("collector is shutting down", retry_after_s=5)
+        if self._queued_rows + rows > self.max_queue_rows:
+            self.metrics.refused.labels(kind).inc(rows)
+            raise Backpressure(f"queue full ({self._queued_rows} rows waiting; store "
+                               f"{'reachable' if self._store_ok else 'unreachable'})", retry_after_s=2)
+        try:
+            seq = self.spool.append(kind, batch.clean_body)
+        except SpoolFull as exc:
+            self.metrics.refused.labels(kind).inc(rows)
+            raise Backpressure(str(exc), retry_after_s=5) from None
+        except OSError as exc:
+            self.metrics.refused.labels(kind).inc(rows)
+            raise Backpressure(f"spool write failed: {exc.strerror}", retry_after_s=5) from None
+        self.metrics.spool_bytes.set(self.spool.bytes)
+        self._enqueue(_Entry(seq, kind, len(batch.clean_body), rows, batch, time.monotonic()))
+        self.metrics.accepted.labels(kind).inc(rows)
+        if self.forward is not None:
+            self.forward(kind, batch.clean_body)
+
+    def _enqueue(self, entry: _Entry) -> None:
+        with self._cond:
+            self._queue.append(entry)
+            self._queued_rows += entry.rows
+            self.metrics.queued.set(self._queued_rows)
+            if self._queued_rows >= self.batch_rows:
+                self._cond.notify()
+
+    def replay(self) -> int:
+        """Queue every request left in the spool by a previous run (before receivers start); returns requests."""
+        n = 0
+        for seq, kind, body in self.spool.pending():
+            try:
+                batch = traces_from_bytes(body, self.limits) if kind == "traces" else metrics_from_bytes(body,
+                                                                                                          self.limits)
+            except Exception as exc:  # noqa: BLE001 - a corrupt spool file must not stop the collector
+                log.error("dropping unreadable spool entry %d (%s): %s", seq, kind, exc)
+                self.spool.delete([(seq, kind, len(body))])
+                continue
+            self._enqueue(_Entry(seq, kind, len(body), batch.rows, batch, time.monotonic()))
+            n += 1
+        if n:
+            log.info("replaying %d spooled request(s)", n)
+        return n
+
+    @property
+    def queued_rows(self) -> int:
+        return self._queued_rows
+
+    @property
+    def store_ok(self) -> bool:
+        """False while the last insert attempt failed."""
+        return self._store_ok
+
+    # -- lifecycle ---------------------------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the writer (and, if any periodic jobs, the scheduler) thread."""
+        self._threads = [threading.Thread(target=self._writer_loop, name="vllm-otel-writer", daemon=True)]
+        if self.periodic:
+            self._threads.append(threading.Thread(target=self._periodic_loop, name="vllm-otel-periodic",
+                                                  daemon=True))
+        for t in self._threads:
+            t.start()
+
+    def stop(self, timeout_s: float = 30.0) -> bool:
+        """Refuse new requests, flush the queue, stop threads. Returns True when everything queued was written.
+
+        If the store stays down past ``timeout_s`` the writer gives up; unwritten requests stay in the spool and are
+        replayed at the next start (no loss).
+        """
+        self._stopping.set()
+        with self._cond:
+            self._cond.notify_all()
+        deadline = time.monotonic() + timeout_s
+        for t in self._threads:
+            if t.name == "vllm-otel-writer":
+                t.join(max(0.0, deadline - time.monotonic()))
+                if t.is_alive():
+                    self._abandon.set()
+                    t.join(5)
+            else:
+                t.join(5)
+        return not self._queue and self._inflight == 0
+
+    def drain(self, timeout_s: float = 30.0) -> bool:
+        """Wait until the queue is empty and nothing is in flight (tests, demo). Returns True when drained."""
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            self._cond.notify_all()
+        while time.monotonic() < deadline:
+            if not self._queue and self._inflight == 0:
+                return True
+            time.sleep(0.02)
+        return False
+
+    # -- writer ------------------------------------------------------------------------------------------------------
+    def _take(self) -> list[_Entry]:
+        with self._cond:
+            while not self._queue:
+                if self._stopping.is_set():
+                    return []
+                self._cond.wait(0.2)
+            oldest = self._queue[0].enqueued
+            while (self._queued_rows < self.batch_rows and not self._stopping.is_set()
+                   and time.monotonic() - oldest < self.flush_interval_s):
+                self._cond.wait(max(0.005, self.flush_interval_s - (time.monotonic() - oldest)))
+            taken, rows = [], 0
+            while self._queue and (not taken or rows + self._queue[0].rows <= self.batch_rows):
+                e = self._queue.popleft()
+                taken.append(e)
+                rows += e.rows
+            self._inflight = rows
+            return taken
+
+    def _writer_loop(self) -> None:
+        while True:
+            entries = self._take()
+            if not entries:
+                return
+            try:
+                self._write(entries)
+            except _Abandoned:
+                log.warning("store still failing at shutdown: %d request(s) stay in the spool for replay",
+                            len(entries) + len(self._queue))
+                return
+            except Exception:  # noqa: BLE001 - a bug must not kill the writer; the batch is retried
+                log.exception("writing a batch of %d request(s) failed unexpectedly; retrying", len(entries))
+                with self._cond:
+                    self._queue.extendleft(reversed(entries))
+                    self._inflight = 0
+                if self._stopping.wait(1.0) and self._abandon.is_set():
+                    return
+                continue
+            with self._cond:
+                self._queued_rows -= sum(e.rows for e in entries)
+                self._inflight = 0
+                self.metrics.queued.set(self._queued_rows)
+            self.spool.delete([(e.seq, e.kind, e.size) for e in entries])
+            self.metrics.spool_bytes.set(self.spool.bytes)
+
+    def _write(self, entries: list[_Entry]) -> None:
+        started = time.perf_counter()
+        inserts: list[tuple[str, Columns, bool]] = []  # (table, columns, must_succeed)
+        traces = [e.batch.columns for e in entries if e.kind == "traces"]
+        if traces:
+            cols = concat_columns(traces)
+            inserts.append(("otel_traces", cols, True))
+            for proc in self.processors:
+                try:
+                    inserts.extend((t, c, False) for t, c in proc.process(cols))
+                except Exception:  # noqa: BLE001 - a processor bug must not block raw span storage
+                    self.metrics.processor_errors.inc()
+                    log.exception("processor %r failed on a batch of %d spans", proc, len(cols["TraceId"]))
+        by_table: dict[str, list[Columns]] = {}
+        for e in entries:
+            if e.kind == "metrics":
+                for table, cols in e.batch.tables.items():
+                    if cols["TimeUnix"]:
+                        by_table.setdefault(table, []).append(cols)
+        inserts.extend((t, concat_columns(c), True) for t, c in by_table.items())
+        for table, cols, must in inserts:
+            self._insert_with_retry(table, cols, must)
+        self.metrics.write_latency.observe(time.perf_counter() - started)
+
+    def _insert_with_retry(self, table: str, cols: Columns, must_succeed: bool) -> None:
+        def before_sleep(state) -> None:
+            self._store_ok = False
+            self.metrics.retried.inc()
+            if self._abandon.is_set():
+                raise _Abandoned()
+            log.warning("insert into %s failed (attempt %d): %s", table, state.attempt_number,
+                        str(state.outcome.exception()).splitlines()[0][:200] if state.outcome.exception() else "")
+
+        retrying = Retrying(
+            wait=wait_exponential_jitter(initial=0.05, max=self.retry_max_wait_s),
+            stop=(lambda s: False) if must_succeed else stop_after_attempt(5),
+            retry=retry_if_not_exception_type(_Abandoned),
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        try:
+            rows = retrying(self.store.insert, table, cols)
+        except _Abandoned:
+            raise
+        except Exception:  # noqa: BLE001 - only reachable for derived tables (bounded attempts)
+            self.metrics.processor_errors.inc()
+            log.exception("dropping %d derived row(s) for %s after repeated failures", len(next(iter(cols.values()))),
+                          table)
+            return
+        self._store_ok = True
+        self.metrics.written.labels(table).inc(rows)
+
+    # -- periodic jobs -----------------------------------------------------------------------------------------------
+    def _periodic_loop(self) -> None:
+        next_run = [time.monotonic() + interval for interval, _ in self.periodic]
+        while not self._stopping.is_set():
+            now = time.monotonic()
+            for i, (interval, job) in enumerate(self.periodic):
+                if now >= next_run[i]:
+                    next_run[i] = now + interval
+                    try:
+                        job(self.store, time.time())
+                    except Exception:  # noqa: BLE001 - a failing job is logged and retried next interval
+                        self.metrics.processor_errors.inc()
+                        log.exception("periodic job %r failed", job)
+            self._stopping.wait(max(0.05, min(next_run) - time.monotonic()))
+
+
+class _Abandoned(Exception):
+    """Shutdown deadline passed while the store was failing."""

@@ -1,0 +1,101 @@
+"""OTLP/gRPC receiver: ``TraceService/Export`` and ``MetricsService/Export`` on one grpcio server.
+
+Requests are taken as raw bytes (no grpcio deserializer) so the pipeline parses them once, leniently. Status codes
+(OTLP spec, "OTLP/gRPC Response"): success → OK with ``partial_success`` for rejected items; undecodable body →
+INVALID_ARGUMENT; spool/queue full or shutting down → UNAVAILABLE (retryable by every OTLP exporter); missing or
+wrong bearer token → UNAUTHENTICATED; any unexpected failure → INTERNAL (the server keeps serving).
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent import futures
+
+import grpc
+
+from vllm_otel_collector.convert import MalformedRequest
+from vllm_otel_collector.errors import UserError
+from vllm_otel_collector.pipeline import Backpressure, Pipeline
+from vllm_otel_collector.receivers.common import response_for, token_ok
+
+log = logging.getLogger(__name__)
+
+TRACE_SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
+METRICS_SERVICE = "opentelemetry.proto.collector.metrics.v1.MetricsService"
+
+
+class GrpcReceiver:
+    """grpcio server bound to ``host:port``.
+
+    Args:
+        pipeline: where accepted requests go.
+        token: bearer token required in the ``authorization`` metadata (None = no auth).
+        tls: ``(cert_pem_path, key_pem_path)`` to serve TLS, else plaintext.
+        max_message_bytes: largest request accepted (grpcio answers RESOURCE_EXHAUSTED beyond it).
+        workers: handler threads.
+
+    Raises:
+        UserError: the port cannot be bound (in use, or no permission) — message names the port.
+    """
+
+    def __init__(self, pipeline: Pipeline, host: str, port: int, token: str | None = None,
+                 tls: tuple[str, str] | None = None, max_message_bytes: int = 16 << 20, workers: int = 8):
+        self.pipeline, self.token = pipeline, token
+        options = [("grpc.max_receive_message_length", max_message_bytes), ("grpc.so_reuseport", 0)]
+        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="otlp-grpc"),
+                                   options=options)
+        handlers = {
+            TRACE_SERVICE: {"Export": grpc.unary_unary_rpc_method_handler(
+                self._traces, response_serializer=lambda m: m.SerializeToString())},
+            METRICS_SERVICE: {"Export": grpc.unary_unary_rpc_method_handler(
+                self._metrics, response_serializer=lambda m: m.SerializeToString())},
+        }
+        for service, methods in handlers.items():
+            self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, methods),))
+        address = f"{host}:{port}"
+        try:
+            if tls:
+                with open(tls[0], "rb") as c, open(tls[1], "rb") as k:
+                    creds = grpc.ssl_server_credentials([(k.read(), c.read())])
+                bound = self._server.add_secure_port(address, creds)
+            else:
+                bound = self._server.add_insecure_port(address)
+        except RuntimeError:
+            bound = 0
+        except OSError as exc:
+            raise UserError(f"cannot read TLS certificate/key: {exc}") from None
+        if not bound:
+            raise UserError(f"cannot listen for OTLP/gRPC on {address}: port {port} is already in use")
+        self.port = bound
+
+    def start(self) -> None:
+        self._server.start()
+
+    def stop(self, grace_s: float = 5.0) -> None:
+        """Stop accepting new RPCs; in-flight RPCs get ``grace_s`` seconds to finish."""
+        self._server.stop(grace_s).wait(grace_s + 1)
+
+    def _handle(self, kind: str, body: bytes, context: grpc.ServicerContext):
+        if self.token:
+            auth = dict(context.invocation_metadata()).get("authorization")
+            if not token_ok(self.token, auth):
+                context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
+        try:
+            accept = self.pipeline.accept_traces if kind == "traces" else self.pipeline.accept_metrics
+            batch = accept(body)
+        except MalformedRequest as exc:
+            self.pipeline.metrics.malformed.labels(kind).inc()
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except Backpressure as exc:
+            context.set_trailing_metadata((("retry-after", str(exc.retry_after_s)),))
+            context.abort(grpc.StatusCode.UNAVAILABLE, f"retry later: {exc}")
+        except Exception as exc:  # noqa: BLE001 - nothing a client sends may take the server down
+            log.exception("unexpected error handling an OTLP/gRPC %s request", kind)
+            context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
+        return response_for(kind, batch)
+
+    def _traces(self, body: bytes, context):
+        return self._handle("traces", body, context)
+
+    def _metrics(self, body: bytes, context):
+        return self._handle("metrics", body, context)
