@@ -67,7 +67,10 @@ def _resolve_model(opts: DemoOptions, console: Console) -> tuple[Path, str]:
 
 
 def run_demo(opts: DemoOptions, console: Console | None = None) -> dict:
-    """Run the demo; return ``{"requests": [...], "summary": {...}}`` (rows as read from ClickHouse).
+    """Run the demo; return ``{"requests": [...], "summary": {...}, "client": [...]}``.
+
+    ``requests`` are rows as read from ClickHouse; ``client`` is what the OpenAI client measured per request
+    (:class:`ClientResult`), for cross-checking.
 
     Raises ``UserError`` for bad options (missing model dir, port in use) before anything starts.
     """
@@ -125,7 +128,8 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> dict:
         if summary["missing_spans"]:
             console.print(f"[yellow]! {summary['missing_spans']} of {len(results)} requests have no span in "
                           f"ClickHouse (was the collector reachable? see {server.log_path})")
-        output = {"requests": [r.to_dict() for r in rows], "summary": summary}
+        output = {"requests": [r.to_dict() for r in rows], "summary": summary,
+                  "client": [r.to_dict() for r in results]}
 
         if opts.report is not None:
             _write_report(collector.store, opts.report, console)
