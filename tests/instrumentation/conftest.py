@@ -1,0 +1,122 @@
+"""Fixtures for the instrumentation tests: SDK providers with in-memory exporters, one instrumented offline engine
+per session (one engine start), helpers to re-instrument with other settings and to read metric points."""
+
+from __future__ import annotations
+
+import gc
+from contextlib import contextmanager
+from types import SimpleNamespace
+from typing import Any, Iterator
+
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+#: Every attribute the instrumentor patches: (module, owner class, attribute).
+PATCHED = [
+    ("vllm.v1.engine.output_processor", "OutputProcessor", "add_request"),
+    ("vllm.v1.engine.output_processor", "OutputProcessor", "_finish_request"),
+    ("vllm.v1.engine.output_processor", "OutputProcessor", "process_outputs"),
+    ("vllm.v1.engine.output_processor", "OutputProcessor", "abort_requests"),
+    ("vllm.v1.engine.output_processor", "OutputProcessor", "propagate_error"),
+    ("vllm.v1.engine.async_llm", "AsyncLLM", "__init__"),
+    ("vllm.v1.engine.llm_engine", "LLMEngine", "__init__"),
+    ("vllm.entrypoints.openai.chat_completion.serving", "OpenAIServingChat", "create_chat_completion"),
+    ("vllm.entrypoints.openai.completion.serving", "OpenAIServingCompletion", "create_completion"),
+    ("vllm.entrypoints.llm", "LLM", "chat"),
+    ("vllm.v1.engine.core_client", "EngineCoreClient", "make_async_mp_client"),
+    ("vllm.model_executor.model_loader.base_loader", "BaseModelLoader", "load_model"),
+    ("vllm.model_executor.model_loader.default_loader", "DefaultModelLoader", "load_weights"),
+    ("vllm.model_executor.model_loader.default_loader", "DefaultModelLoader", "_prepare_weights"),
+    ("vllm.v1.engine.core", "EngineCore", "_initialize_kv_caches"),
+    ("vllm.v1.executor.abstract", "Executor", "compile_or_warm_up_model"),
+    ("vllm.v1.worker.gpu_model_runner", "GPUModelRunner", "capture_model"),
+]
+
+
+def current_attributes() -> dict[tuple[str, str], Any]:
+    """The raw class-dict entries of every patched attribute (imports the modules)."""
+    import importlib
+
+    out = {}
+    for module, owner, attr in PATCHED:
+        cls = getattr(importlib.import_module(module), owner)
+        out[(owner, attr)] = cls.__dict__[attr]
+    return out
+
+
+@pytest.fixture(scope="session")
+def otel() -> Iterator[SimpleNamespace]:
+    from opentelemetry.instrumentation.vllm import VLLMInstrumentor
+
+    originals = current_attributes()
+    exporter = InMemorySpanExporter()
+    tp = TracerProvider()
+    tp.add_span_processor(SimpleSpanProcessor(exporter))
+    reader = InMemoryMetricReader()
+    mp = MeterProvider(metric_readers=[reader])
+    inst = VLLMInstrumentor()
+    inst.instrument(tracer_provider=tp, meter_provider=mp)
+    ns = SimpleNamespace(exporter=exporter, reader=reader, tp=tp, mp=mp, inst=inst, originals=originals)
+    yield ns
+    inst.uninstrument()
+
+
+@contextmanager
+def reinstrumented(otel: SimpleNamespace, **kwargs: Any) -> Iterator[None]:
+    """Re-run ``instrument()`` with other settings for the duration of the block, then back to the defaults."""
+    otel.inst.uninstrument()
+    otel.inst.instrument(tracer_provider=otel.tp, meter_provider=otel.mp, **kwargs)
+    try:
+        yield
+    finally:
+        otel.inst.uninstrument()
+        otel.inst.instrument(tracer_provider=otel.tp, meter_provider=otel.mp)
+
+
+def metric_points(reader: InMemoryMetricReader, name: str) -> list[Any]:
+    """All data points of metric ``name`` (cumulative), [] when none."""
+    data = reader.get_metrics_data()
+    if data is None:
+        return []
+    return [p for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics if m.name == name
+            for p in m.data.data_points]
+
+
+def metric_sum(reader: InMemoryMetricReader, name: str, **attrs: Any) -> float:
+    """Sum of counter values (or histogram counts) of ``name`` whose attributes include ``attrs``."""
+    total = 0.0
+    for p in metric_points(reader, name):
+        if all(p.attributes.get(k) == v for k, v in attrs.items()):
+            total += p.value if hasattr(p, "value") else p.count
+    return total
+
+
+@pytest.fixture(scope="session")
+def offline_llm(otel: SimpleNamespace, tiny_model_dir) -> Iterator[Any]:
+    """One instrumented offline ``vllm.LLM`` (tiny model, float32, eager) for the whole session."""
+    import vllm
+
+    llm = vllm.LLM(model=str(tiny_model_dir), dtype="float32", max_model_len=256, enforce_eager=True,
+                   enable_prefix_caching=True, seed=0)
+    yield llm
+    try:
+        llm.llm_engine.engine_core.shutdown()
+    except Exception:  # noqa: BLE001
+        pass
+    del llm
+    gc.collect()
+
+
+@pytest.fixture()
+def spans(otel: SimpleNamespace) -> SimpleNamespace:
+    """Clears the span exporter; ``spans.server()`` / ``spans.all()`` read what the test produced."""
+    from opentelemetry.trace import SpanKind
+
+    otel.exporter.clear()
+    return SimpleNamespace(all=lambda: list(otel.exporter.get_finished_spans()),
+                           server=lambda: [s for s in otel.exporter.get_finished_spans()
+                                           if s.kind == SpanKind.SERVER])
