@@ -195,6 +195,9 @@ class AnalyticsConfig(_Strict):
             raise UserError(f"analytics config must be a mapping, got {type(source).__name__}")
         if "analytics" in source and isinstance(source["analytics"], dict):
             source = source["analytics"]
+        if "file" in source:  # {file: path.yaml, ...overrides}
+            base = cls.load(Path(source["file"])).model_dump()
+            source = {**base, **{k: v for k, v in source.items() if k != "file"}}
         try:
             return cls.model_validate(source)
         except ValidationError as exc:
