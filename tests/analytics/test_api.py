@@ -39,7 +39,7 @@ def test_stats_current_history_aggregated(loaded):
         ("m1", 59, pytest.approx(11 / 59)), ("m2", 60, 0.2)]  # window [now-300, now): span 120 excluded
     _, body = r["/api/v1/stats"](loaded, {"mode": "history", "since": str(T0), "until": str(T0 + 180)})
     assert [(p["bucket"], p["model"], p["requests"]) for p in body["points"]] == [
-        (T0, "m1", 59), (T0, "m2", 1), (T0 + 60, "m2", 60)]
+        (T0, "m1", 59), (T0 + 60, "m2", 60), (T0 + 120, "m2", 1)]
     _, body = r["/api/v1/stats"](loaded, {"mode": "aggregated", "since": str(T0), "until": str(T0 + 180),
                                           "model": "m2"})
     assert [(g["model"], g["requests"], g["errors"]) for g in body["groups"]] == [("m2", 61, 13)]
