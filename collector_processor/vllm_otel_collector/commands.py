@@ -10,3 +10,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     from vllm_otel_collector.cli_collector import register_collector
 
     register_collector(sub)
+    from vllm_otel_collector.analytics.cli import register as register_analytics
+
+    register_analytics(sub)
+    from vllm_otel_collector.report.cli import register as register_views
+
+    register_views(sub)

@@ -132,7 +132,7 @@ def make_routes(default_window: int = 300, sla_seconds: float = 2.0,
         if trace_id and (len(trace_id) != 32 or any(c not in "0123456789abcdef" for c in trace_id)):
             raise ValueError("trace_id must be 32 hex characters")
         since = _num(query, "since", 0.0)
-        until = _num(query, "until", clock() + 86400)
+        until = _num(query, "until", 4102444800.0)  # 2100-01-01: no upper bound unless asked
         res = store.query(
             "SELECT * FROM llm_requests WHERE Timestamp >= toDateTime64({since:Float64}, 9)"
             " AND Timestamp < toDateTime64({until:Float64}, 9)"

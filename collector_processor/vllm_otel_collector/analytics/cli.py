@@ -1,0 +1,226 @@
+"""``vllm-otel stats``, ``vllm-otel alerts``, ``vllm-otel export``.
+
+Each reads either a running collector's read API (``--api URL``, default ``http://127.0.0.1:4319``, bearer token from
+``--token`` or ``VLLM_OTEL_API_TOKEN``) or ClickHouse directly (``--clickhouse DSN``), through the same route
+handlers (:mod:`.api`), so both give identical answers. Human tables (rich) by default, ``--json`` for machines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import sys
+import time
+from typing import Any
+
+from vllm_otel_collector.errors import UserError
+
+DEFAULT_API = "http://127.0.0.1:4319"
+
+
+def _source_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("source (one of)")
+    g.add_argument("--api", metavar="URL", help=f"collector read API (default {DEFAULT_API})")
+    g.add_argument("--clickhouse", metavar="DSN", help="read ClickHouse directly: chdb:///abs/path or http(s)://...")
+    g.add_argument("--database", help="ClickHouse database with --clickhouse (default otel)")
+    g.add_argument("--token", help="bearer token for --api (default $VLLM_OTEL_API_TOKEN)")
+    p.add_argument("--service", default="", help="only this service.name")
+    p.add_argument("--model", default="", help="only this model")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``stats``, ``alerts`` and ``export`` to the root parser's ``sub``."""
+    p = sub.add_parser("stats", help="request statistics: latency percentiles, rates, SLA, usage",
+                       description="Window statistics per service/model/operation (current), per-minute/hour "
+                                   "series (history) or merged rollups with usage by model and LoRA (aggregated).")
+    _source_args(p)
+    p.add_argument("--mode", choices=["current", "history", "aggregated"], default="current")
+    p.add_argument("--window", type=float, help="seconds ending now (default 300; history 3600; aggregated 86400)")
+    p.add_argument("--since", type=float, help="unix seconds")
+    p.add_argument("--until", type=float, help="unix seconds")
+    p.add_argument("--step", type=int, choices=[60, 3600], default=60, help="history bucket seconds")
+    p.add_argument("--sla", type=float, help="SLA seconds for e2e compliance (default from config: 2)")
+    p.add_argument("--json", action="store_true", help="print the JSON answer")
+    p.set_defaults(func=run_stats)
+
+    p = sub.add_parser("alerts", help="firing alerts (or the transition log with --all)")
+    _source_args(p)
+    p.add_argument("--all", action="store_true", help="every firing/resolved transition, newest first")
+    p.add_argument("--since", type=float, help="with --all: unix seconds")
+    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--json", action="store_true", help="print the JSON answer")
+    p.set_defaults(func=run_alerts)
+
+    p = sub.add_parser("export", help="export llm_requests rows as JSON, CSV or Parquet")
+    _source_args(p)
+    p.add_argument("--format", choices=["json", "csv", "parquet"], default="json")
+    p.add_argument("--output", "-o", default="-", help="file (default stdout; parquet needs a file)")
+    p.add_argument("--since", type=float, help="unix seconds")
+    p.add_argument("--until", type=float, help="unix seconds")
+    p.add_argument("--status", choices=["ok", "error", "abort", "timeout"])
+    p.add_argument("--trace-id", help="only this trace")
+    p.add_argument("--limit", type=int, default=100_000)
+    p.set_defaults(func=run_export)
+
+
+# ---- data source -----------------------------------------------------------------------------------------------------
+def fetch(args: argparse.Namespace, route: str, query: dict[str, Any]) -> dict:
+    """GET ``route`` with ``query`` from the API, or run the same handler on a Store opened from ``--clickhouse``.
+
+    Raises ``UserError`` when the source is unreachable or answers an error.
+    """
+    query = {k: str(v) for k, v in query.items() if v not in (None, "")}
+    if args.clickhouse:
+        if args.api:
+            raise UserError("give either --api or --clickhouse, not both")
+        from vllm_otel_collector.analytics.api import make_routes
+        from vllm_otel_collector.store import Store
+
+        store = Store(args.clickhouse, database=args.database)
+        try:
+            status, body = make_routes()[route](store, query)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+        except Exception as exc:  # noqa: BLE001 - e.g. tables missing: the collector never ran on this database
+            raise UserError(f"query failed on {store!r}: {str(exc).splitlines()[0][:300]}") from None
+        finally:
+            store.close()
+        return body
+    import httpx
+
+    url = (args.api or DEFAULT_API).rstrip("/") + route
+    token = args.token or os.environ.get("VLLM_OTEL_API_TOKEN")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        resp = httpx.get(url, params=query, headers=headers, timeout=60)
+    except httpx.HTTPError as exc:
+        raise UserError(f"cannot reach the collector API at {url}: {exc}") from None
+    try:
+        body = resp.json()
+    except ValueError:
+        body = {"error": resp.text[:200]}
+    if resp.status_code != 200:
+        raise UserError(f"{url} answered HTTP {resp.status_code}: {body.get('error', body)}")
+    return body
+
+
+def _print_json(body: Any) -> None:
+    json.dump(body, sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")
+
+
+def _ms(v: float | None) -> str:
+    return "-" if v is None else f"{v * 1000:.0f}"
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{v * 100:.1f}%"
+
+
+def _table(title: str, headers: list[str], rows: list[list[str]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=title)
+    for h in headers:
+        t.add_column(h, justify="left" if h in ("service", "model", "operation", "rule", "labels", "message",
+                                               "lora", "severity", "since") else "right")
+    for r in rows:
+        t.add_row(*r)
+    Console(width=None if sys.stdout.isatty() else 220).print(t)
+
+
+# ---- commands --------------------------------------------------------------------------------------------------------
+def run_stats(args: argparse.Namespace) -> int:
+    body = fetch(args, "/api/v1/stats", {"mode": args.mode, "window": args.window, "since": args.since,
+                                         "until": args.until, "step": args.step, "sla": args.sla,
+                                         "service": args.service, "model": args.model})
+    if args.json:
+        _print_json(body)
+        return 0
+    if args.mode == "current":
+        rows = [[g["service"], g["model"], g["operation"], str(g["requests"]), _pct(g["success_rate"]),
+                 _pct(g["error_rate"]), _pct(g["timeout_rate"]), _pct(g["cache_hit_rate"]),
+                 _ms(g["latency"]["ttft"]["median"]), _ms(g["latency"]["ttft"]["p95"]),
+                 _ms(g["latency"]["ttft"]["p99"]), _ms(g["latency"]["tpot"]["median"]),
+                 _ms(g["latency"]["e2e"]["p95"]), _pct(g["sla"]["compliance"])] for g in body["groups"]]
+        _table(f"requests {time.strftime('%H:%M:%S', time.localtime(body['since']))}–"
+               f"{time.strftime('%H:%M:%S', time.localtime(body['until']))}",
+               ["service", "model", "operation", "requests", "success", "errors", "timeouts", "cache hits",
+                "TTFT p50 ms", "TTFT p95 ms", "TTFT p99 ms", "TPOT p50 ms", "e2e p95 ms", "SLA"], rows)
+    elif args.mode == "history":
+        rows = [[time.strftime("%Y-%m-%d %H:%M", time.localtime(p["bucket"])), p["service"], p["model"],
+                 str(p["requests"]), _pct(p["error_rate"]), _ms(p["ttft_p50"]), _ms(p["ttft_p95"]),
+                 str(p["output_tokens"])] for p in body["points"]]
+        _table("history", ["since", "service", "model", "requests", "errors", "TTFT p50 ms", "TTFT p95 ms",
+                           "output tokens"], rows)
+    else:
+        rows = [[g["service"], g["model"], g["operation"], str(g["requests"]), _pct(g["error_rate"]),
+                 _ms(g["ttft_p95"]), _ms(g["e2e_p95"]), str(g["input_tokens"]), str(g["output_tokens"])]
+                for g in body["groups"]]
+        _table("aggregated", ["service", "model", "operation", "requests", "errors", "TTFT p95 ms", "e2e p95 ms",
+                              "input tokens", "output tokens"], rows)
+        _table("usage by model and LoRA", ["model", "lora", "requests", "input tokens", "output tokens"],
+               [[u["model"], u["lora"] or "-", str(u["requests"]), str(u["input_tokens"]), str(u["output_tokens"])]
+                for u in body["usage"]])
+    return 0
+
+
+def run_alerts(args: argparse.Namespace) -> int:
+    body = fetch(args, "/api/v1/alerts", {"state": "all" if args.all else "firing", "since": args.since,
+                                          "limit": args.limit})
+    if args.json:
+        _print_json(body)
+        return 0
+    rows = []
+    for a in body["alerts"]:
+        labels = ",".join(f"{k}={v}" for k, v in sorted(a["Labels"].items()))
+        msg = a["Message"] + (f" — {a['Suggestion']}" if a.get("Suggestion") else "")
+        rows.append(([a["Timestamp"], a["State"]] if args.all else [a["StartsAt"]])
+                    + [a["RuleName"], a["Severity"], labels, msg])
+    headers = (["at", "state"] if args.all else ["since"]) + ["rule", "severity", "labels", "message"]
+    _table("alert transitions" if args.all else f"firing alerts: {len(rows)}", headers, rows)
+    return 0
+
+
+def export_bytes(rows: list[dict], fmt: str) -> bytes:
+    """Serialize ``rows`` (dicts with equal keys) as json (array), csv (header row) or parquet (pyarrow)."""
+    if fmt == "json":
+        return (json.dumps(rows, default=str) + "\n").encode()
+    if fmt == "csv":
+        buf = io.StringIO()
+        if rows:
+            w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+            w.writeheader()
+            w.writerows({k: ("" if v is None else v) for k, v in r.items()} for r in rows)
+        return buf.getvalue().encode()
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise UserError("parquet export needs pyarrow (pip install pyarrow)") from None
+    out = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(rows), out)
+    return out.getvalue()
+
+
+def run_export(args: argparse.Namespace) -> int:
+    if args.format == "parquet" and args.output == "-":
+        raise UserError("parquet is binary: give --output FILE")
+    body = fetch(args, "/api/v1/requests", {"since": args.since, "until": args.until, "status": args.status,
+                                            "trace_id": args.trace_id, "service": args.service, "model": args.model,
+                                            "limit": args.limit})
+    data = export_bytes(body["requests"], args.format)
+    if args.output == "-":
+        sys.stdout.write(data.decode())
+    else:
+        try:
+            with open(args.output, "wb") as fh:
+                fh.write(data)
+        except OSError as exc:
+            raise UserError(f"cannot write {args.output}: {exc.strerror}") from None
+        print(f"wrote {len(body['requests'])} requests to {args.output} ({args.format})", file=sys.stderr)
+    return 0
