@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test bench bench-smoke clean
+.PHONY: install demo test browser bench bench-smoke clean
 
 # Idempotent: re-runs only when pyproject.toml changed since the last successful install.
 $(STAMP): pyproject.toml
@@ -25,7 +25,16 @@ demo: $(STAMP)
 	$(VENV)/bin/vllm-otel demo $(DEMO_ARGS)
 
 # pytest exit codes: 0 ok, 1 failures, 2 interrupted, 3 internal error, 4 usage error, 5 no tests collected.
-test: $(STAMP)
+# Headless Chromium + its WebDriver for the HTML report test (Debian packages); idempotent, skipped when present.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  echo "==> installing chromium + chromium-driver (apt) for the report test"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 || \
+	  { $$SUDO apt-get update -q >/dev/null 2>&1 && $$SUDO apt-get install -y -q chromium chromium-driver >/dev/null; } || \
+	  echo "!! could not install chromium: the browser test will be skipped"; }
+
+test: $(STAMP) browser
 	@$(PY) -m pytest -q -rfE $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 

@@ -1,0 +1,78 @@
+"""``vllm-otel report`` (HTML page from ClickHouse) and ``vllm-otel top`` (live view from the read API)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from vllm_otel_collector.errors import UserError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``report`` and ``top`` to the root parser's ``sub``."""
+    p = sub.add_parser("report", help="write a self-contained HTML report (plots) from ClickHouse",
+                       description="Read llm_requests, rollups, model loads and alerts from ClickHouse and write one "
+                                   "self-contained HTML page (inline SVG; opens offline).")
+    p.add_argument("--out", type=Path, default=Path("report.html"), help="output file (default report.html)")
+    p.add_argument("--since", default="24h", help="start: duration back from now (30m, 6h, 2d), ISO time or unix s "
+                                                  "(default 24h)")
+    p.add_argument("--until", default=None, help="end: ISO time or unix seconds (default now)")
+    p.add_argument("--clickhouse", metavar="DSN",
+                   help="chdb:///abs/path or http(s)://user:pass@host:8123 (default the collector's embedded store)")
+    p.add_argument("--database", help="ClickHouse database (default otel)")
+    p.add_argument("--data-dir", metavar="DIR", help="the collector's data dir (for the default embedded store)")
+    p.set_defaults(func=run_report)
+
+    p = sub.add_parser("top", help="live terminal view: request rate, p95 TTFT/TPOT, tokens/s, KV cache, alerts",
+                       description="Refresh from the collector's read API (/api/v1/stats, /api/v1/alerts, "
+                                   "/api/v1/engine) every --interval seconds; Ctrl-C quits.")
+    p.add_argument("--api", default="http://127.0.0.1:4319", metavar="URL", help="read API (default %(default)s)")
+    p.add_argument("--window", type=float, default=60.0, help="statistics window in seconds (default 60)")
+    p.add_argument("--interval", type=float, default=2.0, help="refresh period in seconds (default 2)")
+    p.add_argument("--token", help="bearer token (default $VLLM_OTEL_API_TOKEN)")
+    p.add_argument("--once", action="store_true", help="print one frame and exit")
+    p.set_defaults(func=run_top_cmd)
+
+
+def _open_store(args: argparse.Namespace):
+    from vllm_otel_collector.config import load_config
+    from vllm_otel_collector.store import Store
+
+    cfg = load_config(None, clickhouse=args.clickhouse, database=args.database, data_dir=args.data_dir)
+    dsn = cfg.dsn
+    if dsn.startswith("chdb://") and not Path(dsn[len("chdb://"):]).exists():
+        raise UserError(f"no embedded store at {dsn[len('chdb://'):]} (run the collector or the demo first, "
+                        "or pass --clickhouse)")
+    try:
+        return Store(dsn, database=cfg.database)
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - connection errors of many kinds: one line for the user
+        raise UserError(f"cannot open ClickHouse: {(str(exc).splitlines() or [type(exc).__name__])[0][:300]}") from None
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from vllm_otel_collector.report.data import parse_since
+    from vllm_otel_collector.report.html import write_report
+
+    now = time.time()
+    since = parse_since(args.since, now)
+    until = now if args.until is None else parse_since(args.until, now)
+    if since >= until:
+        raise UserError("--since must be before --until")
+    store = _open_store(args)
+    try:
+        path = write_report(store, args.out, since=since, until=until)
+    finally:
+        store.close()
+    print(path)
+    return 0
+
+
+def run_top_cmd(args: argparse.Namespace) -> int:
+    from vllm_otel_collector.report.top import run_top
+
+    if args.window <= 0 or args.interval <= 0:
+        raise UserError("--window and --interval must be positive")
+    return run_top(args.api, window=args.window, interval=args.interval, once=args.once, token=args.token)

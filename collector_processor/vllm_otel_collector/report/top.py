@@ -1,0 +1,136 @@
+"""``vllm-otel top``: a live terminal view of serving health, refreshed from the collector's read API.
+
+Sources (all on the read API, default ``http://127.0.0.1:4319``):
+- ``/api/v1/stats?mode=current&window=W`` — per (service, model, operation) window statistics; request rate =
+  requests / W, tokens/s = output tokens / W, p95 TTFT/TPOT (seconds, exact over raw rows);
+- ``/api/v1/alerts`` — firing alerts;
+- ``/api/v1/engine`` — latest engine gauges (KV cache usage 0..1, running and waiting requests) per service; served
+  by :func:`engine_route` (register it with the collector's routes). When absent, those cells show "n/a".
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.console import Console, Group
+from rich.panel import Panel
+from rich.table import Table
+
+from vllm_otel_collector.errors import UserError
+
+DEFAULT_API = "http://127.0.0.1:4319"
+KV_METRIC, RUNNING_METRIC, WAITING_METRIC = "vllm.kv_cache.usage", "vllm.requests.running", "vllm.requests.waiting"
+
+
+def engine_route(store, query: dict[str, str]) -> tuple[int, dict]:
+    """Read API handler for ``/api/v1/engine?window=120``: newest value of the KV-cache-usage, running and waiting
+    gauges per service within the last ``window`` seconds (``otel_metrics_gauge``). Body: ``{"services": [{"service",
+    "kv_cache_usage" (0..1), "running", "waiting", "time" (unix s)}]}``."""
+    try:
+        window = float(query.get("window", "120"))
+    except ValueError:
+        raise ValueError("parameter window must be a number") from None
+    rows = store.query(
+        "SELECT ServiceName, argMaxIf(Value, TimeUnix, MetricName = {kv:String}), "
+        "argMaxIf(Value, TimeUnix, MetricName = {run:String}), argMaxIf(Value, TimeUnix, MetricName = {wait:String}), "
+        "countIf(MetricName = {kv:String}), countIf(MetricName = {run:String}), countIf(MetricName = {wait:String}), "
+        "toUnixTimestamp64Milli(max(TimeUnix)) / 1e3 FROM otel_metrics_gauge "
+        "WHERE MetricName IN ({kv:String}, {run:String}, {wait:String}) "
+        "AND TimeUnix >= now64(9) - toIntervalMillisecond({ms:UInt64}) GROUP BY ServiceName ORDER BY ServiceName",
+        parameters={"kv": KV_METRIC, "run": RUNNING_METRIC, "wait": WAITING_METRIC, "ms": int(window * 1000)},
+    ).result_rows
+    return 200, {"services": [
+        {"service": s, "kv_cache_usage": kv if nk else None, "running": run if nr else None,
+         "waiting": wait if nw else None, "time": t} for s, kv, run, wait, nk, nr, nw, t in rows]}
+
+
+@dataclass
+class Snapshot:
+    """One refresh: ``groups`` from /stats, ``alerts`` firing, ``engine`` per service (None when unavailable)."""
+
+    window: float
+    groups: list[dict[str, Any]] = field(default_factory=list)
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    engine: list[dict[str, Any]] | None = None
+    taken_at: float = field(default_factory=time.time)
+
+
+def fetch_snapshot(api: str, window: float = 60.0, token: str | None = None, timeout: float = 10.0) -> Snapshot:
+    """GET the three routes. Raises :class:`UserError` when the API is unreachable or answers an error."""
+    import httpx
+
+    token = token or os.environ.get("VLLM_OTEL_API_TOKEN")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    base = api.rstrip("/")
+
+    def get(route: str, params: dict[str, Any]) -> tuple[int, dict]:
+        try:
+            resp = httpx.get(base + route, params=params, headers=headers, timeout=timeout)
+        except httpx.HTTPError as exc:
+            raise UserError(f"cannot reach the collector read API at {base}: {exc}") from None
+        try:
+            return resp.status_code, resp.json()
+        except ValueError:
+            return resp.status_code, {"error": resp.text[:200]}
+
+    status, stats = get("/api/v1/stats", {"mode": "current", "window": window})
+    if status != 200:
+        raise UserError(f"{base}/api/v1/stats answered HTTP {status}: {stats.get('error', stats)}")
+    status, alerts = get("/api/v1/alerts", {"state": "firing"})
+    if status != 200:
+        raise UserError(f"{base}/api/v1/alerts answered HTTP {status}: {alerts.get('error', alerts)}")
+    status, engine = get("/api/v1/engine", {"window": max(window, 120)})
+    return Snapshot(window=window, groups=stats.get("groups", []), alerts=alerts.get("alerts", []),
+                    engine=engine.get("services") if status == 200 else None)
+
+
+def _s(v: float | None) -> str:
+    return "–" if v is None else (f"{v * 1000:.0f} ms" if v < 1 else f"{v:.2f} s")
+
+
+def render(snap: Snapshot) -> Group:
+    """The frame: one row per (service, model, operation), engine gauges, firing alerts."""
+    t = Table(title=f"vLLM serving — last {snap.window:g} s", expand=True)
+    for col in ("service", "model", "req/s", "p95 TTFT", "p95 TPOT", "tokens/s", "errors", "KV cache", "in flight"):
+        t.add_column(col, justify="left" if col in ("service", "model") else "right")
+    engine = {e["service"]: e for e in (snap.engine or [])}
+    for g in snap.groups:
+        lat, n = g.get("latency", {}), g.get("requests", 0)
+        e = engine.get(g.get("service"))
+        kv = "n/a" if snap.engine is None else ("–" if not e or e["kv_cache_usage"] is None
+                                               else f"{e['kv_cache_usage'] * 100:.1f}%")
+        flight = "n/a" if snap.engine is None else (
+            "–" if not e or e["running"] is None else f"{e['running']:.0f} run / {(e['waiting'] or 0):.0f} wait")
+        t.add_row(g.get("service", ""), g.get("model", ""), f"{n / snap.window:.2f}",
+                  _s(lat.get("ttft", {}).get("p95")), _s(lat.get("tpot", {}).get("p95")),
+                  f"{g.get('tokens', {}).get('output', 0) / snap.window:.1f}",
+                  f"{(g.get('error_rate') or 0) * 100:.1f}%", kv, flight)
+    if not snap.groups:
+        t.add_row("(no requests in the window)", "", "", "", "", "", "", "", "")
+    a = Table(title=f"firing alerts: {len(snap.alerts)}", expand=True)
+    for col in ("rule", "severity", "message", "since"):
+        a.add_column(col)
+    for al in snap.alerts:
+        a.add_row(str(al.get("RuleName", "")), str(al.get("Severity", "")), str(al.get("Message", "")),
+                  str(al.get("StartsAt", "")))
+    stamp = time.strftime("%H:%M:%S", time.localtime(snap.taken_at))
+    return Group(Panel(t, subtitle=f"refreshed {stamp}"), a)
+
+
+def run_top(api: str, window: float = 60.0, interval: float = 2.0, once: bool = False, token: str | None = None,
+            console: Console | None = None) -> int:
+    """Print one frame (``once``) or refresh every ``interval`` seconds until Ctrl-C (rich Live)."""
+    from rich.live import Live
+
+    console = console or Console()
+    if once:
+        console.print(render(fetch_snapshot(api, window, token)))
+        return 0
+    with Live(render(fetch_snapshot(api, window, token)), console=console, refresh_per_second=4,
+              screen=False) as live:
+        while True:
+            time.sleep(interval)
+            live.update(render(fetch_snapshot(api, window, token)))
