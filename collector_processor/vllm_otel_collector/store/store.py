@@ -4,8 +4,8 @@ Every query, command and insert in the collector goes through a ``Store``. It wr
 either backend:
 
 * ``chdb:///abs/path`` — the embedded ClickHouse engine (chDB). One data path per process; all access is serialized by
-  a process-wide lock per path, and the session's current database is switched (``USE``) under that lock, so several
-  ``Store`` objects on the same path (tests isolate by database name) never see each other's tables.
+  a process-wide lock per path. Each Store has its own client (its own chDB session handle) bound to its database, so
+  several ``Store`` objects on the same path (tests isolate by database name) never see each other's tables.
 * ``http(s)://user:pass@host:8123/db`` — a ClickHouse server. clickhouse-connect clients are thread-safe for queries,
   but we still serialize through a lock per Store (one HTTP session) to keep behaviour identical.
 
@@ -30,9 +30,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_DATABASE = "otel"
 
-# chDB: one engine per process, so one lock and one "current database" per data path.
+# chDB: one engine per process, so one lock per data path serializes every Store on it.
 _CHDB_LOCKS: dict[str, threading.RLock] = {}
-_CHDB_ACTIVE_DB: dict[str, str | None] = {}
 _CHDB_GUARD = threading.Lock()
 
 
@@ -115,17 +114,7 @@ class Store:
         self._column_types: dict[str, tuple[list[str], list[str]]] = {}
         self._closed = False
         self.command(f"CREATE DATABASE IF NOT EXISTS `{self.database}`", use_database=False)
-        if self.chdb_path is None:
-            self._client.database = self.database
-
-    # -- session database (chDB only) -------------------------------------------------------------------------------
-    def _use_database(self) -> None:
-        """Under ``self._lock``: make this Store's database current for the shared chDB session."""
-        if self.chdb_path is None:
-            return
-        if _CHDB_ACTIVE_DB.get(self.chdb_path) != self.database:
-            self._client.command(f"USE `{self.database}`")
-            _CHDB_ACTIVE_DB[self.chdb_path] = self.database
+        self._client.database = self.database
 
     # -- public API --------------------------------------------------------------------------------------------------
     def command(self, sql: str, parameters: dict[str, Any] | None = None, use_database: bool = True) -> Any:
@@ -136,8 +125,12 @@ class Store:
         with self._lock:
             self._check_open()
             if use_database:
-                self._use_database()
-            return self._client.command(sql, parameters=parameters)
+                return self._client.command(sql, parameters=parameters)
+            saved, self._client.database = self._client.database, None
+            try:
+                return self._client.command(sql, parameters=parameters)
+            finally:
+                self._client.database = saved
 
     def query(self, sql: str, parameters: dict[str, Any] | None = None):
         """Run a SELECT; returns a clickhouse-connect ``QueryResult`` (``.result_rows``, ``.column_names``, ...).
@@ -146,7 +139,6 @@ class Store:
         """
         with self._lock:
             self._check_open()
-            self._use_database()
             return self._client.query(sql, parameters=parameters)
 
     def insert(self, table: str, columns: dict[str, Sequence[Any]]) -> int:
@@ -165,7 +157,6 @@ class Store:
             return 0
         with self._lock:
             self._check_open()
-            self._use_database()
             types = self._types_for(table, names)
             self._client.insert(
                 table,
