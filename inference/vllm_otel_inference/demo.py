@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -74,7 +75,8 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> dict:
 
     Raises ``UserError`` for bad options (missing model dir, port in use) before anything starts.
     """
-    console = console or Console(stderr=opts.as_json)
+    # Wide enough for a 32-hex trace id plus the metric columns even when stdout is not a terminal.
+    console = console or Console(stderr=opts.as_json, width=None if sys.stdout.isatty() else 160)
     _validate(opts)
     data_dir = opts.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -162,7 +164,7 @@ def render(output: dict, console: Console) -> None:
     """Print the per-request table and the summary (values as read from ClickHouse)."""
     table = Table(title="Requests (read back from ClickHouse)", show_lines=False)
     for col in ("trace id", "TTFT s", "client TTFT s", "TPOT s", "e2e s", "in tok", "out tok", "tok/s", "status"):
-        table.add_column(col, justify="left" if col in ("trace id", "status") else "right")
+        table.add_column(col, justify="left" if col in ("trace id", "status") else "right", no_wrap=True)
     for r in output["requests"]:
         table.add_row(r["trace_id"], _fmt(r["ttft_s"]), _fmt(r["client_ttft_s"]), _fmt(r["tpot_s"], digits=4),
                       _fmt(r["e2e_s"]), _fmt(r["input_tokens"]), _fmt(r["output_tokens"]),
