@@ -104,3 +104,15 @@ def test_config_errors_are_one_line(tmp_path):
     f.write_text("analytics:\n  levels:\n    - {span: 'asr*', metric: duration, threshold_seconds: 0.3}\n")
     cfg = AnalyticsConfig.load({"file": str(f), "sla_seconds": 5})
     assert cfg.levels[0].span == "asr*" and cfg.sla_seconds == 5 and len(cfg.rules) == len(DEFAULT_RULES)
+
+
+def test_analytics_migrations_render_on_cluster():
+    from vllm_otel_collector.store.migrations import load_migrations
+
+    mine = [m for m in load_migrations() if 100 <= m.version < 200]
+    assert [m.version for m in mine] == [100, 101, 102, 103]
+    for m in mine:
+        for stmt in m.render("otel", cluster="prod", ttl_days=7):
+            assert "ON CLUSTER `prod`" in stmt and "${" not in stmt
+            if stmt.startswith("CREATE TABLE"):
+                assert "ENGINE = Replicated" in stmt and "toIntervalDay(7)" in stmt

@@ -115,6 +115,20 @@ def alertmanager_payload(transitions: list[Transition], external_url: str = "") 
             "externalURL": external_url, "alerts": alerts}
 
 
+class _MemoStore:
+    """Read-only view of a Store that answers repeated identical queries from memory (one evaluation round)."""
+
+    def __init__(self, store):
+        self._store = store
+        self._memo: dict[tuple, Any] = {}
+
+    def query(self, sql: str, parameters: dict[str, Any] | None = None):
+        key = (sql, tuple(sorted((k, repr(v)) for k, v in (parameters or {}).items())))
+        if key not in self._memo:
+            self._memo[key] = self._store.query(sql, parameters=parameters)
+        return self._memo[key]
+
+
 class AlertManager:
     """Periodic evaluator: ``evaluate(store, now)`` runs every configured rule and records transitions.
 
@@ -130,9 +144,10 @@ class AlertManager:
     def observe(self, store, now: float) -> tuple[list[Observation], set[str]]:
         """All rules' observations at ``now`` and the names of rules that failed (logged, skipped)."""
         observations, failed = [], set()
+        memo = _MemoStore(store)  # rules sharing a window (e.g. the threshold rules) share one query
         for rule in self.config.rules:
             try:
-                observations.extend(E.evaluate(rule, store, now, self.thresholds))
+                observations.extend(E.evaluate(rule, memo, now, self.thresholds))
             except Exception as exc:  # noqa: BLE001 - one broken rule must not stop the others
                 failed.add(rule.name)
                 log.error("alert rule %s failed: %s", rule.name, str(exc).splitlines()[0] if str(exc) else exc)

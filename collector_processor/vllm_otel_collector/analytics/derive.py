@@ -93,10 +93,13 @@ def requests_from_spans(traces: dict[str, list], thresholds: Thresholds) -> dict
     for col in ("Timestamp", "TraceId", "SpanId", "ServiceName"):
         src = traces[col]
         out[col] = [src[i] for i in picks]
-    get_thr = thresholds.get
+    by_name: dict[str, tuple] = {}
     for i in picks:
         a = attrs_col[i]
         name = names[i]
+        thr = by_name.get(name)
+        if thr is None:
+            thr = by_name[name] = tuple(thresholds.get(name, m) for m in ("ttft", "tpot", "e2e", "queue"))
         finish = a.get(sc.VLLM_FINISH_REASON) or ""
         if not finish:
             raw = a.get(sc.RESPONSE_FINISH_REASONS)
@@ -131,10 +134,10 @@ def requests_from_spans(traces: dict[str, list], thresholds: Thresholds) -> dict
         out["TokensPerSecond"].append(tps)
         out["Preemptions"].append(min(_int(a, sc.VLLM_NUM_PREEMPTIONS) or 0, 65535))
         out["LoraName"].append(a.get(sc.VLLM_LORA_NAME) or "")
-        out["TTFTLevel"].append(level(ttft, get_thr(name, "ttft")) or "NONE")
-        out["TPOTLevel"].append(level(tpot, get_thr(name, "tpot")) or "NONE")
-        out["E2ELevel"].append(level(e2e, get_thr(name, "e2e")) or "NONE")
-        out["QueueLevel"].append(level(queue, get_thr(name, "queue")) or "NONE")
+        out["TTFTLevel"].append(level(ttft, thr[0]) or "NONE")
+        out["TPOTLevel"].append(level(tpot, thr[1]) or "NONE")
+        out["E2ELevel"].append(level(e2e, thr[2]) or "NONE")
+        out["QueueLevel"].append(level(queue, thr[3]) or "NONE")
     return out
 
 
