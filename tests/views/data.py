@@ -1,23 +1,20 @@
-"""A store with a realistic hour and a half of serving, for the dashboard, report and top tests.
+"""A realistic hour and a half of serving, sent through a real collector, for the dashboard, report and top tests.
 
-Request spans go through the real analytics derivation (``requests_from_spans``) into ``llm_requests`` (whose
-materialized views fill the 1m/1h rollups); the spans themselves go to ``otel_traces``; KV cache and running/waiting
-gauges to ``otel_metrics_gauge``; model loads and alert transitions to their tables. Deterministic (seeded).
+Request spans are exported with the OpenTelemetry SDK over OTLP/HTTP to a running collector whose analytics plug-in
+derives ``llm_requests`` (materialized views fill the 1m/1h rollups) and stores ``otel_traces``; KV cache and
+running/waiting gauges go over OTLP/HTTP (protobuf, explicit timestamps) into ``otel_metrics_gauge``. Model loads and
+alert transitions are written directly (their producers need engine-start traces and elapsed wall time).
+Deterministic (seeded) values; trace ids are the SDK's.
 """
 
 from __future__ import annotations
 
 import random
+import time
 from dataclasses import dataclass, field
 
 from opentelemetry.instrumentation.vllm import semconv as sc
 
-from vllm_otel_collector.analytics.config import AnalyticsConfig
-from vllm_otel_collector.analytics.derive import requests_from_spans
-from vllm_otel_collector.analytics.levels import Thresholds
-
-SPAN_COLUMNS = ("Timestamp", "TraceId", "SpanId", "ParentSpanId", "SpanName", "SpanKind", "ServiceName",
-                "ResourceAttributes", "SpanAttributes", "Duration", "StatusCode", "StatusMessage")
 MODEL = "SmolLM2-135M-Instruct"
 
 
@@ -32,32 +29,23 @@ class Filled:
     statuses: dict[str, int] = field(default_factory=dict)
 
 
-def _span(i: int, ts_s: float, e2e: float, attrs: dict, status: str = "Unset") -> dict:
-    return {"Timestamp": int(ts_s * 1e9), "TraceId": f"{0xabc000 + i:032x}", "SpanId": f"{i + 1:016x}",
-            "ParentSpanId": "", "SpanName": f"chat {MODEL}", "SpanKind": "Server", "ServiceName": "vllm",
-            "ResourceAttributes": {"service.name": "vllm", "host.name": "test"},
-            "SpanAttributes": {k: str(v) for k, v in attrs.items()}, "Duration": int(e2e * 1e9),
-            "StatusCode": status, "StatusMessage": ""}
-
-
-def fill(store, now: int, n_requests: int = 150, span_s: int = 90 * 60, seed: int = 7) -> Filled:
-    """Write the dataset into ``store`` (a migrated :class:`Store`); requests spread over ``[now - span_s, now)``."""
+def _requests(now: int, n: int, span_s: int, seed: int) -> list[dict]:
+    """``n`` request specs spread over ``[now - span_s, now)``: start (unix s), e2e (s), attributes, failed."""
     rng = random.Random(seed)
     start = now - span_s
-    spans, slowest, statuses = [], (0.0, ""), {"ok": 0, "error": 0, "abort": 0, "timeout": 0}
-    for i in range(n_requests):
-        ts = start + (i + 0.5) * span_s / n_requests
+    out = []
+    for i in range(n):
+        ts = start + (i + 0.5) * span_s / n
         queue = rng.uniform(0.001, 0.05) * (8 if i % 37 == 5 else 1)
         prefill = rng.uniform(0.02, 0.2)
-        out = rng.randint(16, 128)
+        n_out = rng.randint(16, 128)
         tpot = rng.uniform(0.004, 0.02) * (4 if i % 29 == 3 else 1)
-        decode = tpot * (out - 1)
+        decode = tpot * (n_out - 1)
         ttft = queue + prefill
         e2e = ttft + decode
         finish = "stop" if i % 5 else "length"
-        status = "Unset"
         if i % 41 == 7:
-            finish, status = sc.FINISH_ERROR, "Error"
+            finish = sc.FINISH_ERROR
         elif i % 43 == 11:
             finish = sc.FINISH_ABORT
         elif i % 47 == 13:
@@ -65,29 +53,86 @@ def fill(store, now: int, n_requests: int = 150, span_s: int = 90 * 60, seed: in
         attrs = {sc.OPERATION_NAME: "chat", sc.REQUEST_MODEL: MODEL, sc.RESPONSE_MODEL: MODEL,
                  sc.LATENCY_TTFT: ttft, sc.LATENCY_E2E: e2e, sc.LATENCY_QUEUE: queue, sc.LATENCY_PREFILL: prefill,
                  sc.LATENCY_DECODE: decode, sc.LATENCY_TPOT: tpot, sc.USAGE_INPUT_TOKENS: rng.randint(20, 400),
-                 sc.USAGE_OUTPUT_TOKENS: out, sc.VLLM_FINISH_REASON: finish,
+                 sc.USAGE_OUTPUT_TOKENS: n_out, sc.VLLM_FINISH_REASON: finish,
                  sc.USAGE_CACHE_READ_INPUT_TOKENS: 16 if i % 3 == 0 else 0}
         if finish == sc.FINISH_ERROR:
             attrs[sc.ERROR_TYPE] = "EngineDeadError"
-        spans.append(_span(i, ts, e2e, attrs, status))
-        if e2e > slowest[0]:
-            slowest = (e2e, spans[-1]["TraceId"])
-    batch = {c: [s[c] for s in spans] for c in SPAN_COLUMNS}
-    store.insert("otel_traces", batch)
-    rows = requests_from_spans(batch, Thresholds(AnalyticsConfig().levels))
-    store.insert("llm_requests", rows)
-    for s in rows["Status"]:
-        statuses[s] += 1
+        out.append({"ts": ts, "e2e": e2e, "attrs": attrs, "failed": finish == sc.FINISH_ERROR})
+    return out
 
-    gauge_t, names, values = [], [], []
-    for k, t in enumerate(range(start, now, 15)):
-        for name, value in (("vllm.kv_cache.usage", 0.1 + 0.6 * ((k % 40) / 40)), ("vllm.requests.running", k % 5),
-                            ("vllm.requests.waiting", (k // 3) % 3)):
-            gauge_t.append(int(t * 1e9))
-            names.append(name)
-            values.append(float(value))
-    store.insert("otel_metrics_gauge", {"ServiceName": ["vllm"] * len(names), "MetricName": names,
-                                        "TimeUnix": gauge_t, "StartTimeUnix": gauge_t, "Value": values})
+
+def send_spans(http_port: int, specs: list[dict]) -> list[str]:
+    """Export one SERVER span per spec with the OpenTelemetry SDK over OTLP/HTTP; returns the trace ids."""
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.trace import SpanKind, Status, StatusCode
+
+    tp = TracerProvider(resource=Resource.create({"service.name": "vllm", "host.name": "test"}))
+    tp.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=f"http://127.0.0.1:{http_port}/v1/traces")))
+    tracer = tp.get_tracer("tests.views")
+    ids = []
+    for spec in specs:
+        span = tracer.start_span(f"chat {MODEL}", kind=SpanKind.SERVER, attributes=spec["attrs"],
+                                 start_time=int(spec["ts"] * 1e9))
+        if spec["failed"]:
+            span.set_status(Status(StatusCode.ERROR, "engine died"))
+        span.end(end_time=int((spec["ts"] + spec["e2e"]) * 1e9))
+        ids.append(f"{span.get_span_context().trace_id:032x}")
+    tp.shutdown()
+    return ids
+
+
+def send_gauges(http_port: int, start: int, now: int, step: int = 15) -> int:
+    """POST KV-cache-usage / running / waiting gauge points every ``step`` s as OTLP/HTTP protobuf (explicit times).
+    Returns the number of points per metric."""
+    import httpx
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+    from opentelemetry.proto.metrics.v1.metrics_pb2 import Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics
+    from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+
+    times = list(range(start, now, step))
+    series = {"vllm.kv_cache.usage": [0.1 + 0.6 * ((k % 40) / 40) for k in range(len(times))],
+              "vllm.requests.running": [float(k % 5) for k in range(len(times))],
+              "vllm.requests.waiting": [float((k // 3) % 3) for k in range(len(times))]}
+    metrics = [Metric(name=name, gauge=Gauge(data_points=[NumberDataPoint(time_unix_nano=t * 10**9, as_double=v)
+                                                          for t, v in zip(times, vals)]))
+               for name, vals in series.items()]
+    req = ExportMetricsServiceRequest(resource_metrics=[ResourceMetrics(
+        resource=Resource(attributes=[KeyValue(key="service.name", value=AnyValue(string_value="vllm"))]),
+        scope_metrics=[ScopeMetrics(metrics=metrics)])])
+    resp = httpx.post(f"http://127.0.0.1:{http_port}/v1/metrics", content=req.SerializeToString(),
+                      headers={"Content-Type": "application/x-protobuf"}, timeout=30)
+    resp.raise_for_status()
+    return len(times)
+
+
+def wait_for(store, sql: str, expected, timeout_s: float = 60.0) -> None:
+    """Poll ``sql`` until its single value equals ``expected`` (the collector writes in batches)."""
+    deadline = time.monotonic() + timeout_s
+    value = None
+    while time.monotonic() < deadline:
+        value = store.query(sql).result_rows[0][0]
+        if value == expected:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{sql}: {value} != {expected} after {timeout_s} s")
+
+
+def fill(collector, now: int, n_requests: int = 150, span_s: int = 90 * 60, seed: int = 7) -> Filled:
+    """Send the dataset to a running :class:`Collector` (spans + gauges over OTLP/HTTP, derived by its analytics
+    plug-in), then write model loads and alert transitions into its store."""
+    store = collector.store
+    start = now - span_s
+    specs = _requests(now, n_requests, span_s, seed)
+    trace_ids = send_spans(collector.http_port, specs)
+    points = send_gauges(collector.http_port, start, now)
+    wait_for(store, "SELECT count() FROM llm_requests", n_requests)
+    wait_for(store, "SELECT count() FROM otel_metrics_gauge", 3 * points)
+    slowest = trace_ids[max(range(n_requests), key=lambda i: specs[i]["e2e"])]
+    statuses = dict(store.query("SELECT toString(Status), count() FROM llm_requests GROUP BY 1").result_rows)
 
     loads = [(start + 30, 41.5, 0.4, 12.0, 1.1, 0, "SLOW"), (start + 3000, 17.2, 0.2, 2.5, 0.9, 1, "GOOD")]
     store.insert("llm_model_loads", {
@@ -112,4 +157,5 @@ def fill(store, now: int, n_requests: int = 150, span_s: int = 90 * 60, seed: in
         "Threshold": [a[6] for a in alerts], "WindowSeconds": [300] * 3,
         "Message": [f"{a[2]}: {a[5]} vs {a[6]}" for a in alerts], "Suggestion": ["check the engine"] * 3,
         "StartsAt": [int((a[0] if a[3] == "firing" else start + 600) * 1e3) for a in alerts]})
-    return Filled(now=now, start=start, requests=n_requests, slowest_trace=slowest[1], statuses=statuses)
+    return Filled(now=now, start=start, requests=n_requests, slowest_trace=slowest,
+                  statuses={k: statuses.get(k, 0) for k in ("ok", "error", "abort", "timeout")})

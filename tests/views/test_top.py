@@ -1,4 +1,4 @@
-"""``vllm-otel top --once`` against the real read API server (real HTTP, real route handlers, filled chDB)."""
+"""``vllm-otel top --once`` against a real collector's read API (real HTTP, route handlers, chDB filled over OTLP)."""
 
 from __future__ import annotations
 
@@ -9,41 +9,26 @@ import sys
 import pytest
 from rich.console import Console
 
-from vllm_otel_collector.analytics.api import make_routes
-from vllm_otel_collector.api import api_server
-from vllm_otel_collector.report.top import engine_route, fetch_snapshot, run_top
-
-
-class _CollectorView:
-    """What the read API server needs from a collector: the store, self-metrics, readiness."""
-
-    def __init__(self, store):
-        self.store = store
-        self.metrics = None
-
-    def readiness(self):
-        return True, {}
+from vllm_otel_collector.report.top import fetch_snapshot, run_top
 
 
 @pytest.fixture()
-def api(filled):
-    store, info = filled
-    routes = {**make_routes(clock=lambda: info.now), "/api/v1/engine": engine_route}
-    srv = api_server(_CollectorView(store), "127.0.0.1", 0, routes)
-    srv.start()
-    yield f"http://127.0.0.1:{srv.port}", info
-    srv.stop()
+def api(filled, views_collector):
+    """The real collector's read API (analytics routes + ``/api/v1/engine``)."""
+    _, info = filled
+    return f"http://127.0.0.1:{views_collector.api_port}", info
 
 
 def test_snapshot_values_match_the_store(api, filled):
     url, info = api
     store, _ = filled
     snap = fetch_snapshot(url, window=600)
-    expected = store.query("SELECT count(), sum(OutputTokens) FROM llm_requests "
-                           "WHERE Timestamp >= toDateTime64({s:Float64}, 9)", parameters={"s": info.now - 600.0}
-                           ).result_rows[0]
-    assert sum(g["requests"] for g in snap.groups) == expected[0] > 0
-    assert sum(g["tokens"]["output"] for g in snap.groups) == expected[1]
+    def window(since):  # the API's window ends at its own "now", a few ms before taken_at
+        return tuple(store.query("SELECT count(), sum(OutputTokens) FROM llm_requests WHERE Timestamp >= "
+                                 "toDateTime64({s:Float64}, 9)", parameters={"s": since}).result_rows[0])
+
+    got = (sum(g["requests"] for g in snap.groups), sum(g["tokens"]["output"] for g in snap.groups))
+    assert got[0] > 0 and got in {window(snap.taken_at - 600.0), window(snap.taken_at - 602.0)}
     assert [a["RuleName"] for a in snap.alerts] == ["error_rate_high"]
     (engine,) = snap.engine
     assert engine["service"] == "vllm" and 0.1 <= engine["kv_cache_usage"] <= 0.7
