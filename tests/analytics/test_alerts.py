@@ -108,7 +108,7 @@ def test_process_memory(store):
     def gauge(at_s, gib):
         store.insert("otel_metrics_gauge", {
             "ServiceName": ["vllm"], "MetricName": ["process.memory.usage"],
-            "ResourceAttributes": [{"process.pid": "42"}], "TimeUnix": [int((T0 + at_s) * 1e9)],
+            "Attributes": [{"process.pid": "42"}], "TimeUnix": [int((T0 + at_s) * 1e9)],
             "Value": [gib * 2**30]})
 
     gauge(500, 5.0)

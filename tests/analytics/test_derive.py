@@ -96,3 +96,16 @@ def test_processor_rows_insert_into_clickhouse(store):
     assert got.result_rows == [(f"{i:016x}", round(0.1 * i, 3), "EXCELLENT", "ok") for i in range(1, 4)]
     assert store.query("SELECT Level FROM span_levels").result_rows == [("GOOD",)]
     assert proc.process(columns([span(1, "other", 1, 1.0)])) == []
+
+
+def test_levels_are_monotonic_in_value():
+    from hypothesis import given, strategies as st
+
+    order = ["EXCELLENT", "GOOD", "SLOW", "BOTTLENECK"]
+
+    @given(st.floats(0, 1e3), st.floats(0, 1e3), st.floats(1e-3, 1e2))
+    def check(a, b, thr):
+        lo, hi = sorted((a, b))
+        assert order.index(level(lo, thr)) <= order.index(level(hi, thr))
+
+    check()

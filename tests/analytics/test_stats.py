@@ -136,3 +136,20 @@ def test_history_per_minute_counts_exact(store):
                 and T0 + 0 <= r["Timestamp"].timestamp() - p["bucket"] + T0 < T0 + 60)
         assert p["requests"] == n
     assert sum(p["requests"] for p in points) == 600
+
+
+def test_summarize_matches_numpy_linear_percentiles():
+    np = pytest.importorskip("numpy")
+    from hypothesis import given, settings, strategies as st
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.lists(st.floats(0, 1e4, allow_nan=False), min_size=1, max_size=60))
+    def check(values):
+        s = summarize(values)
+        arr = np.array(values)
+        assert s["median"] == pytest.approx(np.percentile(arr, 50), abs=1e-9)
+        assert s["p95"] == pytest.approx(np.percentile(arr, 95), abs=1e-9)
+        assert s["p99"] == pytest.approx(np.percentile(arr, 99), abs=1e-9)
+        assert s["stddev"] == pytest.approx(np.std(arr, ddof=1) if len(values) > 1 else 0.0, abs=1e-6)
+
+    check()

@@ -34,13 +34,14 @@ def _fmt(v: float | None) -> str:
 
 
 def process_memory(store, since: float, until: float) -> dict[tuple[str, str], float]:
-    """Latest ``process.memory.usage`` (bytes) per (service, process.pid) from otel_metrics_gauge/sum."""
+    """Latest ``process.memory.usage`` (bytes) per (service, process.pid) from otel_metrics_gauge/sum; the pid is the
+    data point's ``process.pid`` attribute (our instrumentation), else the resource's."""
     sql = ("SELECT ServiceName, pid, argMax(Value, TimeUnix) FROM ("
-           " SELECT ServiceName, ResourceAttributes['process.pid'] AS pid, Value, TimeUnix FROM otel_metrics_gauge"
+           " SELECT ServiceName, if(Attributes['process.pid'] != '', Attributes['process.pid'], ResourceAttributes['process.pid']) AS pid, Value, TimeUnix FROM otel_metrics_gauge"
            " WHERE MetricName = {name:String} AND TimeUnix >= toDateTime64({since:Float64}, 9)"
            " AND TimeUnix < toDateTime64({until:Float64}, 9)"
            " UNION ALL"
-           " SELECT ServiceName, ResourceAttributes['process.pid'] AS pid, Value, TimeUnix FROM otel_metrics_sum"
+           " SELECT ServiceName, if(Attributes['process.pid'] != '', Attributes['process.pid'], ResourceAttributes['process.pid']) AS pid, Value, TimeUnix FROM otel_metrics_sum"
            " WHERE MetricName = {name:String} AND TimeUnix >= toDateTime64({since:Float64}, 9)"
            " AND TimeUnix < toDateTime64({until:Float64}, 9)"
            ") GROUP BY ServiceName, pid ORDER BY ServiceName, pid")
