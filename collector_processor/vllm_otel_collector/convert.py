@@ -42,6 +42,9 @@ TRACE_COLUMNS = (
 )
 
 
+_ZERO16, _ZERO8 = b"\0" * 16, b"\0" * 8
+
+
 class MalformedRequest(ValueError):
     """The body is not an OTLP export request at all (→ gRPC INVALID_ARGUMENT / HTTP 400)."""
 
@@ -123,24 +126,27 @@ def value_str(av) -> str:
     return raw if isinstance(raw, str) else json.dumps(raw, separators=(",", ":"), ensure_ascii=False)
 
 
+def _other_str(av, kind: str | None) -> str:
+    if kind == "int_value":
+        return str(av.int_value)
+    if kind == "bool_value":
+        return "true" if av.bool_value else "false"
+    return value_str(av)
+
+
 def attrs_map(kvs, limits: Limits) -> tuple[dict[str, str], bool]:
-    """Repeated ``KeyValue`` → ``{key: string value}``; returns (map, truncated?)."""
+    """Repeated ``KeyValue`` → ``{key: string value}``; returns (map, truncated?). Hot path: one dict
+    comprehension, string values taken as is, truncation checked on the finished map."""
     truncated = False
     if len(kvs) > limits.max_attributes:
         kvs = kvs[: limits.max_attributes]
         truncated = True
-    out = {}
+    out = {kv.key: (v.string_value if (k := (v := kv.value).WhichOneof("value")) == "string_value"
+                    else _other_str(v, k)) for kv in kvs}
     cap = limits.max_value_chars
-    for kv in kvs:
-        av = kv.value
-        if av.WhichOneof("value") == "string_value":
-            s = av.string_value
-        else:
-            s = value_str(av)
-        if len(s) > cap:
-            s = s[:cap]
-            truncated = True
-        out[kv.key] = s
+    if out and max(map(len, out.values())) > cap:
+        out = {key: val[:cap] for key, val in out.items()}
+        truncated = True
     return out, truncated
 
 
@@ -249,29 +255,34 @@ def convert_traces(request: ExportTraceServiceRequest, limits: Limits = Limits()
             scope_name, scope_version = ss.scope.name, ss.scope.version
             bad_indices = []
             for i, span in enumerate(ss.spans):
-                err = _span_error(span)
-                if err is not None:
-                    rejected += 1
-                    errors.append(err)
-                    bad_indices.append(i)
-                    continue
+                tid, sid, pid = span.trace_id, span.span_id, span.parent_span_id
+                start, end, kind = span.start_time_unix_nano, span.end_time_unix_nano, span.kind
+                status = span.status
+                code = status.code
+                links = span.links
+                if (len(tid) != 16 or len(sid) != 8 or end < start or not 0 <= kind <= 5 or not 0 <= code <= 2
+                        or (pid and len(pid) != 8) or tid == _ZERO16 or sid == _ZERO8 or links):
+                    err = _span_error(span)
+                    if err is not None:
+                        rejected += 1
+                        errors.append(err)
+                        bad_indices.append(i)
+                        continue
                 attrs, trunc = attrs_map(span.attributes, limits)
-                start = span.start_time_unix_nano
                 c_ts.append(start)
-                c_tid.append(span.trace_id.hex())
-                c_sid.append(span.span_id.hex())
-                c_pid.append(span.parent_span_id.hex())
+                c_tid.append(tid.hex())
+                c_sid.append(sid.hex())
+                c_pid.append(pid.hex())
                 c_tstate.append(span.trace_state)
                 c_name.append(span.name)
-                c_kind.append(SPAN_KINDS[span.kind])
+                c_kind.append(SPAN_KINDS[kind])
                 c_svc.append(service)
                 c_res.append(res_attrs)
                 c_sname.append(scope_name)
                 c_sver.append(scope_version)
                 c_attrs.append(attrs)
-                c_dur.append(span.end_time_unix_nano - start)
-                status = span.status
-                c_code.append(STATUS_CODES[status.code])
+                c_dur.append(end - start)
+                c_code.append(STATUS_CODES[code])
                 c_msg.append(status.message)
                 events = span.events
                 if events:
@@ -291,7 +302,6 @@ def convert_traces(request: ExportTraceServiceRequest, limits: Limits = Limits()
                     c_ets.append([])
                     c_ename.append([])
                     c_eattrs.append([])
-                links = span.links
                 if links:
                     if len(links) > max_links:
                         links, trunc = links[:max_links], True
