@@ -10,6 +10,8 @@ import yaml
 
 from vllm_otel_collector.report import grafana
 
+from .data import MODEL
+
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARD = REPO / "deploy" / "grafana" / "dashboards" / "llm-serving-overview.json"
 
@@ -35,7 +37,9 @@ def test_dashboard_covers_the_issue_and_links_traces():
     assert links[1]["internal"]["datasourceUid"] == "jaeger"
     trace_panel = next(p for p in board["panels"] if p["type"] == "traces")
     assert trace_panel["targets"][0]["format"] == 3
-    assert {v["name"] for v in board["templating"]["list"]} == {"trace_id", "jaeger_url"}
+    assert [v["name"] for v in board["templating"]["list"]] == ["model", "trace_id", "jaeger_url"]
+    model_var = board["templating"]["list"][0]
+    assert model_var["query"] == grafana.MODEL_VARIABLE_SQL and model_var["includeAll"] and model_var["multi"]
     for panel in board["panels"]:
         assert panel["datasource"]["uid"] == "clickhouse" and panel["targets"][0]["rawSql"]
 
@@ -51,6 +55,12 @@ def test_provisioning_matches_dashboard_datasources():
     assert prov["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards"
 
 
+def test_conditional_all_and_singlequote():
+    sql = "WHERE $__conditionalAll(Model IN (${model:singlequote}), $model) AND x"
+    assert grafana.expand_macros(sql, 0, 1, 1, {"model": grafana.ALL}) == "WHERE 1=1 AND x"
+    assert grafana.expand_macros(sql, 0, 1, 1, {"model": ["a", "b'c"]}) == "WHERE Model IN ('a','b\\'c') AND x"
+
+
 def test_expand_macros_like_the_plugin():
     sql = "SELECT 1 WHERE $__timeFilter(Bucket) AND x < $__toTime AND y > $__fromTime LIMIT $__interval_s -- ${trace_id}"
     assert grafana.expand_macros(sql, 100, 200, 30, {"trace_id": "abc"}) == (
@@ -58,12 +68,13 @@ def test_expand_macros_like_the_plugin():
         "AND y > toDateTime(100) LIMIT 30 -- abc")
 
 
+@pytest.mark.parametrize("model", ["all", "one"])
 @pytest.mark.parametrize("interval_s", [15, 300])
 @pytest.mark.parametrize("spec", grafana.PANELS, ids=[p.title for p in grafana.PANELS])
-def test_every_panel_query_runs_with_rows(filled, spec, interval_s):
+def test_every_panel_query_runs_with_rows(filled, spec, interval_s, model):
     store, info = filled
     sql = grafana.expand_macros(spec.sql, info.start - 60, info.now + 60, interval_s,
-                                {"trace_id": info.slowest_trace})
+                                {"trace_id": info.slowest_trace, "model": grafana.ALL if model == "all" else [MODEL]})
     result = store.query(sql)
     assert tuple(result.column_names) == spec.columns
     assert result.result_rows, f"{spec.title}: no rows"
@@ -71,6 +82,15 @@ def test_every_panel_query_runs_with_rows(filled, spec, interval_s):
         times = [r[0] for r in result.result_rows]
         assert times == sorted(times)
         assert all(v is not None for r in result.result_rows for v in r[1:]), spec.title
+
+
+def test_model_variable_lists_models_and_filters(filled):
+    store, info = filled
+    models = store.query(grafana.expand_macros(grafana.MODEL_VARIABLE_SQL, info.start - 60, info.now + 60, 60))
+    assert models.result_rows == [(MODEL,)]
+    rate = next(p for p in grafana.PANELS if p.title == "Request rate")
+    other = grafana.expand_macros(rate.sql, info.start - 60, info.now + 60, 60, {"model": ["no-such-model"]})
+    assert store.query(other).result_rows == []
 
 
 def test_panel_values_match_the_data(filled):

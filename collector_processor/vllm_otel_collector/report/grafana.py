@@ -24,6 +24,12 @@ CLICKHOUSE_TYPE = "grafana-clickhouse-datasource"
 DASHBOARD_UID = "vllm-otel-overview"
 DEFAULT_OUT = Path(__file__).resolve().parents[3] / "deploy" / "grafana" / "dashboards" / "llm-serving-overview.json"
 
+#: Dashboard variable ``model`` (multi-select with "All"): the plugin's ``$__conditionalAll`` drops the filter for All.
+_MODEL = "$__conditionalAll(Model IN (${model:singlequote}), $model)"
+MODEL_VARIABLE_SQL = "SELECT DISTINCT Model FROM llm_requests_1m WHERE $__timeFilter(Bucket) ORDER BY Model"
+#: Value the tests pass for a variable set to "All".
+ALL = "$__all"
+
 #: Rollup bucket for time-series panels: never finer than the 1-minute rollup.
 _BUCKET = "toStartOfInterval(Bucket, INTERVAL greatest($__interval_s, 60) SECOND)"
 _Q = "quantilesTDigestMerge(0.5, 0.9, 0.95, 0.99)"
@@ -31,7 +37,7 @@ _Q = "quantilesTDigestMerge(0.5, 0.9, 0.95, 0.99)"
 
 def _latency_sql(metric: str) -> str:
     return (f"SELECT {_BUCKET} AS time, {_Q}({metric}Quantiles)[1] AS p50, {_Q}({metric}Quantiles)[3] AS p95, "
-            f"{_Q}({metric}Quantiles)[4] AS p99 FROM llm_requests_1m WHERE $__timeFilter(Bucket) "
+            f"{_Q}({metric}Quantiles)[4] AS p99 FROM llm_requests_1m WHERE $__timeFilter(Bucket) AND {_MODEL} "
             f"GROUP BY time HAVING sum({metric}Count) > 0 ORDER BY time")
 
 
@@ -60,7 +66,7 @@ class PanelSpec:
 PANELS: tuple[PanelSpec, ...] = (
     PanelSpec("Request rate", "timeseries",
               f"SELECT {_BUCKET} AS time, sum(Requests) / greatest($__interval_s, 60) AS requests_per_s "
-              "FROM llm_requests_1m WHERE $__timeFilter(Bucket) GROUP BY time ORDER BY time",
+              "FROM llm_requests_1m WHERE $__timeFilter(Bucket) AND {_MODEL} GROUP BY time ORDER BY time",
               ("time", "requests_per_s"), unit="reqps", description="Requests finished per second (1m rollup)."),
     PanelSpec("TTFT p50 / p95 / p99", "timeseries", _latency_sql("TTFT"), ("time", "p50", "p95", "p99"), unit="s",
               description="Time to first token, seconds (t-digest quantiles from the 1m rollup)."),
@@ -71,17 +77,17 @@ PANELS: tuple[PanelSpec, ...] = (
     PanelSpec("Tokens per second", "timeseries",
               f"SELECT {_BUCKET} AS time, sum(OutputTokens) / greatest($__interval_s, 60) AS output_tokens_per_s, "
               "sum(InputTokens) / greatest($__interval_s, 60) AS input_tokens_per_s "
-              "FROM llm_requests_1m WHERE $__timeFilter(Bucket) GROUP BY time ORDER BY time",
+              "FROM llm_requests_1m WHERE $__timeFilter(Bucket) AND {_MODEL} GROUP BY time ORDER BY time",
               ("time", "output_tokens_per_s", "input_tokens_per_s"), unit="short",
               description="Generated (output) and prompt (input) tokens per second, all requests."),
     PanelSpec("Error / abort / timeout rate", "timeseries",
               f"SELECT {_BUCKET} AS time, sum(Errors) / sum(Requests) AS error_rate, "
               "sum(Aborts) / sum(Requests) AS abort_rate, sum(Timeouts) / sum(Requests) AS timeout_rate "
-              "FROM llm_requests_1m WHERE $__timeFilter(Bucket) GROUP BY time HAVING sum(Requests) > 0 ORDER BY time",
+              "FROM llm_requests_1m WHERE $__timeFilter(Bucket) AND {_MODEL} GROUP BY time HAVING sum(Requests) > 0 ORDER BY time",
               ("time", "error_rate", "abort_rate", "timeout_rate"), unit="percentunit"),
     PanelSpec("Where time goes: queue vs prefill vs decode", "piechart",
               "SELECT sum(QueueSum) AS queue_s, sum(PrefillSum) AS prefill_s, sum(DecodeSum) AS decode_s "
-              "FROM llm_requests_1m WHERE $__timeFilter(Bucket)",
+              "FROM llm_requests_1m WHERE $__timeFilter(Bucket) AND {_MODEL}",
               ("queue_s", "prefill_s", "decode_s"), unit="s", fmt=1,
               description="Total seconds spent per phase over the range (sums from the 1m rollup)."),
     PanelSpec("KV cache usage", "timeseries", _gauge_sql("vllm.kv_cache.usage", "kv_cache_usage"),
@@ -97,7 +103,7 @@ PANELS: tuple[PanelSpec, ...] = (
               "SELECT level, countIf(toString(TTFTLevel) = level) AS TTFT, countIf(toString(TPOTLevel) = level) AS TPOT, "
               "countIf(toString(E2ELevel) = level) AS E2E, countIf(toString(QueueLevel) = level) AS Queue "
               "FROM llm_requests ARRAY JOIN ['EXCELLENT', 'GOOD', 'SLOW', 'BOTTLENECK'] AS level "
-              "WHERE $__timeFilter(Timestamp) GROUP BY level "
+              "WHERE $__timeFilter(Timestamp) AND {_MODEL} GROUP BY level "
               "ORDER BY indexOf(['EXCELLENT', 'GOOD', 'SLOW', 'BOTTLENECK'], level)",
               ("level", "TTFT", "TPOT", "E2E", "Queue"), fmt=1,
               description="Requests per performance level (thresholds from the analytics config)."),
@@ -115,7 +121,7 @@ PANELS: tuple[PanelSpec, ...] = (
               "SELECT Timestamp AS time, Model AS model, ServiceName AS service, LoadSeconds AS load_s, "
               "WeightsSeconds AS weights_s, CompileSeconds AS compile_s, KVCacheSeconds AS kv_cache_s, "
               "ColdStartSeconds AS cold_start_s, CompileCacheHit AS compile_cache_hit, toString(LoadLevel) AS level, "
-              "TraceId FROM llm_model_loads FINAL WHERE $__timeFilter(Timestamp) ORDER BY time DESC",
+              "TraceId FROM llm_model_loads FINAL WHERE $__timeFilter(Timestamp) AND {_MODEL} ORDER BY time DESC",
               ("time", "model", "service", "load_s", "weights_s", "compile_s", "kv_cache_s", "cold_start_s",
                "compile_cache_hit", "level", "TraceId"), fmt=1, width=12,
               description="One row per engine start: phase durations (seconds), compile-cache hit, cold start."),
@@ -123,7 +129,7 @@ PANELS: tuple[PanelSpec, ...] = (
               "SELECT Timestamp AS time, TraceId, Model AS model, E2E AS e2e_s, TTFT AS ttft_s, TPOT AS tpot_s, "
               "Queue AS queue_s, Prefill AS prefill_s, Decode AS decode_s, OutputTokens AS output_tokens, "
               "toString(Status) AS status, toString(E2ELevel) AS level FROM llm_requests "
-              "WHERE $__timeFilter(Timestamp) ORDER BY E2E DESC NULLS LAST LIMIT 20",
+              "WHERE $__timeFilter(Timestamp) AND {_MODEL} ORDER BY E2E DESC NULLS LAST LIMIT 20",
               ("time", "TraceId", "model", "e2e_s", "ttft_s", "tpot_s", "queue_s", "prefill_s", "decode_s",
                "output_tokens", "status", "level"), fmt=1, width=24, height=9,
               description="Click a TraceId: the trace view below (ClickHouse), Explore with Jaeger, or Jaeger's UI."),
@@ -145,15 +151,41 @@ PANELS: tuple[PanelSpec, ...] = (
 )
 
 
-def expand_macros(sql: str, from_s: int, to_s: int, interval_s: int, variables: dict[str, str] | None = None) -> str:
+PANELS = tuple(PanelSpec(**{**p.__dict__, "sql": p.sql.replace("{_MODEL}", _MODEL)}) for p in PANELS)
+
+
+def _conditional_all(sql: str, variables: dict[str, str | list[str]]) -> str:
+    """``$__conditionalAll(condition, $var)`` → ``1=1`` when ``var`` is All, else the condition (parens balanced)."""
+    out, i, token = [], 0, "$__conditionalAll("
+    while (j := sql.find(token, i)) >= 0:
+        out.append(sql[i:j])
+        depth, k = 1, j + len(token)
+        while depth:
+            depth += {"(": 1, ")": -1}.get(sql[k], 0)
+            k += 1
+        args = sql[j + len(token):k - 1]
+        condition, var = args.rsplit(",", 1)
+        out.append("1=1" if variables.get(var.strip().lstrip("$"), ALL) == ALL else condition.strip())
+        i = k
+    return "".join(out) + sql[i:]
+
+
+def expand_macros(sql: str, from_s: int, to_s: int, interval_s: int,
+                  variables: dict[str, str | list[str]] | None = None) -> str:
     """Expand the grafana-clickhouse-datasource macros the way the plugin does (times in unix seconds), then
-    dashboard variables ``$name`` / ``${name}`` from ``variables``."""
+    dashboard variables: ``${name:singlequote}`` (a list → ``'a','b'``), ``${name}`` and ``$name``. A variable set
+    to :data:`ALL` (or absent) makes ``$__conditionalAll(...)`` ``1=1``."""
+    variables = dict(variables or {})
+    out = _conditional_all(sql, variables)
     out = re.sub(r"\$__timeFilter\(([^)]+)\)",
-                 lambda m: f"{m[1]} >= toDateTime({from_s}) AND {m[1]} <= toDateTime({to_s})", sql)
+                 lambda m: f"{m[1]} >= toDateTime({from_s}) AND {m[1]} <= toDateTime({to_s})", out)
     out = out.replace("$__fromTime", f"toDateTime({from_s})").replace("$__toTime", f"toDateTime({to_s})")
     out = out.replace("$__interval_s", str(interval_s))
-    for name, value in (variables or {}).items():
-        out = out.replace("${" + name + "}", value).replace("$" + name, value)
+    for name, value in variables.items():
+        values = value if isinstance(value, list) else [value]
+        quoted = ",".join("'" + v.replace("\\", "\\\\").replace("'", "\\'") + "'" for v in values)
+        out = out.replace("${" + name + ":singlequote}", quoted)
+        out = out.replace("${" + name + "}", ",".join(values)).replace("$" + name, ",".join(values))
     return out
 
 
@@ -196,6 +228,9 @@ def build_dashboard() -> dict:
              .tags(["vllm", "llm", "opentelemetry"]).time("now-3h", "now").refresh("30s").timezone("browser")
              .description("vLLM serving: latency (TTFT/TPOT/e2e), throughput, errors, KV cache, levels, alerts, "
                           "model loads, and drill-down to traces. Generated by vllm_otel_collector.report.grafana.")
+             .with_variable(dashboard.QueryVariable("model").label("Model").datasource(ds).query(MODEL_VARIABLE_SQL)
+                            .multi(True).include_all(True).refresh(dm.VariableRefresh.ON_TIME_RANGE_CHANGED)
+                            .sort(dm.VariableSort.ALPHABETICAL_ASC))
              .with_variable(dashboard.TextBoxVariable("trace_id").label("Trace id"))
              .with_variable(dashboard.ConstantVariable("jaeger_url").value("http://localhost:16686")))
     for n, spec in enumerate(PANELS):
