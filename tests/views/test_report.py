@@ -131,3 +131,27 @@ def test_report_cli_bad_since_is_one_line(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().startswith("vllm-otel report: error: --since 'yesterday'")
+
+
+def test_report_cli_writes_the_page(filled, tmp_path, capsys):
+    from vllm_otel_collector.store.testing import shared_chdb_path
+    from vllm_otel_inference.cli import main
+
+    store, info = filled
+    out = tmp_path / "cli" / "report.html"
+    rc = main(["report", "--out", str(out), "--since", "2h", "--clickhouse", f"chdb://{shared_chdb_path()}",
+               "--database", store.database])
+    assert rc == 0 and capsys.readouterr().out.strip() == str(out.resolve())
+    page = out.read_text()
+    assert all(f'id="{p}"' in page for p in PLOTS) and 'data-empty="true"' not in page
+    assert f"<td>{info.requests}</td>" in page  # KPI table: every request of the 90 minutes is within 2 h
+
+
+def test_report_cli_without_store_is_one_line(tmp_path, capsys):
+    from vllm_otel_inference.cli import main
+
+    rc = main(["report", "--out", str(tmp_path / "r.html"), "--data-dir", str(tmp_path / "nothing")])
+    assert rc == 2
+    assert capsys.readouterr().err.strip() == (f"vllm-otel report: error: no embedded store at "
+                                               f"{(tmp_path / 'nothing' / 'clickhouse').resolve()} (run the collector "
+                                               "or the demo first, or pass --clickhouse)")
