@@ -25,10 +25,10 @@ def test_committed_dashboard_matches_generator():
 def test_dashboard_covers_the_issue_and_links_traces():
     board = json.loads(DASHBOARD.read_text())
     titles = [p["title"] for p in board["panels"]]
-    assert len(titles) == len(grafana.PANELS) == 14
+    assert len(titles) == len(grafana.PANELS) == 15
     for needed in ("Request rate", "TTFT p50 / p95 / p99", "TPOT p50 / p95 / p99", "E2E latency p50 / p95 / p99",
                    "Tokens per second", "Error / abort / timeout rate", "KV cache usage", "Running / waiting requests",
-                   "Performance levels", "Active alerts", "Model loads"):
+                   "Performance levels", "Active alerts", "Model loads", "Model load phases"):
         assert needed in titles
     slow = next(p for p in board["panels"] if p["title"].startswith("Slowest requests"))
     links = slow["fieldConfig"]["overrides"][0]["properties"][0]["value"]

@@ -125,6 +125,14 @@ PANELS: tuple[PanelSpec, ...] = (
               ("time", "model", "service", "load_s", "weights_s", "compile_s", "kv_cache_s", "cold_start_s",
                "compile_cache_hit", "level", "TraceId"), fmt=1, width=12,
               description="One row per engine start: phase durations (seconds), compile-cache hit, cold start."),
+    PanelSpec("Model load phases", "barchart",
+              "SELECT formatDateTime(Timestamp, '%m-%d %H:%i') || ' ' || Model AS load, "
+              "ifNull(WeightsSeconds, 0) AS weights_s, ifNull(CompileSeconds, 0) AS compile_s, "
+              "ifNull(KVCacheSeconds, 0) AS kv_cache_s, ifNull(WarmupSeconds, 0) AS warmup_s, "
+              "greatest(ifNull(LoadSeconds, 0) - weights_s - compile_s - kv_cache_s - warmup_s, 0) AS other_s "
+              "FROM llm_model_loads FINAL WHERE $__timeFilter(Timestamp) AND {_MODEL} ORDER BY Timestamp",
+              ("load", "weights_s", "compile_s", "kv_cache_s", "warmup_s", "other_s"), unit="s", fmt=1, width=12,
+              description="Where each engine start spent its time (stacked, seconds)."),
     PanelSpec("Slowest requests (click a trace id)", "table",
               "SELECT Timestamp AS time, TraceId, Model AS model, E2E AS e2e_s, TTFT AS ttft_s, TPOT AS tpot_s, "
               "Queue AS queue_s, Prefill AS prefill_s, Decode AS decode_s, OutputTokens AS output_tokens, "
@@ -219,6 +227,7 @@ def build_dashboard() -> dict:
     """The dashboard as a JSON-ready dict (requires ``grafana-foundation-sdk``)."""
     from grafana_foundation_sdk.builders import barchart, dashboard, piechart, table, timeseries
     from grafana_foundation_sdk.cog.encoder import JSONEncoder
+    from grafana_foundation_sdk.models import common
     from grafana_foundation_sdk.models import dashboard as dm
 
     kinds = {"timeseries": timeseries.Panel, "table": table.Panel, "piechart": piechart.Panel,
@@ -244,6 +253,8 @@ def build_dashboard() -> dict:
             panel = panel.description(spec.description)
         if spec.unit and spec.kind != "traces":
             panel = panel.unit(spec.unit)
+        if spec.kind == "barchart" and spec.columns[0] == "load":
+            panel = panel.stacking(common.StackingMode.NORMAL).orientation(common.VizOrientation.HORIZONTAL)
         if "TraceId" in spec.columns and spec.kind == "table":
             panel = panel.override_by_name("TraceId", [dm.DynamicConfigValue(id_val="links", value=_trace_links())])
         board = board.with_panel(panel)
