@@ -159,3 +159,31 @@ def test_port_in_use_is_one_line_error(make_collector):
         make_collector(grpc_listen=f"127.0.0.1:{c.grpc_port}")
     with pytest.raises(UserError, match=rf"port {c.api_port} is already in use"):
         make_collector(api_listen=f"127.0.0.1:{c.api_port}")
+
+
+def test_gzip_http_body_and_spool_full_pushback(make_collector):
+    import gzip
+
+    from vllm_otel_collector.store import Store
+
+    c = make_collector(spool={"fsync": False, "max_bytes": 3000}, retry_max_wait_s=0.2)
+    url = f"http://127.0.0.1:{c.http_port}/v1/traces"
+    headers = {"Content-Type": "application/x-protobuf", "Content-Encoding": "gzip"}
+    body = make_request([make_span("zipped")]).SerializeToString()
+    assert httpx.post(url, content=gzip.compress(body), headers=headers).status_code == 200
+    assert httpx.post(url, content=b"not gzip", headers=headers).status_code == 400
+    assert c.drain(10)
+    Store(c.config.dsn, database=c.config.database).command("DETACH TABLE otel_traces")  # store down
+    statuses = []
+    for i in range(40):
+        r = httpx.post(url, content=make_request([make_span(f"s{i}", note="x" * 200)]).SerializeToString(),
+                       headers={"Content-Type": "application/x-protobuf"})
+        statuses.append(r.status_code)
+        if r.status_code == 503:
+            assert r.headers["Retry-After"] == "5" and "spool full" in r.text
+            break
+    assert statuses[-1] == 503 and set(statuses[:-1]) == {200}
+    Store(c.config.dsn, database=c.config.database).command("ATTACH TABLE otel_traces")
+    assert c.drain(20)
+    names = {r[0] for r in c.store.query("SELECT SpanName FROM otel_traces").result_rows}
+    assert names == {"zipped"} | {f"s{i}" for i in range(len(statuses) - 1)}
