@@ -13,7 +13,7 @@ from vllm_otel_collector.store.testing import shared_chdb_path
 from .data import fill
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def views_collector(tmp_path_factory):
     """A running :class:`Collector` (OTLP/HTTP, read API with ``/api/v1/engine``; alert rules off so the alert
     table holds exactly what the tests write)."""
@@ -32,7 +32,7 @@ def views_collector(tmp_path_factory):
     Store(cfg.dsn, database=cfg.database).command(f"DROP DATABASE IF EXISTS `{cfg.database}`", use_database=False)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def filled(views_collector):
     """``(store, Filled)``: 90 minutes of serving data ending now, stored by the real collector."""
     info = fill(views_collector, now=int(time.time()))
