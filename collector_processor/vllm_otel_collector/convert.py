@@ -31,6 +31,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.trace.v1 import trace_pb2
 
 from vllm_otel_collector import wire
+from vllm_otel_collector.lean_proto import LeanExportTraceServiceRequest, span_attributes
 
 SPAN_KINDS = ("Unspecified", "Internal", "Server", "Client", "Producer", "Consumer")
 STATUS_CODES = ("Unset", "Ok", "Error")
@@ -220,23 +221,23 @@ def _merge_field(msg, number: int, wtype: int, value) -> None:
         raise MalformedRequest(f"undecodable resource/scope: {exc}") from None
 
 
-def parse_traces(body: bytes) -> tuple[ExportTraceServiceRequest, int, list[str]]:
-    """Bytes → request (strict parse, then span-by-span when a string field is not UTF-8).
+def parse_traces(body: bytes):
+    """Bytes → request: the lean, wire-compatible message (:mod:`vllm_otel_collector.lean_proto`), or — when a
+    string field is not UTF-8 — the regular ``ExportTraceServiceRequest`` rebuilt span by span.
 
     Returns ``(request, spans_rejected_while_parsing, errors)``. Raises :class:`MalformedRequest`.
     """
-    request = ExportTraceServiceRequest()
     try:
-        request.ParseFromString(body)
-        return request, 0, []
+        return LeanExportTraceServiceRequest.FromString(body), 0, []
     except DecodeError:
         return _lenient_parse(body)
 
 
-def convert_traces(request: ExportTraceServiceRequest, limits: Limits = Limits(),
+def convert_traces(request, limits: Limits = Limits(),
                    body: bytes | None = None, pre_rejected: int = 0,
                    pre_errors: list[str] | None = None) -> TraceBatch:
-    """Validate and convert a parsed request to ``otel_traces`` columns (see module docstring).
+    """Validate and convert a parsed request (regular or lean ``ExportTraceServiceRequest``) to ``otel_traces``
+    columns (see module docstring).
 
     ``body`` is the original wire bytes: reused as :attr:`TraceBatch.clean_body` when no span was rejected, otherwise
     the request is rebuilt from the accepted spans.
@@ -248,6 +249,8 @@ def convert_traces(request: ExportTraceServiceRequest, limits: Limits = Limits()
     errors = list(pre_errors or ())
     dropped_any = pre_rejected > 0
     max_events, max_links = limits.max_events, limits.max_links
+    max_attrs, cap = limits.max_attributes, limits.max_value_chars
+    lean = isinstance(request, LeanExportTraceServiceRequest)
     for rs in request.resource_spans:
         res_attrs, res_trunc = attrs_map(rs.resource.attributes, limits)
         service = res_attrs.get("service.name", "")
@@ -268,7 +271,21 @@ def convert_traces(request: ExportTraceServiceRequest, limits: Limits = Limits()
                         errors.append(err)
                         bad_indices.append(i)
                         continue
-                attrs, trunc = attrs_map(span.attributes, limits)
+                if lean:
+                    raws = span.attributes
+                    trunc = len(raws) > max_attrs
+                    try:
+                        attrs = span_attributes(raws[:max_attrs] if trunc else raws, _other_str)
+                    except DecodeError:
+                        rejected += 1
+                        errors.append(f"span {span.name!r}: undecodable attribute (invalid UTF-8?)")
+                        bad_indices.append(i)
+                        continue
+                    if attrs and max(map(len, attrs.values())) > cap:
+                        attrs = {k: v[:cap] for k, v in attrs.items()}
+                        trunc = True
+                else:
+                    attrs, trunc = attrs_map(span.attributes, limits)
                 c_ts.append(start)
                 c_tid.append(tid.hex())
                 c_sid.append(sid.hex())
@@ -289,12 +306,26 @@ def convert_traces(request: ExportTraceServiceRequest, limits: Limits = Limits()
                     if len(events) > max_events:
                         events, trunc = events[:max_events], True
                     ets, enames, eattrs = [], [], []
-                    for ev in events:
-                        ets.append(ev.time_unix_nano)
-                        enames.append(ev.name)
-                        m, t = attrs_map(ev.attributes, limits)
-                        eattrs.append(m)
-                        trunc = trunc or t
+                    try:
+                        for ev in events:
+                            ets.append(ev.time_unix_nano)
+                            enames.append(ev.name)
+                            if lean:
+                                raws = ev.attributes
+                                m = span_attributes(raws[:max_attrs], _other_str)
+                                t = len(raws) > max_attrs
+                                if m and max(map(len, m.values())) > cap:
+                                    m, t = {k: v[:cap] for k, v in m.items()}, True
+                            else:
+                                m, t = attrs_map(ev.attributes, limits)
+                            eattrs.append(m)
+                            trunc = trunc or t
+                    except DecodeError:
+                        _undo_row(cols)
+                        rejected += 1
+                        errors.append(f"span {span.name!r}: undecodable event attribute (invalid UTF-8?)")
+                        bad_indices.append(i)
+                        continue
                     c_ets.append(ets)
                     c_ename.append(enames)
                     c_eattrs.append(eattrs)
@@ -330,6 +361,14 @@ def convert_traces(request: ExportTraceServiceRequest, limits: Limits = Limits()
                     del ss.spans[i]
     clean = body if (body is not None and not dropped_any) else request.SerializeToString()
     return TraceBatch(columns=cols, clean_body=clean, rejected=rejected, truncated=truncated, errors=errors)
+
+
+def _undo_row(cols: dict[str, list]) -> None:
+    """Remove the partly appended last row (a span rejected while its events were converted)."""
+    n = len(cols["Events.Timestamp"])
+    for values in cols.values():
+        if len(values) > n:
+            values.pop()
 
 
 def traces_from_bytes(body: bytes, limits: Limits = Limits()) -> TraceBatch:

@@ -93,3 +93,17 @@ def test_truncation_rules():
     assert attrs == {"big": "xxxxxxxx", "k0": "0", "k1": "1", "k2": "2"}
     assert batch.columns["Events.Name"][0] == ["e0", "e1"]
     assert batch.rejected == 0 and batch.truncated == 1 and "truncated" in batch.message()
+
+
+def test_invalid_utf8_inside_span_or_event_attribute_rejects_that_span():
+    good = make_span("good", k="fine")
+    bad_attr = make_span("bad-attr", k="QQQQ")
+    bad_event = make_span("bad-event")
+    bad_event.events.add(time_unix_nano=1, name="e").attributes.add(key="x", value=av(string_value="ZZZZ"))
+    raw = make_request([good, bad_attr, bad_event]).SerializeToString()
+    raw = raw.replace(b"QQQQ", b"Q\xffQQ").replace(b"ZZZZ", b"Z\xfeZZ")
+    batch = traces_from_bytes(raw)
+    assert batch.columns["SpanName"] == ["good"] and batch.rejected == 2
+    assert all(len(v) == 1 for v in batch.columns.values())
+    assert batch.columns["SpanAttributes"] == [{"k": "fine"}]
+    assert traces_from_bytes(batch.clean_body).columns["SpanName"] == ["good"]
