@@ -23,6 +23,7 @@ PATCHED = [
     ("vllm.v1.engine.output_processor", "OutputProcessor", "abort_requests"),
     ("vllm.v1.engine.output_processor", "OutputProcessor", "propagate_error"),
     ("vllm.v1.engine.async_llm", "AsyncLLM", "__init__"),
+    ("vllm.v1.engine.async_llm", "AsyncLLM", "generate"),
     ("vllm.v1.engine.llm_engine", "LLMEngine", "__init__"),
     ("vllm.entrypoints.openai.chat_completion.serving", "OpenAIServingChat", "create_chat_completion"),
     ("vllm.entrypoints.openai.completion.serving", "OpenAIServingCompletion", "create_completion"),

@@ -147,6 +147,20 @@ def _labeler(operation: str):
     return wrapper
 
 
+def _async_generate(wrapped, instance, args, kwargs):
+    tracker = state.tracker()
+    info = REQUEST_INFO.get()
+    if tracker is not None and info is not None:
+        try:
+            rid = str(_arg(args, kwargs, 2, "request_id"))
+            response_id = rid.rsplit("-", 1)[0] if info.operation == sc.OP_TEXT_COMPLETION else rid
+            tracker.label(rid, RequestInfo(info.operation, info.stream, info.model, response_id,
+                                           kwargs.get("trace_headers")))
+        except Exception as exc:  # noqa: BLE001
+            report_hook_error("serving.label", exc)
+    return wrapped(*args, **kwargs)
+
+
 def _llm_chat(wrapped, instance, args, kwargs):
     token = REQUEST_INFO.set(RequestInfo(sc.OP_CHAT, False, None))
     try:
@@ -163,6 +177,7 @@ def install(patcher: Patcher) -> None:
     patcher.wrap(OUTPUT_PROCESSOR, "OutputProcessor.abort_requests", _abort_requests)
     patcher.wrap(OUTPUT_PROCESSOR, "OutputProcessor.propagate_error", _propagate_error)
     patcher.wrap("vllm.v1.engine.async_llm", "AsyncLLM.__init__", _async_llm_init)
+    patcher.wrap("vllm.v1.engine.async_llm", "AsyncLLM.generate", _async_generate)
     patcher.wrap("vllm.v1.engine.llm_engine", "LLMEngine.__init__", _llm_engine_init)
     patcher.wrap("vllm.entrypoints.openai.chat_completion.serving", "OpenAIServingChat.create_chat_completion",
                  _labeler(sc.OP_CHAT))

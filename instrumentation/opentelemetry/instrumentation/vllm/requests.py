@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections import OrderedDict
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +38,10 @@ class RequestInfo:
     operation: str
     stream: bool | None = None
     model: str | None = None
+    #: The id the client sees (``chatcmpl-…`` / ``cmpl-…``); completions add ``-{prompt index}`` for the engine.
+    response_id: str | None = None
+    #: W3C trace headers of the HTTP request (AsyncLLM drops them before the engine unless native tracing is on).
+    trace_headers: Any = None
 
 
 REQUEST_INFO: ContextVar[RequestInfo | None] = ContextVar("vllm_otel_request_info", default=None)
@@ -76,6 +81,7 @@ class RequestTracker:
         self._entries: dict[str, _Entry] = {}  # key (parent or request id) -> entry, insertion = deadline order
         self._by_internal: dict[str, _Entry] = {}  # vLLM internal request id -> entry
         self.pending_finish: list[Any] = []  # RequestStates finished inside the current process_outputs call
+        self._labels: OrderedDict[str, RequestInfo] = OrderedDict()  # external request id -> serving-layer info
         self._stop = threading.Event()
         self._sweeper: threading.Thread | None = None
 
@@ -83,6 +89,14 @@ class RequestTracker:
     def in_flight(self) -> int:
         """Number of requests currently tracked (0 after load drains)."""
         return len(self._entries)
+
+    def label(self, external_request_id: str, info: RequestInfo) -> None:
+        """Remember the serving layer's info for a request about to be added (``AsyncLLM.generate`` is called in the
+        handler's task, but vLLM may consume the generator in another task, where the context variable is gone)."""
+        with self._lock:
+            self._labels[external_request_id] = info
+            while len(self._labels) > 4096:  # generators created but never started
+                self._labels.popitem(last=False)
 
     # ---- add -------------------------------------------------------------------------------------------------------
     @guarded("request.add")
@@ -99,8 +113,9 @@ class RequestTracker:
                 entry.pending += 1
                 self._by_internal[request.request_id] = entry
                 return
+            info = self._labels.pop(request.external_req_id, None) if self._labels else None
         evicted = self._evict_if_full()
-        info = REQUEST_INFO.get()
+        info = info or REQUEST_INFO.get()
         operation = info.operation if info is not None else sc.OP_TEXT_COMPLETION
         model = (info.model if info is not None and info.model else None) or getattr(processor, "_otel_model", "")
         span = None
@@ -131,6 +146,8 @@ class RequestTracker:
         }
         if parent_req is not None:
             attrs[sc.VLLM_REQUEST_ID] = parent_req.external_req_id
+        if info is not None and info.response_id:
+            attrs[sc.RESPONSE_ID] = info.response_id
         if info is not None and info.stream is not None:
             attrs[sc.REQUEST_STREAM] = info.stream
         elif info is None:
@@ -151,8 +168,9 @@ class RequestTracker:
             attrs[sc.INPUT_MESSAGES] = json.dumps(
                 [{"role": "user", "parts": [{"type": "text", "content": prompt}]}], ensure_ascii=False)
         ctx = None
-        if not trace.get_current_span().get_span_context().is_valid and request.trace_headers:
-            ctx = _PROPAGATOR.extract(request.trace_headers)
+        headers = request.trace_headers or (info.trace_headers if info is not None else None)
+        if headers and not trace.get_current_span().get_span_context().is_valid:
+            ctx = _PROPAGATOR.extract(headers)
         return self._tracer.start_span(f"{operation} {model}".strip(), context=ctx, kind=SpanKind.SERVER,
                                        start_time=to_ns(float(request.arrival_time or time.time())),
                                        attributes=attrs)
@@ -269,6 +287,7 @@ class RequestTracker:
 
     def _write(self, entry: _Entry, end_wall: float, reason: str, error_type: str | None) -> None:
         states = entry.states
+        span = entry.span
         first = states[0]
         stats = first.stats
         prompt_tokens = int(first.prompt_len or 0)
@@ -292,9 +311,10 @@ class RequestTracker:
             sc.USAGE_CACHE_READ_INPUT_TOKENS: cached,
             sc.VLLM_NUM_PREEMPTIONS: preemptions,
             sc.LATENCY_E2E: e2e,
-            sc.RESPONSE_ID: first.parent_req.external_req_id if first.parent_req is not None
-            else first.external_req_id,
         }
+        if span is not None and sc.RESPONSE_ID not in (span.attributes or {}):
+            attrs[sc.RESPONSE_ID] = (first.parent_req.external_req_id if first.parent_req is not None
+                                     else first.external_req_id)
         if e2e > 0:
             attrs[sc.VLLM_TOKENS_PER_SECOND] = output_tokens / e2e
         ttft = tpot = None
@@ -321,7 +341,6 @@ class RequestTracker:
                 phases = [(sc.SPAN_QUEUE, arrival, t_sched), (sc.SPAN_PREFILL, t_sched, t_first),
                           (sc.SPAN_DECODE, t_first, end_wall)]
 
-        span = entry.span
         if span is not None:
             if self._settings.capture_content:
                 texts = [getattr(s.detokenizer, "output_text", "") for s in states if s.detokenizer is not None]

@@ -1,0 +1,215 @@
+"""The OpenAI server (AsyncLLM) under ``opentelemetry-instrument``, exporting OTLP/gRPC to an in-test receiver.
+
+One server start for the module: model-load trace, streaming chat with ``traceparent``, completions, and 50 concurrent
+streams of which 20% disconnect after the first chunk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from otlp_receiver import OtlpReceiver  # noqa: E402  (tests/instrumentation is on sys.path)
+from opentelemetry.instrumentation.vllm import semconv as sc
+
+pytestmark = pytest.mark.vllm
+SERVER = 2  # OTLP SpanKind.SPAN_KIND_SERVER
+ERROR = 2  # OTLP Status.STATUS_CODE_ERROR
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(tiny_model_dir, tmp_path_factory):
+    port = _free_port()
+    log = tmp_path_factory.mktemp("served") / "server.log"
+    venv_bin = Path(sys.executable).parent
+    with OtlpReceiver() as receiver:
+        env = dict(os.environ, OTEL_SERVICE_NAME="vllm-test", OTEL_TRACES_EXPORTER="otlp",
+                   OTEL_METRICS_EXPORTER="none", OTEL_LOGS_EXPORTER="none", OTEL_EXPORTER_OTLP_PROTOCOL="grpc",
+                   OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint, OTEL_EXPORTER_OTLP_INSECURE="true",
+                   OTEL_BSP_SCHEDULE_DELAY="200", VLLM_CPU_KVCACHE_SPACE="1")
+        cmd = [str(venv_bin / "opentelemetry-instrument"), sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+               "--model", str(tiny_model_dir), "--dtype", "float32", "--max-model-len", "256", "--enforce-eager",
+               "--host", "127.0.0.1", "--port", str(port), "--max-num-seqs", "64"]
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 180
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"server exited {proc.returncode}:\n{log.read_text()[-3000:]}")
+                try:
+                    if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"server not healthy:\n{log.read_text()[-3000:]}")
+                time.sleep(0.5)
+            model = httpx.get(f"{base}/v1/models").json()["data"][0]["id"]
+            yield receiver, base, model
+        finally:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(timeout=30)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+
+
+async def _stream_chat(client: httpx.AsyncClient, base: str, model: str, text: str, max_tokens: int,
+                       traceparent: str | None = None, disconnect: bool = False) -> dict:
+    """One streaming chat completion; returns client TTFT (s), response id, token ids, finish reason."""
+    headers = {"traceparent": traceparent} if traceparent else {}
+    body = {"model": model, "messages": [{"role": "user", "content": text}], "max_tokens": max_tokens,
+            "stream": True, "ignore_eos": True, "return_token_ids": True, "temperature": 0.8, "seed": 11,
+            "stream_options": {"include_usage": True}}
+    result = {"token_ids": [], "ttft": None, "id": None, "finish_reason": None, "usage": None}
+    t0 = time.perf_counter()
+    async with client.stream("POST", f"{base}/v1/chat/completions", json=body, headers=headers) as resp:
+        assert resp.status_code == 200
+        async for line in resp.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            result["id"] = chunk["id"]
+            if chunk.get("usage"):
+                result["usage"] = chunk["usage"]
+            for choice in chunk.get("choices", []):
+                ids = choice.get("token_ids") or []
+                if ids and result["ttft"] is None:
+                    result["ttft"] = time.perf_counter() - t0
+                result["token_ids"].extend(ids)
+                if choice.get("finish_reason"):
+                    result["finish_reason"] = choice["finish_reason"]
+            if disconnect and result["token_ids"]:
+                break  # closing the stream = client disconnect
+    return result
+
+
+def _server_spans(spans, ids):
+    return [s for s in spans if s.kind == SERVER and s.attributes.get(sc.RESPONSE_ID) in ids]
+
+
+def test_model_load_trace(served, tiny_model_dir):
+    receiver, _, model = served
+    names = ("Overall Loading", "Load model", "Load weights", "Prepare model")
+    spans = receiver.wait_for(lambda ss: all(any(s.name == n for s in ss) for n in names), timeout=30)
+    by_name = {n: [s for s in spans if s.name == n] for n in names}
+    assert all(len(v) == 1 for v in by_name.values()), {k: len(v) for k, v in by_name.items()}
+    root, load_model, weights, prepare = (by_name[n][0] for n in names)
+    assert len({root.trace_id, load_model.trace_id, weights.trace_id, prepare.trace_id}) == 1
+    assert root.parent_span_id == ""
+    size = sum(p.stat().st_size for p in Path(tiny_model_dir).glob("*.safetensors"))
+    assert weights.attributes[sc.LOAD_WEIGHTS_BYTES] == size
+    assert 0 < weights.attributes[sc.LOAD_WEIGHTS_SECONDS] <= weights.duration_s
+    lm = load_model.attributes
+    assert lm[sc.LOAD_MODEL_PATH] == str(tiny_model_dir) and lm[sc.LOAD_MODEL_NAME] == model
+    assert (lm[sc.LOAD_DTYPE], lm[sc.LOAD_QUANTIZATION], lm[sc.LOAD_DEVICE]) == ("float32", "none", "cpu")
+    assert lm[sc.LOAD_TP_SIZE] == lm[sc.LOAD_PP_SIZE] == 1
+    assert 10 * 2**20 < lm[sc.LOAD_MEMORY_BEFORE] <= lm[sc.LOAD_MEMORY_PEAK]
+    assert lm[sc.LOAD_MEMORY_AFTER] <= lm[sc.LOAD_MEMORY_PEAK]
+    assert sc.LOAD_DOWNLOAD_SECONDS not in lm  # local directory: nothing downloaded
+    pa = prepare.attributes
+    assert pa[sc.LOAD_KV_BLOCKS] > 0
+    # VLLM_CPU_KVCACHE_SPACE=1 GiB sizes the cache: all blocks fit in it.
+    assert 0 < pa[sc.LOAD_KV_BYTES] <= 2**30
+    assert 0 < pa[sc.LOAD_WARMUP_SECONDS] <= prepare.duration_s
+    ra = root.attributes
+    assert 0 < ra[sc.LOAD_TOTAL_SECONDS] <= root.duration_s + 1e-3
+    assert ra[sc.LOAD_TOTAL_SECONDS] < ra[sc.LOAD_COLD_START_SECONDS] < 600
+    assert ra[sc.LOAD_MODEL_NAME] == model
+
+
+def test_streaming_chat_with_traceparent(served):
+    receiver, base, model = served
+
+    async def run():
+        out = []
+        async with httpx.AsyncClient(timeout=60) as client:
+            for i in range(3):
+                trace_id, parent_id = secrets.token_hex(16), secrets.token_hex(8)
+                r = await _stream_chat(client, base, model, f"Tell me about spans {i}", 12 + i,
+                                       traceparent=f"00-{trace_id}-{parent_id}-01")
+                out.append((trace_id, parent_id, r))
+            resp = await client.post(f"{base}/v1/completions", json={
+                "model": model, "prompt": "The quick brown fox", "max_tokens": 7, "ignore_eos": True,
+                "return_token_ids": True})
+            out.append((None, None, resp.json()))
+        return out
+
+    results = asyncio.run(run())
+    ids = {r["id"] for _, _, r in results}
+    spans = receiver.wait_for(lambda ss: len(_server_spans(ss, ids)) >= 4, timeout=30)
+    server = {s.attributes[sc.RESPONSE_ID]: s for s in _server_spans(spans, ids)}
+    assert len(_server_spans(spans, ids)) == 4
+    for trace_id, parent_id, r in results[:3]:
+        span = server[r["id"]]
+        a = span.attributes
+        assert (span.trace_id, span.parent_span_id) == (trace_id, parent_id)
+        assert span.name == f"chat {model}" and a[sc.OPERATION_NAME] == "chat" and a[sc.REQUEST_STREAM] is True
+        assert a[sc.VLLM_ENGINE] == "async_llm" and a[sc.REQUEST_SEED] == 11
+        assert a[sc.USAGE_OUTPUT_TOKENS] == len(r["token_ids"]) == r["usage"]["completion_tokens"]
+        assert a[sc.USAGE_INPUT_TOKENS] == r["usage"]["prompt_tokens"]
+        assert a[sc.RESPONSE_FINISH_REASONS] == (r["finish_reason"],) == ("length",)
+        ttft, e2e = a[sc.LATENCY_TTFT], a[sc.LATENCY_E2E]
+        assert 0 < ttft <= e2e and ttft <= r["ttft"]
+        (event,) = [e for e in span.events if e[0] == sc.EVENT_FIRST_TOKEN]
+        assert span.start_ns <= event[1] <= span.end_ns
+        kids = [s for s in spans if s.parent_span_id == span.span_id]
+        assert sorted(k.name for k in kids) == ["decode", "prefill", "queue"]
+        assert abs(sum(k.duration_s for k in kids) - e2e) < 0.005
+        engine_sum = a[sc.LATENCY_QUEUE] + a[sc.LATENCY_PREFILL] + a[sc.LATENCY_DECODE]
+        # vLLM's definitions (engine-core clock) exclude frontend<->engine transit: inside e2e, never above it.
+        assert 0 < engine_sum <= e2e
+    comp = results[3][2]
+    span = server[comp["id"]]
+    assert span.name == f"text_completion {model}" and span.attributes[sc.REQUEST_STREAM] is False
+    assert span.parent_span_id == "" and span.attributes[sc.VLLM_REQUEST_ID] == comp["id"] + "-0"
+    assert span.attributes[sc.USAGE_OUTPUT_TOKENS] == len(comp["choices"][0]["token_ids"]) == 7
+
+
+def test_concurrent_streams_with_disconnects(served):
+    receiver, base, model = served
+    disconnect = {i for i in range(50) if i % 5 == 0}  # 20%
+
+    async def run():
+        limits = httpx.Limits(max_connections=60)
+        async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+            return await asyncio.gather(*[
+                _stream_chat(client, base, model, f"request number {i}", 150 if i in disconnect else 16,
+                             disconnect=i in disconnect) for i in range(50)])
+
+    results = asyncio.run(run())
+    ids = {r["id"] for r in results}
+    assert len(ids) == 50
+    spans = receiver.wait_for(lambda ss: len(_server_spans(ss, ids)) >= 50, timeout=60)
+    time.sleep(1.0)  # anything duplicated would arrive by now
+    server = _server_spans(receiver.spans(), ids)
+    assert len(server) == 50 and len({s.attributes[sc.RESPONSE_ID] for s in server}) == 50
+    by_id = {s.attributes[sc.RESPONSE_ID]: s for s in server}
+    for i, r in enumerate(results):
+        a = by_id[r["id"]].attributes
+        if i in disconnect:
+            assert a[sc.VLLM_FINISH_REASON] == "abort" and by_id[r["id"]].status_code != ERROR
+            assert len(r["token_ids"]) <= a[sc.USAGE_OUTPUT_TOKENS] < 150
+        else:
+            assert a[sc.VLLM_FINISH_REASON] == "length"
+            assert a[sc.USAGE_OUTPUT_TOKENS] == len(r["token_ids"]) == 16
