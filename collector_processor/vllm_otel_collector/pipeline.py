@@ -92,6 +92,8 @@ class Pipeline:
         self._store_ok = True
         self._threads: list[threading.Thread] = []
         self._inflight = 0
+        self._replaying = False
+        self._replay_incomplete = False
 
     # -- receiving ---------------------------------------------------------------------------------------------------
     def accept_traces(self, body: bytes) -> TraceBatch:
@@ -150,21 +152,40 @@ class Pipeline:
                 self._cond.notify()
 
     def replay(self) -> int:
-        """Queue every request left in the spool by a previous run (before receivers start); returns requests."""
-        n = 0
-        for seq, kind, body in self.spool.pending():
-            try:
-                batch = traces_from_bytes(body, self.limits) if kind == "traces" else metrics_from_bytes(body,
-                                                                                                          self.limits)
-            except Exception as exc:  # noqa: BLE001 - a corrupt spool file must not stop the collector
-                log.error("dropping unreadable spool entry %d (%s): %s", seq, kind, exc)
-                self.spool.delete([(seq, kind, len(body))])
-                continue
-            self._enqueue(_Entry(seq, kind, len(body), batch.rows, batch, time.monotonic()))
-            n += 1
-        if n:
-            log.info("replaying %d spooled request(s)", n)
-        return n
+        """Start re-queuing the requests a previous run left in the spool; returns how many there are.
+
+        A background thread feeds them in order, never holding more than ``max_queue_rows`` rows in memory (new
+        requests meanwhile see a full queue and are pushed back). :meth:`drain` waits for the replay too.
+        """
+        pending = self.spool.pending()
+        if pending:
+            log.info("replaying %d spooled request(s)", len(pending))
+            self._replaying = True
+            thread = threading.Thread(target=self._replay_loop, args=(pending,), name="vllm-otel-replay",
+                                      daemon=True)
+            self._threads.append(thread)
+            thread.start()
+        return len(pending)
+
+    def _replay_loop(self, pending: list[tuple[int, str]]) -> None:
+        try:
+            for seq, kind in pending:
+                while self._queued_rows >= self.max_queue_rows and not self._stopping.is_set():
+                    time.sleep(0.05)
+                if self._stopping.is_set():
+                    self._replay_incomplete = True
+                    return
+                try:
+                    body = self.spool.read(seq, kind)
+                    convert = traces_from_bytes if kind == "traces" else metrics_from_bytes
+                    batch = convert(body, self.limits)
+                except Exception as exc:  # noqa: BLE001 - a corrupt spool file must not stop the collector
+                    log.error("dropping unreadable spool entry %d (%s): %s", seq, kind, exc)
+                    self.spool.delete([(seq, kind, 0)])
+                    continue
+                self._enqueue(_Entry(seq, kind, len(body), batch.rows, batch, time.monotonic()))
+        finally:
+            self._replaying = False
 
     @property
     def queued_rows(self) -> int:
@@ -178,11 +199,11 @@ class Pipeline:
     # -- lifecycle ---------------------------------------------------------------------------------------------------
     def start(self) -> None:
         """Start the writer (and, if any periodic jobs, the scheduler) thread."""
-        self._threads = [threading.Thread(target=self._writer_loop, name="vllm-otel-writer", daemon=True)]
+        new = [threading.Thread(target=self._writer_loop, name="vllm-otel-writer", daemon=True)]
         if self.periodic:
-            self._threads.append(threading.Thread(target=self._periodic_loop, name="vllm-otel-periodic",
-                                                  daemon=True))
-        for t in self._threads:
+            new.append(threading.Thread(target=self._periodic_loop, name="vllm-otel-periodic", daemon=True))
+        self._threads += new
+        for t in new:
             t.start()
 
     def stop(self, timeout_s: float = 30.0) -> bool:
@@ -203,7 +224,7 @@ class Pipeline:
                     t.join(5)
             else:
                 t.join(5)
-        return not self._queue and self._inflight == 0
+        return not self._queue and self._inflight == 0 and not self._replay_incomplete
 
     def drain(self, timeout_s: float = 30.0) -> bool:
         """Wait until the queue is empty and nothing is in flight (tests, demo). Returns True when drained."""
@@ -211,7 +232,7 @@ class Pipeline:
         with self._cond:
             self._cond.notify_all()
         while time.monotonic() < deadline:
-            if not self._queue and self._inflight == 0:
+            if not self._queue and self._inflight == 0 and not self._replaying:
                 return True
             time.sleep(0.02)
         return False

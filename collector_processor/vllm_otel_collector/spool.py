@@ -108,14 +108,18 @@ class Spool:
         with self._guard:
             self._bytes -= freed
 
-    def pending(self) -> list[tuple[int, str, bytes]]:
-        """All spooled entries ``(seq, kind, body)`` in sequence order (for replay at start)."""
-        out = []
-        for path in sorted(self.dir.iterdir()):
+    def pending(self) -> list[tuple[int, str]]:
+        """Spooled entries ``(seq, kind)`` in sequence order (for replay at start); read each with :meth:`read`."""
+        found = []
+        for path in self.dir.iterdir():
             seq, kind = _parse(path.name)
             if seq is not None:
-                out.append((seq, kind, path.read_bytes()))
-        return out
+                found.append((seq, kind))
+        return sorted(found)
+
+    def read(self, seq: int, kind: str) -> bytes:
+        """The body of one spooled entry. Raises ``OSError`` when it is gone."""
+        return (self.dir / f"{seq:016d}.{kind}").read_bytes()
 
     def close(self) -> None:
         """Release the directory lock."""
