@@ -1,0 +1,139 @@
+"""Queries benchmark: dashboard panel queries on the rollups vs the same answers computed from raw ``llm_requests``.
+
+Data: :mod:`bench.synth` (10M requests over 7 days; 100k in smoke mode) inserted in chDB, so the materialized views
+fill ``llm_requests_1m`` / ``_1h``; then ``OPTIMIZE … FINAL`` on all three tables (a long-running store has merged
+its parts). Each panel has a raw and a rollup form returning the same answer (counts exact, quantiles: exact on raw,
+t-digest on rollups); the forms are run interleaved ``reps`` times through :class:`Store` (clickhouse-connect over
+chDB: what the read API and report do). Target (issue 7): rollups ≥ 20× faster, rollup p95 < 100 ms.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from bench.common import new_result, percentile, spread
+
+_METHOD = __doc__.split("\n\n", 1)[1].replace("\n", " ").strip()
+
+#: name -> (description, raw SQL, rollup SQL). {since}/{until} are unix seconds filled at run time.
+PANELS: dict[str, tuple[str, str, str]] = {
+    "totals_24h": (
+        "requests, errors, tokens per service/model over the last 24 h",
+        "SELECT ServiceName, Model, count(), countIf(Status = 'error'), sum(InputTokens), sum(OutputTokens) "
+        "FROM llm_requests WHERE Timestamp >= toDateTime64({since}, 9) AND Timestamp < toDateTime64({until}, 9) "
+        "GROUP BY ServiceName, Model ORDER BY ServiceName, Model",
+        "SELECT ServiceName, Model, sum(Requests), sum(Errors), sum(InputTokens), sum(OutputTokens) "
+        "FROM llm_requests_1m WHERE Bucket >= toDateTime({since}) AND Bucket < toDateTime({until}) "
+        "GROUP BY ServiceName, Model ORDER BY ServiceName, Model"),
+    "rate_per_minute_6h": (
+        "requests per minute per model, last 6 h (time series)",
+        "SELECT toStartOfMinute(Timestamp) AS t, Model, count() FROM llm_requests "
+        "WHERE Timestamp >= toDateTime64({since6h}, 9) AND Timestamp < toDateTime64({until}, 9) "
+        "GROUP BY t, Model ORDER BY t, Model",
+        "SELECT Bucket AS t, Model, sum(Requests) FROM llm_requests_1m "
+        "WHERE Bucket >= toDateTime({since6h}) AND Bucket < toDateTime({until}) GROUP BY t, Model ORDER BY t, Model"),
+    "ttft_p95_24h": (
+        "TTFT p50/p95/p99 per model over the last 24 h",
+        "SELECT Model, quantilesExact(0.5, 0.95, 0.99)(TTFT) FROM llm_requests "
+        "WHERE Timestamp >= toDateTime64({since}, 9) AND Timestamp < toDateTime64({until}, 9) "
+        "GROUP BY Model ORDER BY Model",
+        "SELECT Model, arrayElement(q, 1), arrayElement(q, 3), arrayElement(q, 4) FROM (SELECT Model, "
+        "quantilesTDigestMerge(0.5, 0.9, 0.95, 0.99)(TTFTQuantiles) AS q FROM llm_requests_1m "
+        "WHERE Bucket >= toDateTime({since}) AND Bucket < toDateTime({until}) GROUP BY Model) ORDER BY Model"),
+    "hourly_7d": (
+        "hourly requests, mean TTFT and SLOW+ TTFT count per service, 7 days",
+        "SELECT toStartOfHour(Timestamp) AS t, ServiceName, count(), avg(TTFT), "
+        "countIf(TTFTLevel IN ('SLOW', 'BOTTLENECK')) FROM llm_requests "
+        "WHERE Timestamp >= toDateTime64({since7d}, 9) AND Timestamp < toDateTime64({until}, 9) "
+        "GROUP BY t, ServiceName ORDER BY t, ServiceName",
+        "SELECT Bucket AS t, ServiceName, sum(Requests), sum(TTFTSum) / sum(TTFTCount), sum(TTFTOver) "
+        "FROM llm_requests_1h WHERE Bucket >= toDateTime({since7d}) AND Bucket < toDateTime({until}) "
+        "GROUP BY t, ServiceName ORDER BY t, ServiceName"),
+}
+
+
+def _answers_match(raw_rows, roll_rows) -> dict:
+    """Compare answers: same keys and exact integer columns; relative error of float columns (max)."""
+    if len(raw_rows) != len(roll_rows):
+        return {"rows_raw": len(raw_rows), "rows_rollup": len(roll_rows), "exact_counts": False, "max_rel_err": None}
+    exact, rel = True, 0.0
+    for a, b in zip(raw_rows, roll_rows):
+        for x, y in zip(_flat(a), _flat(b)):
+            if isinstance(x, int) and isinstance(y, int):
+                exact &= x == y
+            elif isinstance(x, float) and isinstance(y, float):
+                rel = max(rel, abs(x - y) / abs(x)) if x else rel
+            elif str(x) != str(y):
+                exact = False
+    return {"rows_raw": len(raw_rows), "rows_rollup": len(roll_rows), "exact_counts": exact, "max_rel_err": rel}
+
+
+def _flat(row):
+    for v in row:
+        if isinstance(v, (list, tuple)):
+            yield from v
+        else:
+            yield v
+
+
+def run(smoke: bool, workdir: Path) -> dict:
+    from vllm_otel_collector.store import Store, migrate
+
+    rows = 100_000 if smoke else 10_000_000
+    reps = 5 if smoke else 25
+    result = new_result("queries", smoke, _METHOD)
+    store = Store(f"chdb://{workdir}/chdb", database="bench_queries")
+    migrate(store)
+    from bench.synth import fill_llm_requests
+
+    end = float(int(time.time()) // 3600 * 3600)
+    t0 = time.perf_counter()
+    fill_llm_requests(store, rows, end=end, days=7.0)
+    insert_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for table in ("llm_requests", "llm_requests_1m", "llm_requests_1h"):
+        store.command(f"OPTIMIZE TABLE {table} FINAL")
+    optimize_s = time.perf_counter() - t0
+    counts = {t: store.query(f"SELECT count() FROM {t}").result_rows[0][0]
+              for t in ("llm_requests", "llm_requests_1m", "llm_requests_1h")}
+    params = {"since": end - 86400, "since6h": end - 6 * 3600, "since7d": end - 7 * 86400, "until": end}
+
+    samples: dict[str, dict[str, list[float]]] = {p: {"raw_ms": [], "rollup_ms": []} for p in PANELS}
+    answers = {}
+    for rep in range(reps + 1):  # rep 0 warms caches and is not recorded
+        for name, (_desc, raw_sql, roll_sql) in PANELS.items():
+            for form, sql in (("raw", raw_sql), ("rollup", roll_sql)) if rep % 2 == 0 else (("rollup", roll_sql),
+                                                                                            ("raw", raw_sql)):
+                t = time.perf_counter()
+                out = store.query(sql.format(**params)).result_rows
+                ms = (time.perf_counter() - t) * 1000.0
+                if rep:
+                    samples[name][f"{form}_ms"].append(ms)
+                else:
+                    answers.setdefault(name, {})[form] = out
+    summary = {}
+    for name, (desc, _r, _o) in PANELS.items():
+        raw, roll = samples[name]["raw_ms"], samples[name]["rollup_ms"]
+        raw_p50, roll_p50 = percentile(raw, 50), percentile(roll, 50)
+        summary[name] = {
+            "description": desc,
+            "raw_ms": {"p50": raw_p50, "p95": percentile(raw, 95)},
+            "rollup_ms": {"p50": roll_p50, "p95": percentile(roll, 95)},
+            "speedup_p50": raw_p50 / roll_p50 if roll_p50 else None,
+            "speedup_per_rep": spread([a / b for a, b in zip(raw, roll) if b]),
+            "answers": _answers_match(answers[name]["raw"], answers[name]["rollup"]),
+        }
+    worst_speedup = min(s["speedup_p50"] for s in summary.values())
+    worst_p95 = max(s["rollup_ms"]["p95"] for s in summary.values())
+    summary["overall"] = {"rows": rows, "reps": reps, "insert_seconds": insert_s, "insert_rows_per_s": rows / insert_s,
+                          "optimize_seconds": optimize_s, "table_rows": counts,
+                          "min_speedup_p50": worst_speedup, "max_rollup_p95_ms": worst_p95}
+    result["samples"] = samples
+    result["summary"] = summary
+    result["targets"] = {
+        "rollup_speedup_ge_20x": {"target": 20.0, "measured": worst_speedup, "met": worst_speedup >= 20.0},
+        "rollup_p95_lt_100ms": {"target": 100.0, "measured": worst_p95, "met": worst_p95 < 100.0},
+    }
+    store.close()
+    return result

@@ -1,0 +1,200 @@
+"""``docs/BENCHMARKS.md`` (and the PNGs, via :mod:`bench.plots`) from the result files of :mod:`bench.run`.
+
+``render(results_dir, docs_path)`` reads every ``<name>.json`` present and writes the Markdown: method, environment,
+tables, each target with met/missed and by how much, and the analysis paragraphs kept by hand in
+``bench/analysis.md`` (sections ``## <name>``: the numbers come from the JSON, the "what limits it" reasoning from
+that file).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+from bench.common import ROOT
+from bench.plots import PLOTS
+
+ANALYSIS = ROOT / "bench" / "analysis.md"
+ORDER = ("overhead", "ingest", "queries", "storage", "truth")
+TITLES = {"overhead": "1. Instrumentation overhead", "ingest": "2. Collector ingest", "queries": "3. Queries",
+          "storage": "4. Storage", "truth": "5. Truth (TTFT)"}
+
+
+def _f(v, digits: int = 3) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, (int, float)):
+        return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.{digits}g}"
+    return str(v)
+
+
+def _sp(s: dict | None, digits: int = 3) -> str:
+    """``median (min…max)`` of a :func:`bench.common.spread` dict."""
+    if not s or s.get("median") is None:
+        return "–"
+    return f"{_f(s['median'], digits)} ({_f(s['min'], digits)}…{_f(s['max'], digits)})"
+
+
+def _analysis() -> dict[str, str]:
+    if not ANALYSIS.is_file():
+        return {}
+    parts = re.split(r"^## +(\w+)\s*$", ANALYSIS.read_text(), flags=re.M)
+    return {parts[i]: parts[i + 1].strip() for i in range(1, len(parts) - 1, 2)}
+
+
+def _targets(res: dict) -> list[str]:
+    t = res.get("targets") or {}
+    if "met" in t and not isinstance(t["met"], dict):  # bench/ingest.py's flat form
+        t = {k: {"target": v, "measured": res["summary"]["grpc"]["spans_per_cpu_s"], "met": t["met"]}
+             for k, v in t.items() if k != "met"}
+    lines = ["| target | goal | measured | met | gap |", "|---|---|---|---|---|"]
+    for name, spec in t.items():
+        goal, got = spec.get("target"), spec.get("measured")
+        gap = ""
+        if not spec.get("met") and isinstance(goal, (int, float)) and isinstance(got, (int, float)) and goal:
+            gap = f"{got / goal:.2f}× the goal"
+        got_s = ", ".join(f"{k} {_f(v)}" for k, v in got.items()) if isinstance(got, dict) else _f(got)
+        lines.append(f"| {name} | {_f(goal)} | {got_s} | {'✅' if spec.get('met') else '❌'} | {gap} |")
+    return lines
+
+
+def _overhead(res: dict) -> list[str]:
+    out = []
+    for model, summ in res["summary"].items():
+        cfg = summ["config"]
+        out += [f"**{model}** — {cfg['requests_per_round']} requests × {cfg['max_tokens']} output tokens per round, "
+                f"{cfg['rounds']} recorded rounds. Cells: median (min…max over rounds); ratios are per-round "
+                "variant / uninstrumented.", "",
+                "| variant | throughput tok/s | throughput ratio | TTFT p50 ratio | TTFT p99 ratio | frontend CPU "
+                "µs/req | CPU µs added/req | spans/req | metric points |", "|---|---|---|---|---|---|---|---|---|"]
+        for v in cfg["variants"]:
+            s = summ[v]
+            out.append(f"| {v} | {_sp(s['throughput_tok_s'])} | {_sp(s['throughput_ratio'])} | "
+                       f"{_sp(s['ttft_p50_ratio'])} | {_sp(s['ttft_p99_ratio'])} | {_sp(s['cpu_us_per_request'])} | "
+                       f"{_sp(s['cpu_us_added_per_request'])} | {_f(s['spans_per_request'])} | "
+                       f"{_f(s['metric_points'])} |")
+        out += ["", f"![overhead {model}](../bench/results/overhead_{model}.png)", ""]
+    return out
+
+
+def _ingest(res: dict) -> list[str]:
+    out = ["| stage | spans per CPU-second (median) | min | max | spans per wall second |", "|---|---|---|---|---|"]
+    for stage, s in res["summary"].items():
+        out.append(f"| {stage} | {_f(s['spans_per_cpu_s'])} | {_f(s['min'])} | {_f(s['max'])} | "
+                   f"{_f(s['spans_per_wall_s'])} |")
+    return out + ["", "![ingest](../bench/results/ingest.png)", ""]
+
+
+def _queries(res: dict) -> list[str]:
+    o = res["summary"]["overall"]
+    out = [f"{o['rows']:,} requests inserted in {o['insert_seconds']:.0f} s ({_f(o['insert_rows_per_s'])} rows/s "
+           f"including both materialized views); table rows {o['table_rows']}; {o['reps']} timed repetitions.", "",
+           "| panel | raw p50 / p95 ms | rollup p50 / p95 ms | speedup (p50) | per-rep speedup | counts equal | "
+           "max rel. diff |", "|---|---|---|---|---|---|---|"]
+    for name, s in res["summary"].items():
+        if name == "overall":
+            continue
+        out.append(f"| {name}: {s['description']} | {_f(s['raw_ms']['p50'])} / {_f(s['raw_ms']['p95'])} | "
+                   f"{_f(s['rollup_ms']['p50'])} / {_f(s['rollup_ms']['p95'])} | {_f(s['speedup_p50'])}× | "
+                   f"{_sp(s['speedup_per_rep'])} | {_f(s['answers']['exact_counts'])} | "
+                   f"{_f(s['answers']['max_rel_err'])} |")
+    return out + ["", "![queries](../bench/results/queries.png)", ""]
+
+
+def _storage(res: dict) -> list[str]:
+    s = res["summary"]
+    t = res["samples"]["tables"]
+    out = [f"{s['requests']:,} requests, {s['spans']:,} spans ({s['spans_per_request']:.0f} per request, request "
+           f"span with {s['request_span_attributes']:.0f} attributes).", "",
+           "| table | rows | compressed bytes | uncompressed bytes | compressed B/row |", "|---|---|---|---|---|"]
+    for name, v in t.items():
+        per = v["compressed_bytes"] / v["rows"] if v["rows"] else None
+        out.append(f"| {name} | {v['rows']:,} | {v['compressed_bytes']:,} | {v['uncompressed_bytes']:,} | "
+                   f"{_f(per)} |")
+    cols = res["samples"]["columns"]["llm_requests"]
+    top = ", ".join(f"{k} {v / s['requests']:.1f}" for k, v in list(cols.items())[:6])
+    out += ["", f"- llm_requests: **{s['llm_requests_bytes_per_request']:.1f} B/request** compressed "
+            f"({s['llm_requests_uncompressed_bytes_per_request']:.0f} B uncompressed); largest columns (B/request): "
+            f"{top}.",
+            f"- otel_traces: {s['otel_traces_bytes_per_span']:.1f} B/span; the stock collector-contrib layout keeps "
+            f"only spans: **{s['stock_contrib_bytes_per_request']:.0f} B/request** "
+            f"({s['ratio_stock_over_llm_requests']:.1f}× llm_requests).",
+            f"- llm_requests + 1m/1h rollups: {s['ours_analytics_bytes_per_request']:.1f} B/request.",
+            "", "![storage](../bench/results/storage.png)", ""]
+    return out
+
+
+def _truth(res: dict) -> list[str]:
+    out = ["| model | requests / joined | client − span TTFT ms p1 / p50 / p99 | derived row − span ms (max |·|) | "
+           "span mean − vLLM histogram mean, ms |", "|---|---|---|---|---|"]
+    for model, r in res["summary"]["served"].items():
+        d, dd = r["client_minus_span"], r["derived_minus_span"]
+        out.append(f"| {model} (served) | {r['requests']} / {r['joined']} | {_f(d['p1_ms'])} / {_f(d['p50_ms'])} / "
+                   f"{_f(d['p99_ms'])} | {_f(max(abs(dd['min_ms']), abs(dd['max_ms'])) if dd['n'] else None)} | "
+                   f"{_f(r['span_vs_vllm_mean_ms'])} |")
+    for model, r in res["summary"].get("offline", {}).items():
+        d = r["span_minus_vllm"]
+        out.append(f"| {model} (offline, vs RequestStateStats.first_token_latency per request) | {r['pairs']} | – | – | "
+                   f"p50 {_f(d['p50_ms'])}, max |·| {_f(max(abs(d['min_ms'] or 0), abs(d['max_ms'] or 0)))} |")
+    return out + ["", "![truth](../bench/results/truth.png)", ""]
+
+
+SECTIONS = {"overhead": _overhead, "ingest": _ingest, "queries": _queries, "storage": _storage, "truth": _truth}
+
+
+def render(results_dir: Path, docs_path: Path) -> Path:
+    """Draw the plots into ``results_dir`` and write ``docs_path``; returns ``docs_path``."""
+    results = {}
+    for name in ORDER:
+        p = results_dir / f"{name}.json"
+        if p.is_file():
+            results[name] = json.loads(p.read_text())
+    notes = _analysis()
+    env = next((r["environment"] for r in results.values() if r.get("environment")), {})
+    rel = os.path.relpath(results_dir, docs_path.parent)
+    lines = ["# Benchmarks", "",
+             "Generated by `make bench` (`python -m bench.run`) from `bench/results/*.json`; do not edit by hand — "
+             "the analysis paragraphs live in `bench/analysis.md`. Benchmarks never fail CI on a number; CI runs "
+             "`--smoke` only.", "",
+             "## Environment", "",
+             f"- CPU: {env.get('cpu_model')}, {env.get('cores')} cores, {env.get('memory_gib')} GiB; load average at "
+             f"start {env.get('loadavg_at_start')} (the machine is shared with other jobs: noisy by design of the "
+             "method below)",
+             f"- Python {env.get('python')}; " + ", ".join(f"{k} {v}" for k, v in (env.get("versions") or {}).items()
+                                                           if v),
+             f"- Date: {env.get('date_utc')}", "",
+             "## Method", "",
+             "These machines are noisy (back-to-back runs of the same vLLM workload vary ±15 %). Variants are compared "
+             "within one run, interleaved with several repetitions; tables give medians with (min…max) and per-round "
+             "ratios; CPU time (`time.process_time`) is reported where wall time is too noisy.", ""]
+    if "overview" in notes:
+        lines += [notes["overview"], ""]
+    for name in ORDER:
+        lines += [f"## {TITLES[name]}", ""]
+        res = results.get(name)
+        if res is None:
+            lines += ["Not run yet.", ""]
+            continue
+        if res.get("error"):
+            lines += [f"**Failed:** {res['error']}", ""]
+        else:
+            lines += [f"*Method.* {res.get('method', '')}", ""]
+            try:
+                for p in PLOTS[name](res, results_dir):
+                    pass
+                body = SECTIONS[name](res)
+                lines += [b.replace("../bench/results", rel) for b in body]
+            except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
+                lines += [f"(result file present but not in the expected shape: {type(exc).__name__}: {exc})", ""]
+            lines += ["*Targets.*", "", *_targets(res), ""]
+            if res.get("smoke"):
+                lines += ["*(smoke-sized run: numbers are not meaningful)*", ""]
+        if name in notes:
+            lines += [notes[name], ""]
+    docs_path.parent.mkdir(parents=True, exist_ok=True)
+    docs_path.write_text("\n".join(lines).rstrip() + "\n")
+    return docs_path
