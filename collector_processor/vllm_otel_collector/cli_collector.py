@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import threading
 
@@ -38,7 +39,11 @@ def run_collector(args: argparse.Namespace) -> int:
     from vllm_otel_collector.collector import Collector
     from vllm_otel_collector.config import load_config
 
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")  # grpc core's own bind-failure log line: we print one line
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.log_level != "DEBUG":  # the driver logs each failed attempt; the collector reports failures itself
+        logging.getLogger("clickhouse_connect").setLevel(logging.CRITICAL)
+        logging.getLogger("urllib3").setLevel(logging.ERROR)
     overrides = {
         "clickhouse": args.clickhouse, "database": args.database, "grpc_listen": args.listen,
         "http_listen": args.http_listen, "api_listen": args.api_listen, "data_dir": args.data_dir,

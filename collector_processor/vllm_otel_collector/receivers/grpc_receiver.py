@@ -8,7 +8,9 @@ wrong bearer token → UNAUTHENTICATED; any unexpected failure → INTERNAL (the
 
 from __future__ import annotations
 
+import errno
 import logging
+import socket
 from concurrent import futures
 
 import grpc
@@ -53,6 +55,8 @@ class GrpcReceiver:
         for service, methods in handlers.items():
             self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, methods),))
         address = f"{host}:{port}"
+        if port and _port_taken(host, port):  # checked first: grpc core would also log its own multi-line error
+            raise UserError(f"cannot listen for OTLP/gRPC on {address}: port {port} is already in use")
         try:
             if tls:
                 with open(tls[0], "rb") as c, open(tls[1], "rb") as k:
@@ -99,3 +103,14 @@ class GrpcReceiver:
 
     def _metrics(self, body: bytes, context):
         return self._handle("metrics", body, context)
+
+
+def _port_taken(host: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            return exc.errno == errno.EADDRINUSE
+    return False

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import urllib.parse
 from typing import Any, Sequence
@@ -219,5 +220,9 @@ class Store:
 
 
 def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:300] if text else type(exc).__name__
+    text = str(exc).strip()
+    errno_msg = re.search(r"\[Errno -?\d+\] [^\"')]+", text)  # the root cause inside a urllib3 retry chain
+    if errno_msg:
+        return errno_msg.group(0)
+    lines = text.splitlines()
+    return lines[0][:300] if lines else type(exc).__name__
