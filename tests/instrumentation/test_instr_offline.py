@@ -230,3 +230,52 @@ def test_uninstrument_restores_every_original(offline_llm, spans, otel):
     finally:
         otel.inst.instrument(tracer_provider=otel.tp, meter_provider=otel.mp)
     assert isinstance(current_attributes()[("OutputProcessor", "add_request")], wrapt.FunctionWrapper)
+
+
+def test_metrics_and_engine_gauges(offline_llm, spans, otel):
+    import vllm
+
+    from conftest import metric_points
+
+    before_ttft = metric_sum(otel.reader, sc.METRIC_TTFT, **{sc.OPERATION_NAME: "text_completion"})
+    before_in = sum(p.sum for p in metric_points(otel.reader, sc.METRIC_TOKEN_USAGE)
+                    if p.attributes[sc.TOKEN_TYPE] == "input")
+    before_out = sum(p.sum for p in metric_points(otel.reader, sc.METRIC_TOKEN_USAGE)
+                     if p.attributes[sc.TOKEN_TYPE] == "output")
+    outs = offline_llm.generate(["one", "two two", "three three three"], vllm.SamplingParams(max_tokens=5,
+                                                                                            ignore_eos=True))
+    assert metric_sum(otel.reader, sc.METRIC_TTFT, **{sc.OPERATION_NAME: "text_completion"}) - before_ttft == 3
+    after_in = sum(p.sum for p in metric_points(otel.reader, sc.METRIC_TOKEN_USAGE)
+                   if p.attributes[sc.TOKEN_TYPE] == "input")
+    after_out = sum(p.sum for p in metric_points(otel.reader, sc.METRIC_TOKEN_USAGE)
+                    if p.attributes[sc.TOKEN_TYPE] == "output")
+    assert after_in - before_in == sum(len(o.prompt_token_ids) for o in outs)
+    assert after_out - before_out == 15
+    (ttft_point,) = [p for p in metric_points(otel.reader, sc.METRIC_TTFT)
+                     if p.attributes[sc.OPERATION_NAME] == "text_completion"]
+    assert list(ttft_point.explicit_bounds)[:3] == [0.001, 0.005, 0.01]  # semconv advisory buckets
+    # Engine gauges from the stat logger (offline fallback): vLLM's scheduler stats of the last step.
+    (kv,) = metric_points(otel.reader, sc.METRIC_KV_CACHE_USAGE)
+    assert 0.0 < kv.value <= 1.0
+    (running,) = metric_points(otel.reader, sc.METRIC_RUNNING)
+    (waiting,) = metric_points(otel.reader, sc.METRIC_WAITING)
+    assert 0 <= running.value + waiting.value <= 3
+    assert metric_sum(otel.reader, sc.METRIC_PREFIX_CACHE_QUERIES) >= metric_sum(otel.reader,
+                                                                                 sc.METRIC_PREFIX_CACHE_HITS) > 0
+    (rss,) = metric_points(otel.reader, sc.METRIC_PROCESS_RSS)
+    assert rss.value > 50 * 2**20
+
+
+def test_general_plugin_never_patches_twice(offline_llm, otel):
+    from opentelemetry.instrumentation.vllm import plugin
+
+    patched = current_attributes()
+    plugin.register()  # global provider is the API default here: nothing to do
+    plugin.register()
+    assert current_attributes() == patched
+    otel.inst.uninstrument()
+    try:
+        plugin.register()  # no SDK tracer provider installed globally -> stays uninstrumented
+        assert all(current_attributes()[k] is otel.originals[k] for k in otel.originals)
+    finally:
+        otel.inst.instrument(tracer_provider=otel.tp, meter_provider=otel.mp)

@@ -46,7 +46,8 @@ def served(tiny_model_dir, tmp_path_factory):
                    OTEL_BSP_SCHEDULE_DELAY="200", VLLM_CPU_KVCACHE_SPACE="1")
         cmd = [str(venv_bin / "opentelemetry-instrument"), sys.executable, "-m", "vllm.entrypoints.openai.api_server",
                "--model", str(tiny_model_dir), "--dtype", "float32", "--max-model-len", "256", "--enforce-eager",
-               "--host", "127.0.0.1", "--port", str(port), "--max-num-seqs", "64"]
+               "--host", "127.0.0.1", "--port", str(port), "--max-num-seqs", "64",
+               "--disable-log-stats"]  # stats must come on anyway (stat-logger plugin)
         with open(log, "wb") as out:
             proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         base = f"http://127.0.0.1:{port}"
@@ -194,7 +195,7 @@ def test_concurrent_streams_with_disconnects(served):
         limits = httpx.Limits(max_connections=60)
         async with httpx.AsyncClient(timeout=120, limits=limits) as client:
             return await asyncio.gather(*[
-                _stream_chat(client, base, model, f"request number {i}", 150 if i in disconnect else 16,
+                _stream_chat(client, base, model, f"request number {i}", 200 if i in disconnect else 16,
                              disconnect=i in disconnect) for i in range(50)])
 
     results = asyncio.run(run())
@@ -205,11 +206,19 @@ def test_concurrent_streams_with_disconnects(served):
     server = _server_spans(receiver.spans(), ids)
     assert len(server) == 50 and len({s.attributes[sc.RESPONSE_ID] for s in server}) == 50
     by_id = {s.attributes[sc.RESPONSE_ID]: s for s in server}
+    aborted = 0
     for i, r in enumerate(results):
         a = by_id[r["id"]].attributes
         if i in disconnect:
-            assert a[sc.VLLM_FINISH_REASON] == "abort" and by_id[r["id"]].status_code != ERROR
-            assert len(r["token_ids"]) <= a[sc.USAGE_OUTPUT_TOKENS] < 150
+            # The server notices a disconnect at its next write; a request can finish first (then it is complete).
+            assert by_id[r["id"]].status_code != ERROR
+            if a[sc.VLLM_FINISH_REASON] == "abort":
+                aborted += 1
+                assert a[sc.RESPONSE_FINISH_REASONS] == ("abort",)
+                assert len(r["token_ids"]) <= a[sc.USAGE_OUTPUT_TOKENS] < 200
+            else:
+                assert (a[sc.VLLM_FINISH_REASON], a[sc.USAGE_OUTPUT_TOKENS]) == ("length", 200)
         else:
             assert a[sc.VLLM_FINISH_REASON] == "length"
             assert a[sc.USAGE_OUTPUT_TOKENS] == len(r["token_ids"]) == 16
+    assert aborted >= len(disconnect) // 2, aborted
