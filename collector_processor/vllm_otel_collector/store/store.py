@@ -177,15 +177,12 @@ class Store:
             return False
 
     def close(self) -> None:
-        """Release the client (the chDB engine itself stays open for other Stores on the same path)."""
+        """Close this Store's client (its chDB session handle; the engine stays up while other handles are open)."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
-            if self.chdb_path is None:
-                self._client.close()
-            # chDB: clickhouse-connect refcounts the shared engine; closing the last client tears the engine down and a
-            # later reopen of the same path in this process is not reliable, so the chDB client stays cached.
+            self._client.close()
 
     def forget_column_types(self) -> None:
         """Drop cached column types (after DDL that changes a table's columns)."""
