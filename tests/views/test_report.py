@@ -155,3 +155,14 @@ def test_report_cli_without_store_is_one_line(tmp_path, capsys):
     assert capsys.readouterr().err.strip() == (f"vllm-otel report: error: no embedded store at "
                                                f"{(tmp_path / 'nothing' / 'clickhouse').resolve()} (run the collector "
                                                "or the demo first, or pass --clickhouse)")
+
+
+def test_short_runs_get_fine_throughput_buckets():
+    from vllm_otel_collector.report.data import ReportData
+    from vllm_otel_collector.report.html import _throughput
+
+    reqs = [{"Timestamp": t, "OutputTokens": n} for t, n in ((100.2, 10), (100.7, 20), (103.1, 30))]
+    points, caption = _throughput(ReportData(since=0, until=200, requests=reqs, throughput=[(60.0, 1.0)]))
+    assert points == [(100, 30.0), (101, 0.0), (102, 0.0), (103, 30.0)] and "1 s buckets" in caption
+    long = [{"Timestamp": t, "OutputTokens": 1} for t in (0.0, 4000.0)]
+    assert _throughput(ReportData(since=0, until=5000, requests=long, throughput=[(60.0, 1.0)]))[0] == [(60.0, 1.0)]

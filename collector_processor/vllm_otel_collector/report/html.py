@@ -9,6 +9,7 @@ engine start), ``alerts-timeline`` (firing intervals). Units: seconds; tokens pe
 from __future__ import annotations
 
 import html
+import math
 import os
 import tempfile
 import time
@@ -75,6 +76,22 @@ def _kpis(d: ReportData) -> str:
     return f'<table class="kpis" id="kpis"><tr>{head}</tr><tr>{body}</tr></table>'
 
 
+def _throughput(d: ReportData) -> tuple[list[tuple[float, float]], str]:
+    """Output tokens/s over time: the 1m rollup for long windows, else finer buckets from the request rows
+    (tokens counted at the request's start). Returns ``(points, caption)``."""
+    reqs = d.requests
+    span = reqs[-1]["Timestamp"] - reqs[0]["Timestamp"] if reqs else 0.0
+    if not reqs or span >= 1800 or d.truncated:
+        return d.throughput, "Generated tokens per second, per minute (1m rollup)."
+    step = next((s for s in (1, 2, 5, 10, 15, 30, 60) if span / s <= 60), 60)
+    first = math.floor(reqs[0]["Timestamp"] / step) * step
+    sums = [0.0] * (int((reqs[-1]["Timestamp"] - first) // step) + 1)
+    for r in reqs:
+        sums[int((r["Timestamp"] - first) // step)] += r["OutputTokens"]
+    return ([(first + i * step, v / step) for i, v in enumerate(sums)],
+            f"Generated tokens per second in {step} s buckets (tokens counted at the request's start).")
+
+
 def _first_seen(d: ReportData) -> float:
     """Left edge of time axes: the first request, load or alert in the window (not an empty 24 h)."""
     times = [r["Timestamp"] for r in d.requests[:1]] + [ld["Timestamp"] for ld in d.loads[:1]]
@@ -92,6 +109,7 @@ def render_html(d: ReportData) -> str:
     slowest = sorted((r for r in reqs if r["E2E"] is not None), key=lambda r: r["E2E"], reverse=True)[:SLOWEST_N]
     phase_rows = [(f"…{r['TraceId'][-8:]} {r['E2E']:.2f}s",
                    [("queue", r["Queue"]), ("prefill", r["Prefill"]), ("decode", r["Decode"])]) for r in slowest]
+    throughput, throughput_caption = _throughput(d)
     load_rows = []
     for ld in d.loads:
         known = [("weights", ld["WeightsSeconds"]), ("compile", ld["CompileSeconds"]),
@@ -108,8 +126,7 @@ def render_html(d: ReportData) -> str:
         _figure("Latency over time", svg.scatter_levels(
             "latency-time", [(r["Timestamp"], r["E2E"], r["E2ELevel"]) for r in reqs], "e2e latency (s)"),
                 "End-to-end latency per request, coloured by its performance level."),
-        _figure("Tokens per second", svg.line("tokens-time", d.throughput, "output tokens/s"),
-                "Generated tokens per second, per minute (1m rollup)."),
+        _figure("Tokens per second", svg.line("tokens-time", throughput, "output tokens/s"), throughput_caption),
         _figure(f"Slowest {len(phase_rows)} requests: where time went",
                 svg.waterfall("phase-waterfall", phase_rows, "seconds"),
                 "Queue → prefill → decode of the slowest requests (trace id prefix, e2e)."),

@@ -13,7 +13,7 @@ import time
 from typing import Iterable, Sequence
 
 W, H = 640, 260
-_L, _R, _T, _B = 56, 16, 14, 36  # margins
+_L, _R, _T, _B = 56, 16, 24, 36  # margins (the top one holds legends)
 LEVEL_COLORS = {"EXCELLENT": "#1a9850", "GOOD": "#91cf60", "SLOW": "#fc8d59", "BOTTLENECK": "#d73027",
                 "NONE": "#999999"}
 PHASE_COLORS = {"queue": "#fdae61", "prefill": "#4575b4", "decode": "#74add1", "weights": "#4575b4",
@@ -32,10 +32,8 @@ def _fmt(v: float) -> str:
         return f"{v:,.0f}"
     if a >= 10:
         return f"{v:.0f}"
-    if a >= 1:
-        return f"{v:.1f}"
-    if a >= 0.01:
-        return f"{v:.2f}"
+    if a >= 0.001:
+        return f"{v:.3g}"
     return f"{v:.1e}"
 
 
@@ -69,9 +67,12 @@ class _Frame:
             y = self.y(t)
             parts.append(f'<line x1="{_L - 4}" y1="{y:.1f}" x2="{W - _R}" y2="{y:.1f}" stroke="#eee"/>'
                          f'<text x="{_L - 6}" y="{y + 4:.1f}" text-anchor="end" font-size="10">{_fmt(t)}</text>')
+        clock = "%H:%M:%S" if self.x1 - self.x0 < 600 else "%H:%M" if self.x1 - self.x0 < 86400 else "%m-%d %H:%M"
         for t in _ticks(self.x0, self.x1, 6):
             x = self.x(t)
-            label = time.strftime("%H:%M", time.localtime(t)) if xtime else _fmt(t)
+            label = time.strftime(clock, time.localtime(t)) if xtime else _fmt(t)
+            if xtime and self.x1 - self.x0 < 10:  # sub-second ticks: tenths
+                label += f".{int(round(t % 1 * 10)) % 10}"
             parts.append(f'<line x1="{x:.1f}" y1="{H - _B}" x2="{x:.1f}" y2="{H - _B + 4}" stroke="#444"/>'
                          f'<text x="{x:.1f}" y="{H - _B + 15}" text-anchor="middle" font-size="10">{label}</text>')
         parts.append(f'<text x="{(W + _L) / 2}" y="{H - 4}" text-anchor="middle" font-size="11">{_esc(xlabel)}</text>')
@@ -109,7 +110,7 @@ def histogram(plot_id: str, values: Iterable[float | None], xlabel: str, bins: i
     p50, p95 = vals[int(0.5 * (len(vals) - 1))], vals[int(0.95 * (len(vals) - 1))]
     marks = "".join(f'<line x1="{f.x(v):.1f}" y1="{_T}" x2="{f.x(v):.1f}" y2="{H - _B}" stroke="{c}" '
                     f'stroke-dasharray="4 3"><title>{n} {_fmt(v)}</title></line>'
-                    f'<text x="{f.x(v) + 3:.1f}" y="{_T + 10}" font-size="10" fill="{c}">{n}</text>'
+                    f'<text x="{f.x(v) + 3:.1f}" y="{_T - 6}" font-size="10" fill="{c}">{n}</text>'
                     for n, v, c in (("p50", p50, "#1a9850"), ("p95", p95, "#d73027")))
     return _svg(plot_id, f.axes(xlabel, "requests") + "".join(bars) + marks)
 
@@ -123,8 +124,8 @@ def scatter_levels(plot_id: str, points: Sequence[tuple[float, float | None, str
     dots = "".join(f'<circle class="point" cx="{f.x(t):.1f}" cy="{f.y(v):.1f}" r="3" '
                    f'fill="{LEVEL_COLORS.get(lvl, "#999")}"><title>{_fmt(v)} ({_esc(lvl)})</title></circle>'
                    for t, v, lvl in pts)
-    legend = "".join(f'<circle cx="{_L + 12 + i * 96}" cy="{_T + 4}" r="4" fill="{c}"/>'
-                     f'<text x="{_L + 20 + i * 96}" y="{_T + 8}" font-size="10">{n}</text>'
+    legend = "".join(f'<circle cx="{_L + 12 + i * 96}" cy="10" r="4" fill="{c}"/>'
+                     f'<text x="{_L + 20 + i * 96}" y="14" font-size="10">{n}</text>'
                      for i, (n, c) in enumerate(LEVEL_COLORS.items()))
     return _svg(plot_id, f.axes("time", ylabel, xtime=True) + dots + legend)
 
