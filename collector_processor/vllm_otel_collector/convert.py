@@ -242,9 +242,8 @@ def convert_traces(request, limits: Limits = Limits(),
     ``body`` is the original wire bytes: reused as :attr:`TraceBatch.clean_body` when no span was rejected, otherwise
     the request is rebuilt from the accepted spans.
     """
-    cols = {name: [] for name in TRACE_COLUMNS}
-    (c_ts, c_tid, c_sid, c_pid, c_tstate, c_name, c_kind, c_svc, c_res, c_sname, c_sver, c_attrs, c_dur, c_code,
-     c_msg, c_ets, c_ename, c_eattrs, c_ltid, c_lsid, c_lstate, c_lattrs) = (cols[n] for n in TRACE_COLUMNS)
+    rows: list[tuple] = []  # one tuple per accepted span in TRACE_COLUMNS order, transposed at the end (in C)
+    add_row = rows.append
     rejected, truncated = pre_rejected, 0
     errors = list(pre_errors or ())
     dropped_any = pre_rejected > 0
@@ -286,21 +285,6 @@ def convert_traces(request, limits: Limits = Limits(),
                         trunc = True
                 else:
                     attrs, trunc = attrs_map(span.attributes, limits)
-                c_ts.append(start)
-                c_tid.append(tid.hex())
-                c_sid.append(sid.hex())
-                c_pid.append(pid.hex())
-                c_tstate.append(span.trace_state)
-                c_name.append(span.name)
-                c_kind.append(SPAN_KINDS[kind])
-                c_svc.append(service)
-                c_res.append(res_attrs)
-                c_sname.append(scope_name)
-                c_sver.append(scope_version)
-                c_attrs.append(attrs)
-                c_dur.append(end - start)
-                c_code.append(STATUS_CODES[code])
-                c_msg.append(status.message)
                 events = span.events
                 if events:
                     if len(events) > max_events:
@@ -321,18 +305,12 @@ def convert_traces(request, limits: Limits = Limits(),
                             eattrs.append(m)
                             trunc = trunc or t
                     except DecodeError:
-                        _undo_row(cols)
                         rejected += 1
                         errors.append(f"span {span.name!r}: undecodable event attribute (invalid UTF-8?)")
                         bad_indices.append(i)
                         continue
-                    c_ets.append(ets)
-                    c_ename.append(enames)
-                    c_eattrs.append(eattrs)
                 else:
-                    c_ets.append([])
-                    c_ename.append([])
-                    c_eattrs.append([])
+                    ets, enames, eattrs = [], [], []
                 if links:
                     if len(links) > max_links:
                         links, trunc = links[:max_links], True
@@ -344,31 +322,23 @@ def convert_traces(request, limits: Limits = Limits(),
                         m, t = attrs_map(link.attributes, limits)
                         la.append(m)
                         trunc = trunc or t
-                    c_ltid.append(lt)
-                    c_lsid.append(ls)
-                    c_lstate.append(lst)
-                    c_lattrs.append(la)
                 else:
-                    c_ltid.append([])
-                    c_lsid.append([])
-                    c_lstate.append([])
-                    c_lattrs.append([])
+                    lt, ls, lst, la = [], [], [], []
+                add_row((start, tid.hex(), sid.hex(), pid.hex(), span.trace_state, span.name, SPAN_KINDS[kind],
+                         service, res_attrs, scope_name, scope_version, attrs, end - start, STATUS_CODES[code],
+                         status.message, ets, enames, eattrs, lt, ls, lst, la))
                 if trunc or res_trunc:
                     truncated += 1
             if bad_indices:
                 dropped_any = True
                 for i in reversed(bad_indices):
                     del ss.spans[i]
+    if rows:
+        cols = {name: list(values) for name, values in zip(TRACE_COLUMNS, zip(*rows))}
+    else:
+        cols = {name: [] for name in TRACE_COLUMNS}
     clean = body if (body is not None and not dropped_any) else request.SerializeToString()
     return TraceBatch(columns=cols, clean_body=clean, rejected=rejected, truncated=truncated, errors=errors)
-
-
-def _undo_row(cols: dict[str, list]) -> None:
-    """Remove the partly appended last row (a span rejected while its events were converted)."""
-    n = len(cols["Events.Timestamp"])
-    for values in cols.values():
-        if len(values) > n:
-            values.pop()
 
 
 def traces_from_bytes(body: bytes, limits: Limits = Limits()) -> TraceBatch:
