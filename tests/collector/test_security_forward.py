@@ -230,3 +230,14 @@ def test_thousands_of_mutated_requests_all_answered(fuzz_target):
     assert sum(codes.values()) == 3000
     assert set(codes) <= {"ok", "ok-partial", "INVALID_ARGUMENT"}, codes
     assert codes.get("INVALID_ARGUMENT", 0) > 100 and codes.get("ok-partial", 0) > 100
+
+
+def test_example_config_is_valid_and_documents_defaults():
+    from pathlib import Path
+
+    import vllm_otel_collector
+
+    example = Path(vllm_otel_collector.__file__).with_name("collector.example.yaml")
+    cfg = load_config(example)
+    defaults = load_config(None)
+    assert cfg.model_dump(exclude={"data_dir"}) == defaults.model_dump(exclude={"data_dir"})
