@@ -187,3 +187,25 @@ def test_gzip_http_body_and_spool_full_pushback(make_collector):
     assert c.drain(20)
     names = {r[0] for r in c.store.query("SELECT SpanName FROM otel_traces").result_rows}
     assert names == {"zipped"} | {f"s{i}" for i in range(len(statuses) - 1)}
+
+
+def test_http_json_metrics(make_collector):
+    c = make_collector()
+    doc = {"resourceMetrics": [{"resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "jm"}}]},
+                                "scopeMetrics": [{"scope": {"name": "s"}, "metrics": [
+                                    {"name": "kv_usage", "unit": "1", "gauge": {"dataPoints": [
+                                        {"asDouble": 0.5, "timeUnixNano": "1700000000000000000",
+                                         "attributes": [{"key": "engine", "value": {"intValue": "0"}}],
+                                         "exemplars": [{"asDouble": 0.5, "timeUnixNano": "1700000000000000000",
+                                                        "traceId": "5b8efff798038103d269b633813fc60c",
+                                                        "spanId": "eee19b7ec3c1b174"}]}]}},
+                                    {"name": "no_time", "gauge": {"dataPoints": [{"asInt": "1"}]}}]}]}]}
+    r = httpx.post(f"http://127.0.0.1:{c.http_port}/v1/metrics", content=json.dumps(doc),
+                   headers={"Content-Type": "application/json"})
+    assert r.status_code == 200
+    assert r.json()["partialSuccess"]["rejectedDataPoints"] == "1"
+    assert c.drain(10)
+    assert _rows(c.store, "SELECT ServiceName, MetricName, MetricUnit, Value, Attributes, toUnixTimestamp64Nano(TimeUnix), "
+                 "Exemplars.TraceId, Exemplars.SpanId FROM otel_metrics_gauge") == [
+        ("jm", "kv_usage", "1", 0.5, {"engine": "0"}, 1_700_000_000_000_000_000,
+         ["5b8efff798038103d269b633813fc60c"], ["eee19b7ec3c1b174"])]
