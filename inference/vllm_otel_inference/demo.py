@@ -131,7 +131,7 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> dict:
             console.print(f"[yellow]! {summary['missing_spans']} of {len(results)} requests have no span in "
                           f"ClickHouse (was the collector reachable? see {server.log_path})")
         output = {"requests": [r.to_dict() for r in rows], "summary": summary,
-                  "client": [r.to_dict() for r in results]}
+                  "client": [r.to_dict() for r in results], "model_load": readback.model_load(collector.store)}
 
         if opts.report is not None:
             _write_report(collector.store, opts.report, console)
@@ -181,3 +181,11 @@ def render(output: dict, console: Console) -> None:
     summary.add_row("mean TPOT (s)", _fmt(s["mean_tpot_s"], digits=4))
     summary.add_row("throughput (output tok/s)", _fmt(s["throughput_tokens_per_s"], digits=1))
     console.print(summary)
+    load = output.get("model_load")
+    if load:
+        mb = (load["WeightsBytes"] or 0) / 1e6
+        console.print(
+            f"Model load ({load['Model'] or 'model'}, {load['SpanCount']} spans): load {_fmt(load['LoadSeconds'], ' s', 1)}"
+            f", cold start {_fmt(load['ColdStartSeconds'], ' s', 1)}, weights {mb:.0f} MB in "
+            f"{_fmt(load['WeightsSeconds'], ' s', 1)}, compile {_fmt(load['CompileSeconds'], ' s', 1)}"
+            f" (cache hit: {load['CompileCacheHit']}), KV cache {load['KVCacheBlocks']} blocks, level {load['LoadLevel']}")

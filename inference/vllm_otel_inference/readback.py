@@ -132,3 +132,19 @@ def summarize(rows: list[RequestRow], expected: int, wall_s: float) -> dict:
         "throughput_tokens_per_s": out_tokens / wall_s if wall_s > 0 else None,
         "workload_wall_s": wall_s,
     }
+
+
+def model_load(store) -> dict | None:
+    """Assemble the model-load row(s) now (no settle delay: the demo knows loading is over) and return the newest
+    ``llm_model_loads`` row as a dict (seconds, bytes; ``None`` values where no span carried them), or ``None``."""
+    from vllm_otel_collector.analytics import AnalyticsConfig, Thresholds
+    from vllm_otel_collector.analytics.loads import assemble_pending
+
+    assemble_pending(store, time.time(), Thresholds(AnalyticsConfig.load(None).levels), settle_seconds=0.0)
+    result = store.query(
+        "SELECT Model, LoadSeconds, ColdStartSeconds, WeightsBytes, WeightsSeconds, CompileSeconds, CompileCacheHit, "
+        "KVCacheBlocks, KVCacheBytes, MemoryPeakBytes, LoadLevel, SpanCount "
+        "FROM llm_model_loads FINAL ORDER BY Timestamp DESC LIMIT 1")
+    if not result.result_rows:
+        return None
+    return dict(zip(result.column_names, result.result_rows[0]))

@@ -130,3 +130,13 @@ def test_collector_unreachable_inference_still_serves(tiny_model_dir, tmp_path):
         results = run_workload(server.base_url, "tiny", requests=4, concurrency=2, max_tokens=8)
     assert [r.ok for r in results] == [True] * 4
     assert all(r.output_tokens and r.output_tokens > 0 for r in results)
+
+
+def test_model_load_row_assembled_from_the_load_trace(demo_run, tiny_model_dir):
+    _, out, _ = demo_run
+    load = out["model_load"]
+    assert load is not None
+    assert load["WeightsBytes"] == (tiny_model_dir / "model.safetensors").stat().st_size
+    assert load["SpanCount"] >= 5  # Overall Loading, Load model, Load weights, Allocate KV cache, ... across processes
+    assert 0 < load["LoadSeconds"] <= load["ColdStartSeconds"]
+    assert load["KVCacheBlocks"] > 0

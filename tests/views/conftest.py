@@ -19,7 +19,7 @@ def views_collector(tmp_path_factory):
     table holds exactly what the tests write)."""
     from vllm_otel_collector.collector import Collector
     from vllm_otel_collector.config import load_config
-    from vllm_otel_collector.report.top import engine_route
+    from vllm_otel_collector.analytics.engine import engine_route
 
     cfg = load_config(None, spool={"fsync": False}, clickhouse=f"chdb://{shared_chdb_path()}",
                       database=f"views_{os.getpid()}", data_dir=tmp_path_factory.mktemp("collector"),

@@ -5,7 +5,7 @@ Sources (all on the read API, default ``http://127.0.0.1:4319``):
   requests / W, tokens/s = output tokens / W, p95 TTFT/TPOT (seconds, exact over raw rows);
 - ``/api/v1/alerts`` — firing alerts;
 - ``/api/v1/engine`` — latest engine gauges (KV cache usage 0..1, running and waiting requests) per service; served
-  by :func:`engine_route` (register it with the collector's routes). When absent, those cells show "n/a".
+  by ``/api/v1/engine`` (:func:`vllm_otel_collector.analytics.engine.engine_route`). When absent, those cells show "n/a".
 """
 
 from __future__ import annotations
@@ -22,31 +22,6 @@ from rich.table import Table
 from vllm_otel_collector.errors import UserError
 
 DEFAULT_API = "http://127.0.0.1:4319"
-KV_METRIC, RUNNING_METRIC, WAITING_METRIC = "vllm.kv_cache.usage", "vllm.requests.running", "vllm.requests.waiting"
-
-
-def engine_route(store, query: dict[str, str]) -> tuple[int, dict]:
-    """Read API handler for ``/api/v1/engine?window=120``: newest value of the KV-cache-usage, running and waiting
-    gauges per service within the last ``window`` seconds (``otel_metrics_gauge``). Body: ``{"services": [{"service",
-    "kv_cache_usage" (0..1), "running", "waiting", "time" (unix s)}]}``."""
-    try:
-        window = float(query.get("window", "120"))
-    except ValueError:
-        raise ValueError("parameter window must be a number") from None
-    rows = store.query(
-        "SELECT ServiceName, argMaxIf(Value, TimeUnix, MetricName = {kv:String}), "
-        "argMaxIf(Value, TimeUnix, MetricName = {run:String}), argMaxIf(Value, TimeUnix, MetricName = {wait:String}), "
-        "countIf(MetricName = {kv:String}), countIf(MetricName = {run:String}), countIf(MetricName = {wait:String}), "
-        "toUnixTimestamp64Milli(max(TimeUnix)) / 1e3 FROM otel_metrics_gauge "
-        "WHERE MetricName IN ({kv:String}, {run:String}, {wait:String}) "
-        "AND TimeUnix >= now64(9) - toIntervalMillisecond({ms:UInt64}) GROUP BY ServiceName ORDER BY ServiceName",
-        parameters={"kv": KV_METRIC, "run": RUNNING_METRIC, "wait": WAITING_METRIC, "ms": int(window * 1000)},
-    ).result_rows
-    return 200, {"services": [
-        {"service": s, "kv_cache_usage": kv if nk else None, "running": run if nr else None,
-         "waiting": wait if nw else None, "time": t} for s, kv, run, wait, nk, nr, nw, t in rows]}
-
-
 @dataclass
 class Snapshot:
     """One refresh: ``groups`` from /stats, ``alerts`` firing, ``engine`` per service (None when unavailable)."""
