@@ -79,7 +79,8 @@ def reinstrumented(otel: SimpleNamespace, **kwargs: Any) -> Iterator[None]:
 
 
 def metric_points(reader: InMemoryMetricReader, name: str) -> list[Any]:
-    """All data points of metric ``name`` (cumulative), [] when none."""
+    """All data points of metric ``name`` (cumulative), [] when none (after the request writer has caught up)."""
+    _flush()
     data = reader.get_metrics_data()
     if data is None:
         return []
@@ -94,6 +95,14 @@ def metric_sum(reader: InMemoryMetricReader, name: str, **attrs: Any) -> float:
         if all(p.attributes.get(k) == v for k, v in attrs.items()):
             total += p.value if hasattr(p, "value") else p.count
     return total
+
+
+def _flush() -> None:
+    from opentelemetry.instrumentation.vllm import state
+
+    tracker = state.tracker()
+    if tracker is not None:
+        assert tracker.flush()
 
 
 @pytest.fixture(scope="session")
@@ -117,7 +126,11 @@ def spans(otel: SimpleNamespace) -> SimpleNamespace:
     """Clears the span exporter; ``spans.server()`` / ``spans.all()`` read what the test produced."""
     from opentelemetry.trace import SpanKind
 
+    _flush()
     otel.exporter.clear()
-    return SimpleNamespace(all=lambda: list(otel.exporter.get_finished_spans()),
-                           server=lambda: [s for s in otel.exporter.get_finished_spans()
-                                           if s.kind == SpanKind.SERVER])
+
+    def finished():
+        _flush()
+        return list(otel.exporter.get_finished_spans())
+
+    return SimpleNamespace(all=finished, server=lambda: [s for s in finished() if s.kind == SpanKind.SERVER])

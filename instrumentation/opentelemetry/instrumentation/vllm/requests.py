@@ -1,10 +1,11 @@
 """Request lifecycle: one SERVER span per request, built from vLLM's own per-request stats.
 
-The span is started when the request enters vLLM's ``OutputProcessor`` (``start_time`` = vLLM's wall-clock
-``arrival_time``) and everything else is written once, at completion: attributes, the ``gen_ai.first_token`` event
+When the request enters vLLM's ``OutputProcessor`` we capture its parent context and request attributes; at
+completion a writer thread creates the span (``start_time`` = vLLM's wall-clock ``arrival_time``, so it is the same
+span as if started then) and writes everything else once: attributes, the ``gen_ai.first_token`` event
 (with its own timestamp), and the ``queue`` / ``prefill`` / ``decode`` child spans (engine-core monotonic timestamps
 converted to wall clock). Per generated token nothing happens here: the per-request cost is a handful of dict
-operations at add and at finish.
+operations at add and at finish on vLLM's output loop; span/metric SDK work happens on the writer thread.
 
 In-flight state is keyed by vLLM's internal request id (parallel-sampling children share their parent's entry), is
 bounded by ``Settings.max_in_flight``, and a sweeper thread ends requests that exceed ``Settings.request_timeout_s``
@@ -14,12 +15,15 @@ with ``error.type=timeout`` (zombies).
 from __future__ import annotations
 
 import json
+import queue
 import threading
 import time
 from collections import OrderedDict
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
+
+from opentelemetry import context as otel_context
 
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
@@ -47,6 +51,16 @@ class RequestInfo:
 REQUEST_INFO: ContextVar[RequestInfo | None] = ContextVar("vllm_otel_request_info", default=None)
 _PROPAGATOR = TraceContextTextMapPropagator()
 _ERROR_REASONS = (sc.FINISH_ERROR, sc.FINISH_TIMEOUT)
+
+
+class _SpanPlan(NamedTuple):
+    """Everything needed to create the request span later (in the writer thread) with its true start time."""
+
+    name: str
+    context: Any  # parent Context captured at add, or None
+    headers: Any  # W3C trace headers to extract when there is no active parent span
+    start_ns: int
+    attrs: dict[str, Any]
 
 
 class _Entry:
@@ -84,6 +98,11 @@ class RequestTracker:
         self._labels: OrderedDict[str, RequestInfo] = OrderedDict()  # external request id -> serving-layer info
         self._stop = threading.Event()
         self._sweeper: threading.Thread | None = None
+        # Finished requests are written (span attributes, children, end, metrics) by one writer thread, off vLLM's
+        # output loop: the finish hook itself only pops the entry and enqueues it.
+        self._writes: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+        self._writer_lock = threading.Lock()
 
     # ---- introspection (tests, docs) ----------------------------------------------------------------------------
     def in_flight(self) -> int:
@@ -167,13 +186,13 @@ class RequestTracker:
         if self._settings.capture_content and prompt:
             attrs[sc.INPUT_MESSAGES] = json.dumps(
                 [{"role": "user", "parts": [{"type": "text", "content": prompt}]}], ensure_ascii=False)
-        ctx = None
-        headers = request.trace_headers or (info.trace_headers if info is not None else None)
-        if headers and not trace.get_current_span().get_span_context().is_valid:
-            ctx = _PROPAGATOR.extract(headers)
-        return self._tracer.start_span(f"{operation} {model}".strip(), context=ctx, kind=SpanKind.SERVER,
-                                       start_time=to_ns(float(request.arrival_time or time.time())),
-                                       attributes=attrs)
+        parent_ctx, headers = None, None
+        if trace.get_current_span().get_span_context().is_valid:
+            parent_ctx = otel_context.get_current()  # e.g. the FastAPI server span
+        else:
+            headers = request.trace_headers or (info.trace_headers if info is not None else None)
+        return _SpanPlan(f"{operation} {model}".strip(), parent_ctx, headers,
+                         to_ns(float(request.arrival_time or time.time())), attrs)
 
     # ---- finish ----------------------------------------------------------------------------------------------------
     @guarded("request.finish")
@@ -265,7 +284,8 @@ class RequestTracker:
         self._sweeper.start()
 
     def close(self) -> None:
-        """Stop the sweeper and end all in-flight spans as zombies (used by ``uninstrument``)."""
+        """Stop the sweeper, end all in-flight spans as zombies, write everything queued and stop the writer
+        (used by ``uninstrument``)."""
         self._stop.set()
         with self._lock:
             rest = list(self._entries.values())
@@ -273,21 +293,59 @@ class RequestTracker:
             self._by_internal.clear()
         for entry in rest:
             self._finalize(entry, time.time(), sc.FINISH_TIMEOUT, sc.FINISH_TIMEOUT)
+        self.flush()
+        if self._writer is not None:
+            self._writes.put(None)
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Block until every finished request queued so far is written; False on timeout."""
+        if self._writer is None:
+            return True
+        done = threading.Event()
+        self._writes.put(done)
+        return done.wait(timeout)
 
     # ---- the one place a request's telemetry is written ------------------------------------------------------------
     def _finalize(self, entry: _Entry, end_wall: float, reason: str, error_type: str | None) -> None:
+        if self._writer is None:
+            with self._writer_lock:
+                if self._writer is None:
+                    self._writer = threading.Thread(target=self._write_loop, name="vllm-otel-writer", daemon=True)
+                    self._writer.start()
+        self._writes.put((entry, end_wall, reason, error_type))
+
+    def _write_loop(self) -> None:
+        while True:
+            item = self._writes.get()
+            if item is None:
+                return
+            if isinstance(item, threading.Event):
+                item.set()
+                continue
+            self._write_safely(*item)
+
+    def _write_safely(self, entry: _Entry, end_wall: float, reason: str, error_type: str | None) -> None:
         try:
             self._write(entry, end_wall, reason, error_type)
         except Exception as exc:  # noqa: BLE001
             from opentelemetry.instrumentation.vllm.utils import report_hook_error
 
             report_hook_error("request.finalize", exc)
-            if entry.span is not None and entry.span.is_recording():
-                entry.span.end()
+            span = entry.span
+            if span is not None and hasattr(span, "is_recording") and span.is_recording():
+                span.end()
 
     def _write(self, entry: _Entry, end_wall: float, reason: str, error_type: str | None) -> None:
         states = entry.states
-        span = entry.span
+        plan = entry.span
+        span = None
+        if plan is not None:
+            parent = plan.context
+            if parent is None and plan.headers:
+                parent = _PROPAGATOR.extract(plan.headers)
+            span = self._tracer.start_span(plan.name, context=parent, kind=SpanKind.SERVER, start_time=plan.start_ns,
+                                           attributes=plan.attrs)
+            entry.span = span  # so a failure below still ends it
         first = states[0]
         stats = first.stats
         prompt_tokens = int(first.prompt_len or 0)
@@ -312,7 +370,7 @@ class RequestTracker:
             sc.VLLM_NUM_PREEMPTIONS: preemptions,
             sc.LATENCY_E2E: e2e,
         }
-        if span is not None and sc.RESPONSE_ID not in (span.attributes or {}):
+        if plan is not None and sc.RESPONSE_ID not in plan.attrs:
             attrs[sc.RESPONSE_ID] = (first.parent_req.external_req_id if first.parent_req is not None
                                      else first.external_req_id)
         if e2e > 0:
