@@ -14,6 +14,7 @@ with ``error.type=timeout`` (zombies).
 
 from __future__ import annotations
 
+import atexit
 import json
 import queue
 import threading
@@ -309,6 +310,8 @@ class RequestTracker:
                 if self._writer is None:
                     self._writer = threading.Thread(target=self._write_loop, name="vllm-otel-writer", daemon=True)
                     self._writer.start()
+                    # atexit runs LIFO: this flush precedes the SDK provider's shutdown registered before us.
+                    atexit.register(self.flush, 5.0)
         if self._writes.qsize() > _MAX_QUEUED_WRITES:  # the SDK cannot keep up: write inline (backpressure)
             self._write_safely(entry, end_wall, reason, error_type)
         else:
