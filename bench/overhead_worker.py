@@ -11,6 +11,7 @@ Variants:
   native   — vLLM's own tracing: ``otlp_traces_endpoint=<sink>`` (OTLP/gRPC, its BatchSpanProcessor).
   openlit  — OpenLIT 1.45's vLLM instrumentation (wraps ``LLM.generate``: one span per call) on the same SDK
              providers as ``ours``; imported from ``bench/.deps/openlit`` (see :mod:`bench.openlit_env`).
+Every variant but ``ours`` runs with ``VLLM_PLUGINS`` excluding our general plugin (set by :mod:`bench.overhead`).
 
 Round command ``{"cmd": "round", "requests": N, "max_tokens": M}`` answers ``{"wall_s", "cpu_s", "children_cpu_s",
 "requests", "output_tokens", "ttft_s": [...], "truth": [...]}`` where ``cpu_s`` is ``time.process_time()`` of this

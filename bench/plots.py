@@ -20,7 +20,7 @@ def plot_overhead(res: dict, out_dir: Path) -> list[Path]:
     plt = _plt()
     paths = []
     for model, summ in res["summary"].items():
-        variants = [v for v in summ if v != "config"]
+        variants = [v for v in summ if v != "config" and "error" not in summ[v]]
         fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
         for ax, key, label in ((axes[0], "throughput_ratio", "throughput / uninstrumented"),
                                (axes[1], "ttft_p99_ratio", "TTFT p99 / uninstrumented"),

@@ -4,7 +4,8 @@ Data: :mod:`bench.synth` (10M requests over 7 days; 100k in smoke mode) inserted
 fill ``llm_requests_1m`` / ``_1h``; then ``OPTIMIZE … FINAL`` on all three tables (a long-running store has merged
 its parts). Each panel has a raw and a rollup form returning the same answer (counts exact, quantiles: exact on raw,
 t-digest on rollups); the forms are run interleaved ``reps`` times through :class:`Store` (clickhouse-connect over
-chDB: what the read API and report do). Target (issue 7): rollups ≥ 20× faster, rollup p95 < 100 ms.
+chDB: what the read API and report do). Windows of a day or more read the hourly rollup; the ``*_from_1m``
+panels show what merging 1440 minute buckets costs instead, and are left out of the targets. Target (issue 7): rollups ≥ 20× faster, rollup p95 < 100 ms.
 """
 
 from __future__ import annotations
@@ -18,13 +19,21 @@ _METHOD = __doc__.split("\n\n", 1)[1].replace("\n", " ").strip()
 
 #: name -> (description, raw SQL, rollup SQL). {since}/{until} are unix seconds filled at run time.
 PANELS: dict[str, tuple[str, str, str]] = {
-    "totals_24h": (
-        "requests, errors, tokens per service/model over the last 24 h",
+    "totals_24h_from_1m": (
+        "requests, errors, tokens per service/model over the last 24 h, from the 1m rollup (1440 buckets)",
         "SELECT ServiceName, Model, count(), countIf(Status = 'error'), sum(InputTokens), sum(OutputTokens) "
         "FROM llm_requests WHERE Timestamp >= toDateTime64({since}, 9) AND Timestamp < toDateTime64({until}, 9) "
         "GROUP BY ServiceName, Model ORDER BY ServiceName, Model",
         "SELECT ServiceName, Model, sum(Requests), sum(Errors), sum(InputTokens), sum(OutputTokens) "
         "FROM llm_requests_1m WHERE Bucket >= toDateTime({since}) AND Bucket < toDateTime({until}) "
+        "GROUP BY ServiceName, Model ORDER BY ServiceName, Model"),
+    "totals_24h": (
+        "requests, errors, tokens per service/model over the last 24 h (hourly rollup: 24 buckets)",
+        "SELECT ServiceName, Model, count(), countIf(Status = 'error'), sum(InputTokens), sum(OutputTokens) "
+        "FROM llm_requests WHERE Timestamp >= toDateTime64({since}, 9) AND Timestamp < toDateTime64({until}, 9) "
+        "GROUP BY ServiceName, Model ORDER BY ServiceName, Model",
+        "SELECT ServiceName, Model, sum(Requests), sum(Errors), sum(InputTokens), sum(OutputTokens) "
+        "FROM llm_requests_1h WHERE Bucket >= toDateTime({since}) AND Bucket < toDateTime({until}) "
         "GROUP BY ServiceName, Model ORDER BY ServiceName, Model"),
     "rate_per_minute_6h": (
         "requests per minute per model, last 6 h (time series)",
@@ -33,13 +42,21 @@ PANELS: dict[str, tuple[str, str, str]] = {
         "GROUP BY t, Model ORDER BY t, Model",
         "SELECT Bucket AS t, Model, sum(Requests) FROM llm_requests_1m "
         "WHERE Bucket >= toDateTime({since6h}) AND Bucket < toDateTime({until}) GROUP BY t, Model ORDER BY t, Model"),
-    "ttft_p95_24h": (
-        "TTFT p50/p95/p99 per model over the last 24 h",
+    "ttft_p95_24h_from_1m": (
+        "TTFT p50/p95/p99 per model over the last 24 h, from the 1m rollup (1440 t-digest states per key)",
         "SELECT Model, quantilesExact(0.5, 0.95, 0.99)(TTFT) FROM llm_requests "
         "WHERE Timestamp >= toDateTime64({since}, 9) AND Timestamp < toDateTime64({until}, 9) "
         "GROUP BY Model ORDER BY Model",
         "SELECT Model, arrayElement(q, 1), arrayElement(q, 3), arrayElement(q, 4) FROM (SELECT Model, "
         "quantilesTDigestMerge(0.5, 0.9, 0.95, 0.99)(TTFTQuantiles) AS q FROM llm_requests_1m "
+        "WHERE Bucket >= toDateTime({since}) AND Bucket < toDateTime({until}) GROUP BY Model) ORDER BY Model"),
+    "ttft_p95_24h": (
+        "TTFT p50/p95/p99 per model over the last 24 h (hourly rollup: 24 t-digest states per key)",
+        "SELECT Model, quantilesExact(0.5, 0.95, 0.99)(TTFT) FROM llm_requests "
+        "WHERE Timestamp >= toDateTime64({since}, 9) AND Timestamp < toDateTime64({until}, 9) "
+        "GROUP BY Model ORDER BY Model",
+        "SELECT Model, arrayElement(q, 1), arrayElement(q, 3), arrayElement(q, 4) FROM (SELECT Model, "
+        "quantilesTDigestMerge(0.5, 0.9, 0.95, 0.99)(TTFTQuantiles) AS q FROM llm_requests_1h "
         "WHERE Bucket >= toDateTime({since}) AND Bucket < toDateTime({until}) GROUP BY Model) ORDER BY Model"),
     "hourly_7d": (
         "hourly requests, mean TTFT and SLOW+ TTFT count per service, 7 days",
@@ -112,6 +129,11 @@ def run(smoke: bool, workdir: Path) -> dict:
                     samples[name][f"{form}_ms"].append(ms)
                 else:
                     answers.setdefault(name, {})[form] = out
+    floor = []
+    for _ in range(reps):  # the fixed cost of one query through clickhouse-connect + chDB: no rollup can beat it
+        t = time.perf_counter()
+        store.query("SELECT 1")
+        floor.append((time.perf_counter() - t) * 1000.0)
     summary = {}
     for name, (desc, _r, _o) in PANELS.items():
         raw, roll = samples[name]["raw_ms"], samples[name]["rollup_ms"]
@@ -124,10 +146,13 @@ def run(smoke: bool, workdir: Path) -> dict:
             "speedup_per_rep": spread([a / b for a, b in zip(raw, roll) if b]),
             "answers": _answers_match(answers[name]["raw"], answers[name]["rollup"]),
         }
-    worst_speedup = min(s["speedup_p50"] for s in summary.values())
-    worst_p95 = max(s["rollup_ms"]["p95"] for s in summary.values())
+    # Targets over the forms a dashboard should use (the *_from_1m panels show why 24 h windows read the 1h rollup).
+    chosen = [s for name, s in summary.items() if not name.endswith("_from_1m")]
+    worst_speedup = min(s["speedup_p50"] for s in chosen)
+    worst_p95 = max(s["rollup_ms"]["p95"] for s in chosen)
     summary["overall"] = {"rows": rows, "reps": reps, "insert_seconds": insert_s, "insert_rows_per_s": rows / insert_s,
                           "optimize_seconds": optimize_s, "table_rows": counts,
+                          "floor_ms": {"p50": percentile(floor, 50), "p95": percentile(floor, 95)},
                           "min_speedup_p50": worst_speedup, "max_rollup_p95_ms": worst_p95}
     result["samples"] = samples
     result["summary"] = summary

@@ -73,11 +73,20 @@ def _overhead(res: dict) -> list[str]:
                 "µs/req | CPU µs added/req | spans/req | metric points |", "|---|---|---|---|---|---|---|---|---|"]
         for v in cfg["variants"]:
             s = summ[v]
+            if "error" in s:
+                out.append(f"| {v} | failed: {s['error']} | | | | | | | |")
+                continue
             out.append(f"| {v} | {_sp(s['throughput_tok_s'])} | {_sp(s['throughput_ratio'])} | "
                        f"{_sp(s['ttft_p50_ratio'])} | {_sp(s['ttft_p99_ratio'])} | {_sp(s['cpu_us_per_request'])} | "
                        f"{_sp(s['cpu_us_added_per_request'])} | {_f(s['spans_per_request'])} | "
                        f"{_f(s['metric_points'])} |")
         out += ["", f"![overhead {model}](../bench/results/overhead_{model}.png)", ""]
+    floor = res.get("sdk_floor")
+    if floor:
+        out += ["OpenTelemetry Python SDK alone (no vLLM; :mod:`bench.sdk_floor`), CPU µs per request: "
+                f"1 span with 25 attributes + 1 event: {_f(floor['noexport_1_spans_us'])} not exported, "
+                f"{_f(floor['otlp_1_spans_us'])} exported over OTLP/gRPC; 4 spans: "
+                f"{_f(floor['noexport_4_spans_us'])} / {_f(floor['otlp_4_spans_us'])}.", ""]
     return out
 
 
@@ -92,7 +101,9 @@ def _ingest(res: dict) -> list[str]:
 def _queries(res: dict) -> list[str]:
     o = res["summary"]["overall"]
     out = [f"{o['rows']:,} requests inserted in {o['insert_seconds']:.0f} s ({_f(o['insert_rows_per_s'])} rows/s "
-           f"including both materialized views); table rows {o['table_rows']}; {o['reps']} timed repetitions.", "",
+           f"including both materialized views); table rows {o['table_rows']}; {o['reps']} timed repetitions. "
+           f"Floor (`SELECT 1` through the same client): p50 {_f((o.get('floor_ms') or {}).get('p50'))} ms, "
+           f"p95 {_f((o.get('floor_ms') or {}).get('p95'))} ms.", "",
            "| panel | raw p50 / p95 ms | rollup p50 / p95 ms | speedup (p50) | per-rep speedup | counts equal | "
            "max rel. diff |", "|---|---|---|---|---|---|---|"]
     for name, s in res["summary"].items():
@@ -129,7 +140,7 @@ def _storage(res: dict) -> list[str]:
 
 
 def _truth(res: dict) -> list[str]:
-    out = ["| model | requests / joined | client − span TTFT ms p1 / p50 / p99 | derived row − span ms (max |·|) | "
+    out = ["| model | requests / joined | client − span TTFT ms p1 / p50 / p99 | derived row − span ms (max abs) | "
            "span mean − vLLM histogram mean, ms |", "|---|---|---|---|---|"]
     for model, r in res["summary"]["served"].items():
         d, dd = r["client_minus_span"], r["derived_minus_span"]
@@ -139,7 +150,7 @@ def _truth(res: dict) -> list[str]:
     for model, r in res["summary"].get("offline", {}).items():
         d = r["span_minus_vllm"]
         out.append(f"| {model} (offline, vs RequestStateStats.first_token_latency per request) | {r['pairs']} | – | – | "
-                   f"p50 {_f(d['p50_ms'])}, max |·| {_f(max(abs(d['min_ms'] or 0), abs(d['max_ms'] or 0)))} |")
+                   f"p50 {_f(d['p50_ms'])}, max abs {_f(max(abs(d['min_ms'] or 0), abs(d['max_ms'] or 0)))} |")
     return out + ["", "![truth](../bench/results/truth.png)", ""]
 
 
@@ -166,7 +177,8 @@ def render(results_dir: Path, docs_path: Path) -> Path:
              "method below)",
              f"- Python {env.get('python')}; " + ", ".join(f"{k} {v}" for k, v in (env.get("versions") or {}).items()
                                                            if v),
-             f"- Date: {env.get('date_utc')}", "",
+             "- Runs (UTC): " + ", ".join(f"{n} {r['environment'].get('date_utc')}" for n, r in results.items()
+                                         if r.get("environment")), "",
              "## Method", "",
              "These machines are noisy (back-to-back runs of the same vLLM workload vary ±15 %). Variants are compared "
              "within one run, interleaved with several repetitions; tables give medians with (min…max) and per-round "

@@ -63,7 +63,7 @@ def served(label: str, model: Path, requests: int, concurrency: int, max_tokens:
             results = run_workload(server.base_url, label, requests=requests, concurrency=concurrency,
                                    max_tokens=max_tokens)
             s1, c1 = _vllm_ttft_hist(server.base_url)
-            ids = [r.trace_id for r in results if r.ok]
+            ids = [r.trace_id for r in results]  # failed requests too: vLLM's histogram counts them as well
             rows = readback.wait_for_rows(col.store, ids, timeout_s=60)
         finally:
             server.stop()
@@ -73,18 +73,19 @@ def served(label: str, model: Path, requests: int, concurrency: int, max_tokens:
     span_ttft = {r.trace_id: r.ttft_s for r in rows if r.ttft_s is not None}
     client = {r.trace_id: r.client_ttft_s for r in results if r.ok and r.client_ttft_s is not None}
     pairs = [[tid, span_ttft[tid], client[tid], derived.get(tid)] for tid in client if tid in span_ttft]
-    ours_sum = sum(span_ttft[t] for t in client if t in span_ttft)
+    ours_sum = sum(span_ttft.values())  # every request span of the workload, as vLLM's histogram has every request
     return {
         "requests": requests, "ok": len(client), "joined": len(pairs), "derived_rows": len(derived),
+        "spans": len(span_ttft), "failed": [r.error for r in results if not r.ok][:5],
         "pairs": pairs,
         "client_minus_span": _diff_summary([c - s for _t, s, c, _d in pairs]),
         "client_minus_span_relative": spread([(c - s) / c for _t, s, c, _d in pairs if c]),
         "derived_minus_span": _diff_summary([d - s for _t, s, _c, d in pairs if d is not None]),
         "vllm_histogram": {"count": c1 - c0, "sum_s": s1 - s0,
                            "mean_s": (s1 - s0) / (c1 - c0) if c1 > c0 else None},
-        "span_mean_s": ours_sum / len(pairs) if pairs else None,
-        "span_vs_vllm_mean_ms": ((ours_sum / len(pairs)) - (s1 - s0) / (c1 - c0)) * 1000.0
-        if pairs and c1 > c0 else None,
+        "span_mean_s": ours_sum / len(span_ttft) if span_ttft else None,
+        "span_vs_vllm_mean_ms": ((ours_sum / len(span_ttft)) - (s1 - s0) / (c1 - c0)) * 1000.0
+        if span_ttft and c1 > c0 else None,
     }
 
 

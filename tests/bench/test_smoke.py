@@ -37,13 +37,15 @@ def test_smoke_run_writes_results(tmp_path):
     assert overhead["none"]["spans_per_request"] == 0  # the uninstrumented engine emits nothing
     assert overhead["ours"]["span_names"]["queue"] == 2 * 16  # warm-up + 1 round of 16 requests, one queue span each
     assert set(overhead["ours"]["throughput_ratio"]) == {"n", "median", "min", "max", "p25", "p75"}
+    floor = json.loads((tmp_path / "overhead.json").read_text())["sdk_floor"]
+    assert set(floor) == {"noexport_1_spans_us", "noexport_4_spans_us", "otlp_1_spans_us", "otlp_4_spans_us"}
     queries = json.loads((tmp_path / "queries.json").read_text())["summary"]
     assert queries["overall"]["table_rows"]["llm_requests"] == 100_000
     assert all(p["answers"]["exact_counts"] for k, p in queries.items() if k != "overall")
     storage = json.loads((tmp_path / "storage.json").read_text())["summary"]
     assert storage["requests"] == 100_000 and storage["spans"] == 400_000
     truth = json.loads((tmp_path / "truth.json").read_text())["summary"]["served"]["tiny"]
-    assert truth["ok"] == 4 and truth["vllm_histogram"]["count"] == 4
+    assert truth["ok"] == 4 and truth["vllm_histogram"]["count"] == 4 and truth["spans"] == 4
     for png in ("overhead_tiny.png", "queries.png", "storage.png", "ingest.png"):
         assert (tmp_path / png).stat().st_size > 1000
     report = (tmp_path / "BENCHMARKS.md").read_text()
