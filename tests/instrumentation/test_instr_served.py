@@ -45,7 +45,7 @@ def served(tiny_model_dir, tmp_path_factory):
                    OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint, OTEL_EXPORTER_OTLP_INSECURE="true",
                    OTEL_BSP_SCHEDULE_DELAY="200", VLLM_CPU_KVCACHE_SPACE="1")
         cmd = [str(venv_bin / "opentelemetry-instrument"), sys.executable, "-m", "vllm.entrypoints.openai.api_server",
-               "--model", str(tiny_model_dir), "--dtype", "float32", "--max-model-len", "256", "--enforce-eager",
+               "--model", str(tiny_model_dir), "--dtype", "float32", "--max-model-len", "2048", "--enforce-eager",
                "--host", "127.0.0.1", "--port", str(port), "--max-num-seqs", "64",
                "--disable-log-stats"]  # stats must come on anyway (stat-logger plugin)
         with open(log, "wb") as out:
@@ -187,7 +187,12 @@ def test_streaming_chat_with_traceparent(served):
     assert span.attributes[sc.USAGE_OUTPUT_TOKENS] == len(comp["choices"][0]["token_ids"]) == 7
 
 
+LONG = 1800  # tokens asked by the disconnecting clients (max-model-len 2048)
+
+
 def test_concurrent_streams_with_disconnects(served):
+    """50 concurrent streams; every 5th client disconnects after its first token. Those ask for LONG tokens so that
+    the server is still generating when it notices the disconnect (a short request may finish first on a fast CPU)."""
     receiver, base, model = served
     disconnect = {i for i in range(50) if i % 5 == 0}  # 20%
 
@@ -195,7 +200,7 @@ def test_concurrent_streams_with_disconnects(served):
         limits = httpx.Limits(max_connections=60)
         async with httpx.AsyncClient(timeout=120, limits=limits) as client:
             return await asyncio.gather(*[
-                _stream_chat(client, base, model, f"request number {i}", 200 if i in disconnect else 16,
+                _stream_chat(client, base, model, f"request number {i}", LONG if i in disconnect else 16,
                              disconnect=i in disconnect) for i in range(50)])
 
     results = asyncio.run(run())
@@ -215,9 +220,9 @@ def test_concurrent_streams_with_disconnects(served):
             if a[sc.VLLM_FINISH_REASON] == "abort":
                 aborted += 1
                 assert a[sc.RESPONSE_FINISH_REASONS] == ("abort",)
-                assert len(r["token_ids"]) <= a[sc.USAGE_OUTPUT_TOKENS] < 200
+                assert len(r["token_ids"]) <= a[sc.USAGE_OUTPUT_TOKENS] < LONG
             else:
-                assert (a[sc.VLLM_FINISH_REASON], a[sc.USAGE_OUTPUT_TOKENS]) == ("length", 200)
+                assert (a[sc.VLLM_FINISH_REASON], a[sc.USAGE_OUTPUT_TOKENS]) == ("length", LONG)
         else:
             assert a[sc.VLLM_FINISH_REASON] == "length"
             assert a[sc.USAGE_OUTPUT_TOKENS] == len(r["token_ids"]) == 16
