@@ -34,11 +34,11 @@ def plot_overhead(res: dict, out_dir: Path) -> list[Path]:
                 ax.axhline(0.99, ls="--", c="r", lw=0.8)
             if key == "cpu_us_added_per_request":
                 ax.axhline(30, ls="--", c="r", lw=0.8)
-        fig.suptitle(f"overhead — {model} ({summ['config']['requests_per_round']} requests × "
+        fig.suptitle(f"{res.get('name', 'overhead')} — {model} ({summ['config']['requests_per_round']} requests × "
                      f"{summ['config']['max_tokens']} tokens, {summ['config']['rounds']} rounds; median, min…max)",
                      fontsize=9)
         fig.tight_layout()
-        p = out_dir / f"overhead_{model}.png"
+        p = out_dir / f"{res.get('name', 'overhead')}_{model}.png"
         fig.savefig(p, dpi=90)
         plt.close(fig)
         paths.append(p)
@@ -117,5 +117,5 @@ def plot_ingest(res: dict, out_dir: Path) -> list[Path]:
     return [p]
 
 
-PLOTS = {"overhead": plot_overhead, "queries": plot_queries, "storage": plot_storage, "truth": plot_truth,
+PLOTS = {"overhead": plot_overhead, "overhead_served": plot_overhead, "queries": plot_queries, "storage": plot_storage, "truth": plot_truth,
          "ingest": plot_ingest}

@@ -17,8 +17,9 @@ from bench.common import ROOT
 from bench.plots import PLOTS
 
 ANALYSIS = ROOT / "bench" / "analysis.md"
-ORDER = ("overhead", "ingest", "queries", "storage", "truth")
-TITLES = {"overhead": "1. Instrumentation overhead", "ingest": "2. Collector ingest", "queries": "3. Queries",
+ORDER = ("overhead", "overhead_served", "ingest", "queries", "storage", "truth")
+TITLES = {"overhead": "1. Instrumentation overhead", "overhead_served": "1b. Instrumentation overhead, served",
+          "ingest": "2. Collector ingest", "queries": "3. Queries",
           "storage": "4. Storage", "truth": "5. Truth (TTFT)"}
 
 
@@ -154,7 +155,26 @@ def _truth(res: dict) -> list[str]:
     return out + ["", "![truth](../bench/results/truth.png)", ""]
 
 
-SECTIONS = {"overhead": _overhead, "ingest": _ingest, "queries": _queries, "storage": _storage, "truth": _truth}
+def _overhead_served(res: dict) -> list[str]:
+    out = []
+    for model, summ in res["summary"].items():
+        cfg = summ["config"]
+        out += [f"**{model}** — {cfg['requests_per_round']} streaming chat requests ({cfg['concurrency']} in flight) × "
+                f"{cfg['max_tokens']} tokens per round, {cfg['rounds']} recorded rounds; TTFT as the client sees it; "
+                "CPU of the API-server process.", "",
+                "| variant | throughput tok/s | throughput ratio | TTFT p50 ratio | TTFT p99 ratio | API-server CPU "
+                "µs/req | CPU µs added/req | spans/req | metric points |", "|---|---|---|---|---|---|---|---|---|"]
+        for v in cfg["variants"]:
+            s = summ[v]
+            out.append(f"| {v} | {_sp(s['throughput_tok_s'])} | {_sp(s['throughput_ratio'])} | "
+                       f"{_sp(s['ttft_p50_ratio'])} | {_sp(s['ttft_p99_ratio'])} | {_sp(s['cpu_us_per_request'])} | "
+                       f"{_sp(s['cpu_us_added_per_request'])} | {_f(s['spans_per_request'])} | "
+                       f"{_f(s['metric_points'])} |")
+        out += ["", f"![served overhead {model}](../bench/results/overhead_served_{model}.png)", ""]
+    return out
+
+
+SECTIONS = {"overhead": _overhead, "overhead_served": _overhead_served, "ingest": _ingest, "queries": _queries, "storage": _storage, "truth": _truth}
 
 
 def render(results_dir: Path, docs_path: Path) -> Path:
