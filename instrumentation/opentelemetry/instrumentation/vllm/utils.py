@@ -17,6 +17,9 @@ ENV_REQUEST_TIMEOUT = "OTEL_INSTRUMENTATION_VLLM_REQUEST_TIMEOUT"
 ENV_MAX_IN_FLIGHT = "OTEL_INSTRUMENTATION_VLLM_MAX_IN_FLIGHT"
 #: GenAI-wide opt-in for prompt/completion text (same variable as opentelemetry-instrumentation-openai-v2).
 ENV_CAPTURE_CONTENT = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
+#: "false" turns off the queue/prefill/decode child spans (their durations stay attributes of the request span):
+#: 1 span per request instead of 4, ~3/4 less SDK cost per request (docs/BENCHMARKS.md, section 1).
+ENV_PHASE_SPANS = "OTEL_INSTRUMENTATION_VLLM_PHASE_SPANS"
 
 DEFAULT_REQUEST_TIMEOUT_S = 60.0
 DEFAULT_MAX_IN_FLIGHT = 65536
@@ -28,12 +31,14 @@ class Settings:
     """Instrumentation settings, read once per ``instrument()`` call.
 
     ``request_timeout_s`` — zombie timeout in seconds (default 60, must be > 0);
-    ``max_in_flight`` — bound on tracked requests; ``capture_content`` — record prompt/completion text.
+    ``max_in_flight`` — bound on tracked requests; ``capture_content`` — record prompt/completion text;
+    ``phase_spans`` — emit the queue/prefill/decode child spans (default on).
     """
 
     request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
     capture_content: bool = False
+    phase_spans: bool = True
 
     @classmethod
     def from_env(cls, **overrides: Any) -> "Settings":
@@ -42,7 +47,9 @@ class Settings:
         timeout = _float_env(ENV_REQUEST_TIMEOUT, DEFAULT_REQUEST_TIMEOUT_S)
         max_in_flight = int(_float_env(ENV_MAX_IN_FLIGHT, DEFAULT_MAX_IN_FLIGHT))
         capture = os.environ.get(ENV_CAPTURE_CONTENT, "").strip().lower() in _TRUE
-        values = {"request_timeout_s": timeout, "max_in_flight": max_in_flight, "capture_content": capture}
+        phases = os.environ.get(ENV_PHASE_SPANS, "true").strip().lower() not in ("0", "false", "no", "off")
+        values = {"request_timeout_s": timeout, "max_in_flight": max_in_flight, "capture_content": capture,
+                  "phase_spans": phases}
         values.update({k: v for k, v in overrides.items() if k in values and v is not None})
         return cls(**values)
 
