@@ -144,3 +144,5 @@ def test_model_load_row_assembled_from_the_load_trace(demo_run, tiny_model_dir):
     assert load["SpanCount"] >= 5  # Overall Loading, Load model, Load weights, Allocate KV cache, ... across processes
     assert 0 < load["LoadSeconds"] <= load["ColdStartSeconds"]
     assert load["KVCacheBlocks"] > 0
+    # Not eager: torch.compile ran (or loaded its cache) in the worker during "Warmup (CPU)".
+    assert load["CompileSeconds"] > 0 and load["CompileCacheHit"] in (0, 1)

@@ -35,6 +35,7 @@ PATCHED = [
     ("vllm.v1.engine.core", "EngineCore", "_initialize_kv_caches"),
     ("vllm.v1.executor.abstract", "Executor", "compile_or_warm_up_model"),
     ("vllm.v1.worker.gpu_model_runner", "GPUModelRunner", "capture_model"),
+    ("vllm.v1.worker.cpu_model_runner", "CPUModelRunner", "warming_up_model"),
 ]
 
 

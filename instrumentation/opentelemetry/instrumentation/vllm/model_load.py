@@ -184,13 +184,33 @@ def _prepare_after(span: Any, token: Any, kv_cache_config: Any, args: tuple, kwa
         span.set_attribute(sc.LOAD_KV_BYTES, int(sum(t.size for t in tensors)))
     vllm_config = args[1] if len(args) > 1 else kwargs.get("vllm_config")
     compile_time = getattr(getattr(vllm_config, "compilation_config", None), "compilation_time", 0.0) or 0.0
-    if compile_time or compiles1 > compiles0 or loads1 > loads0:
+    if compile_time:
         span.set_attribute(sc.LOAD_COMPILE_SECONDS, float(compile_time))
+    # The counters are per process: they only tell hit/miss when compilation ran in this one (uniproc executor).
+    if compiles1 > compiles0 or loads1 > loads0:
         span.set_attribute(sc.LOAD_COMPILE_CACHE_HIT, loads1 > loads0 and compiles1 == compiles0)
     if "warmup_seconds" in _scratch:
         span.set_attribute(sc.LOAD_WARMUP_SECONDS, _scratch.pop("warmup_seconds"))
     if "cuda_graph_seconds" in _scratch:
         span.set_attribute(sc.LOAD_CUDA_GRAPH_SECONDS, _scratch.pop("cuda_graph_seconds"))
+
+
+# ---- worker-side compilation (CPU: torch.compile runs in the worker's "Warmup (CPU)") -------------------------------
+def _warmup_before(args: tuple, kwargs: dict) -> tuple[float, tuple[int, int]]:
+    return time.perf_counter(), _compile_counters()
+
+
+def _warmup_after(span: Any, token: Any, result: Any, args: tuple, kwargs: dict) -> None:
+    """Compile seconds and cache hit/miss from the worker process, where the compilation counters move."""
+    t0, (compiles0, loads0) = token
+    compiles1, loads1 = _compile_counters()
+    if compiles1 == compiles0 and loads1 == loads0:
+        return  # nothing compiled or loaded here (eager mode)
+    runner = args[0] if args else None
+    config = getattr(getattr(runner, "vllm_config", None), "compilation_config", None)
+    compile_s = float(getattr(config, "compilation_time", 0.0) or 0.0) or (time.perf_counter() - t0)
+    span.set_attribute(sc.LOAD_COMPILE_SECONDS, compile_s)
+    span.set_attribute(sc.LOAD_COMPILE_CACHE_HIT, loads1 > loads0 and compiles1 == compiles0)
 
 
 # ---- root ("Overall Loading") ---------------------------------------------------------------------------------------
@@ -218,4 +238,6 @@ def install(patcher: Patcher) -> None:
     patcher.replace("vllm.v1.engine.core", "EngineCore._initialize_kv_caches",
                     _step("Prepare model", "Prepare model", _prepare_before, _prepare_after))
     patcher.wrap("vllm.v1.executor.abstract", "Executor.compile_or_warm_up_model", _timed("warmup_seconds"))
+    patcher.replace("vllm.v1.worker.cpu_model_runner", "CPUModelRunner.warming_up_model",
+                    _step("Warmup (CPU)", "Warmup (CPU)", _warmup_before, _warmup_after))
     patcher.wrap("vllm.v1.worker.gpu_model_runner", "GPUModelRunner.capture_model", _timed("cuda_graph_seconds"))
