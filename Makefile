@@ -24,7 +24,6 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/vllm-otel demo $(DEMO_ARGS)
 
-# pytest exit codes: 0 ok, 1 failures, 2 interrupted, 3 internal error, 4 usage error, 5 no tests collected.
 # Headless Chromium + its WebDriver for the HTML report test (Debian packages); idempotent, skipped when present.
 browser:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
@@ -34,6 +33,7 @@ browser:
 	  { $$SUDO apt-get update -q >/dev/null 2>&1 && $$SUDO apt-get install -y -q chromium chromium-driver >/dev/null; } || \
 	  echo "!! could not install chromium: the browser test will be skipped"; }
 
+# pytest exit codes: 0 ok, 1 failures, 2 interrupted, 3 internal error, 4 usage error, 5 no tests collected.
 test: $(STAMP) browser
 	@$(PY) -m pytest -q -rfE $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
