@@ -13,11 +13,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from vllm_otel_collector.errors import UserError
+from vllm_otel_collector.yamlfile import read_yaml
 
 
 def default_data_dir() -> Path:
@@ -142,12 +142,7 @@ class _YamlSource(PydanticBaseSettingsSource):
         path = _YAML_PATH[0]
         if path is None:
             return {}
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except OSError as exc:
-            raise UserError(f"cannot read config file {path}: {exc.strerror}") from None
-        except yaml.YAMLError as exc:
-            raise UserError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        data = read_yaml(path, "config file")
         if not isinstance(data, dict):
             raise UserError(f"config file {path} must hold a mapping at the top level")
         return data.get("collector", data) if isinstance(data.get("collector"), dict) else data

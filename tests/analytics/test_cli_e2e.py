@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import time
 
 import pytest
@@ -18,24 +17,7 @@ from opentelemetry.trace import Status, StatusCode
 
 from opentelemetry.instrumentation.vllm import semconv as sc
 from vllm_otel_collector.analytics.api import make_routes
-from vllm_otel_collector.store import Store
-from vllm_otel_collector.store.testing import shared_chdb_path
 from vllm_otel_inference.cli import main
-
-
-@pytest.fixture()
-def collector(tmp_path):
-    from vllm_otel_collector.collector import Collector
-    from vllm_otel_collector.config import load_config
-
-    cfg = load_config(None, spool={"fsync": False}, clickhouse=f"chdb://{shared_chdb_path()}",
-                      database=f"an_e2e_{os.getpid()}", data_dir=tmp_path / "c", grpc_listen="127.0.0.1:0",
-                      http_listen="127.0.0.1:0", api_listen="127.0.0.1:0", flush_interval_s=0.2)
-    c = Collector(cfg).start()
-    assert c.wait_ready(60)
-    yield c
-    c.stop()
-    Store(cfg.dsn, database=cfg.database).command(f"DROP DATABASE IF EXISTS `{cfg.database}`", use_database=False)
 
 
 def send(port: int, n: int) -> list[str]:

@@ -11,8 +11,6 @@ import time
 
 import pytest
 
-from vllm_otel_collector.store import Store
-from vllm_otel_collector.store.testing import shared_chdb_path
 
 pytestmark = pytest.mark.vllm
 
@@ -26,21 +24,6 @@ SCRIPT = textwrap.dedent("""
                             [SamplingParams(max_tokens=n, temperature=0, ignore_eos=True) for n in (4, 7, 1)])
         print("generated", [len(o.outputs[0].token_ids) for o in outs], flush=True)
 """)
-
-
-@pytest.fixture()
-def collector(tmp_path):
-    from vllm_otel_collector.collector import Collector
-    from vllm_otel_collector.config import load_config
-
-    cfg = load_config(None, spool={"fsync": False}, clickhouse=f"chdb://{shared_chdb_path()}",
-                      database=f"an_vllm_{os.getpid()}", data_dir=tmp_path / "c", grpc_listen="127.0.0.1:0",
-                      http_listen="127.0.0.1:0", api_listen="127.0.0.1:0", flush_interval_s=0.2)
-    c = Collector(cfg).start()
-    assert c.wait_ready(60)
-    yield c
-    c.stop()
-    Store(cfg.dsn, database=cfg.database).command(f"DROP DATABASE IF EXISTS `{cfg.database}`", use_database=False)
 
 
 def test_native_llm_request_spans_become_rows(collector, tiny_model_dir, tmp_path):

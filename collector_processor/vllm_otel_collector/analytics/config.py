@@ -14,10 +14,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from vllm_otel_collector.errors import UserError
+from vllm_otel_collector.yamlfile import read_yaml
 
 #: Metrics a level rule may name. Request metrics come from request spans (seconds); ``duration`` is any span's
 #: Duration (seconds); ``load`` is a model load's total seconds.
@@ -184,13 +184,7 @@ class AnalyticsConfig(_Strict):
         if hasattr(source, "analytics") and not isinstance(source, (dict, str, Path)):
             return cls.load(getattr(source, "analytics"))
         if isinstance(source, (str, Path)):
-            path = Path(source)
-            try:
-                source = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-            except OSError as exc:
-                raise UserError(f"cannot read analytics config {path}: {exc.strerror}") from None
-            except yaml.YAMLError as exc:
-                raise UserError(f"analytics config {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+            source = read_yaml(Path(source), "analytics config")
         if not isinstance(source, dict):
             raise UserError(f"analytics config must be a mapping, got {type(source).__name__}")
         if "analytics" in source and isinstance(source["analytics"], dict):
