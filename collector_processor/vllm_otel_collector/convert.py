@@ -235,12 +235,13 @@ def parse_traces(body: bytes):
 
 def convert_traces(request, limits: Limits = Limits(),
                    body: bytes | None = None, pre_rejected: int = 0,
-                   pre_errors: list[str] | None = None) -> TraceBatch:
+                   pre_errors: list[str] | None = None, only: set[int] | None = None) -> TraceBatch:
     """Validate and convert a parsed request (regular or lean ``ExportTraceServiceRequest``) to ``otel_traces``
     columns (see module docstring).
 
     ``body`` is the original wire bytes: reused as :attr:`TraceBatch.clean_body` when no span was rejected, otherwise
-    the request is rebuilt from the accepted spans.
+    the request is rebuilt from the accepted spans. ``only``: convert just these accepted spans (0-based, wire
+    order) — used by :mod:`vllm_otel_collector.native` to give processors the rows they asked for.
     """
     rows: list[tuple] = []  # one tuple per accepted span in TRACE_COLUMNS order, transposed at the end (in C)
     add_row = rows.append
@@ -250,6 +251,7 @@ def convert_traces(request, limits: Limits = Limits(),
     max_events, max_links = limits.max_events, limits.max_links
     max_attrs, cap = limits.max_attributes, limits.max_value_chars
     lean = isinstance(request, LeanExportTraceServiceRequest)
+    accepted = -1
     for rs in request.resource_spans:
         res_attrs, res_trunc = attrs_map(rs.resource.attributes, limits)
         service = res_attrs.get("service.name", "")
@@ -269,6 +271,10 @@ def convert_traces(request, limits: Limits = Limits(),
                         rejected += 1
                         errors.append(err)
                         bad_indices.append(i)
+                        continue
+                if only is not None:
+                    accepted += 1
+                    if accepted not in only:
                         continue
                 if lean:
                     raws = span.attributes

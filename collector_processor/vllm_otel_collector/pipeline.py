@@ -7,11 +7,16 @@ seconds, whichever first), calls the registered processors on the ``otel_traces`
 ``otel_traces`` then the processors' extra tables, retrying each insert with exponential backoff and jitter
 (tenacity) until ClickHouse confirms, and only then deletes the requests' spool files.
 
+Trace requests take the C hot path when they can (:mod:`vllm_otel_collector.native`: request → Native block, inserted
+as is) and the pure-Python converter otherwise (rejections, truncation, rare value types); both give the same rows.
+
 Processor protocol (the analytics plug-in point): ``processor.process(traces: dict[str, list]) ->
-list[tuple[str, dict[str, list]]]`` — ``traces`` is the batch's ``otel_traces`` columns exactly as inserted (column
-name → list, one value per span; see :mod:`vllm_otel_collector.convert`); the return value lists extra
-``(table, columns)`` inserts written in the same flush, after ``otel_traces``. Periodic jobs are
-``(interval_seconds, callable(store, now_unix_seconds))`` run on their own thread.
+list[tuple[str, dict[str, list]]]`` — ``traces`` holds ``otel_traces`` columns as inserted (column name → list, one
+value per span; see :mod:`vllm_otel_collector.convert`) for the batch's spans the processor declared in its optional
+``interest`` attribute (:class:`~vllm_otel_collector.native.SpanInterest`; at least those, possibly more; without
+``interest``, every span); the return value lists extra ``(table, columns)`` inserts written in the same flush,
+after ``otel_traces``. Periodic jobs are ``(interval_seconds, callable(store, now_unix_seconds))`` run on their own
+thread.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from tenacity import Retrying, retry_if_not_exception_type, stop_after_attempt, 
 
 from vllm_otel_collector.convert import Limits, TraceBatch, concat_columns, traces_from_bytes
 from vllm_otel_collector.convert_metrics import MetricBatch, metrics_from_bytes
+from vllm_otel_collector.native import NativeTraceBatch, SpanInterest, convert_traces_fast
 from vllm_otel_collector.selfmetrics import SelfMetrics
 from vllm_otel_collector.spool import Spool, SpoolFull
 from vllm_otel_collector.store import Store
@@ -55,7 +61,7 @@ class _Entry:
     kind: str
     size: int
     rows: int
-    batch: TraceBatch | MetricBatch
+    batch: TraceBatch | NativeTraceBatch | MetricBatch
     enqueued: float
 
 
@@ -94,16 +100,33 @@ class Pipeline:
         self._inflight = 0
         self._replaying = False
         self._replay_incomplete = False
+        interests = [getattr(p, "interest", None) for p in self.processors]
+        #: what processors need from natively converted batches (None: every span)
+        self._interests: list[SpanInterest] | None = None if None in interests else interests
+        self._interest_keys = tuple(sorted({k.encode() for i in (self._interests or []) for k in i.attribute_keys}))
 
     # -- receiving ---------------------------------------------------------------------------------------------------
-    def accept_traces(self, body: bytes) -> TraceBatch:
+    def convert_traces(self, body: bytes) -> TraceBatch | NativeTraceBatch:
+        """One request → rows: the C hot path when it takes the request, else the Python converter.
+
+        Raises:
+            MalformedRequest: undecodable body.
+        """
+        batch = convert_traces_fast(body, self.limits, self._interest_keys)
+        if batch is not None:
+            self.metrics.trace_requests.labels("native").inc()
+            return batch
+        self.metrics.trace_requests.labels("python").inc()
+        return traces_from_bytes(body, self.limits)
+
+    def accept_traces(self, body: bytes) -> TraceBatch | NativeTraceBatch:
         """Validate, spool and queue one ``ExportTraceServiceRequest``; returns the batch (rejections inside).
 
         Raises:
             MalformedRequest: undecodable body.
             Backpressure: spool or queue full, or shutting down (nothing was stored).
         """
-        batch = traces_from_bytes(body, self.limits)
+        batch = self.convert_traces(body)
         m = self.metrics
         m.received.labels("traces").inc(batch.rows + batch.rejected)
         m.rejected.labels("traces").inc(batch.rejected)
@@ -177,8 +200,10 @@ class Pipeline:
                     return
                 try:
                     body = self.spool.read(seq, kind)
-                    convert = traces_from_bytes if kind == "traces" else metrics_from_bytes
-                    batch = convert(body, self.limits)
+                    if kind == "traces":
+                        batch = self.convert_traces(body)
+                    else:
+                        batch = metrics_from_bytes(body, self.limits)
                 except Exception as exc:  # noqa: BLE001 - a corrupt spool file must not stop the collector
                     log.error("dropping unreadable spool entry %d (%s): %s", seq, kind, exc)
                     self.spool.delete([(seq, kind, 0)])
@@ -284,11 +309,16 @@ class Pipeline:
 
     def _write(self, entries: list[_Entry]) -> None:
         started = time.perf_counter()
-        inserts: list[tuple[str, Columns, bool]] = []  # (table, columns, must_succeed)
-        traces = [e.batch.columns for e in entries if e.kind == "traces"]
-        if traces:
-            cols = concat_columns(traces)
-            inserts.append(("otel_traces", cols, True))
+        inserts: list[tuple[str, Columns | _Native, bool]] = []  # (table, rows, must_succeed)
+        native = [e.batch for e in entries if isinstance(e.batch, NativeTraceBatch)]
+        python = [e.batch.columns for e in entries if e.kind == "traces" and not isinstance(e.batch, NativeTraceBatch)]
+        if native:
+            inserts.append(("otel_traces", _Native(b"".join(b.block for b in native), sum(b.rows for b in native)),
+                            True))
+        if python:
+            inserts.append(("otel_traces", concat_columns(python), True))
+        if self.processors and (native or python):
+            cols = concat_columns(python + [b.columns_of(b.rows_for(self._interests)) for b in native])
             for proc in self.processors:
                 try:
                     inserts.extend((t, c, False) for t, c in proc.process(cols))
@@ -306,7 +336,7 @@ class Pipeline:
             self._insert_with_retry(table, cols, must)
         self.metrics.write_latency.observe(time.perf_counter() - started)
 
-    def _insert_with_retry(self, table: str, cols: Columns, must_succeed: bool) -> None:
+    def _insert_with_retry(self, table: str, cols: Columns | _Native, must_succeed: bool) -> None:
         def before_sleep(state) -> None:
             self._store_ok = False
             self.metrics.retried.inc()
@@ -323,13 +353,16 @@ class Pipeline:
             reraise=True,
         )
         try:
-            rows = retrying(self.store.insert, table, cols)
+            if isinstance(cols, _Native):
+                rows = retrying(self.store.insert_native, table, cols.block, cols.rows)
+            else:
+                rows = retrying(self.store.insert, table, cols)
         except _Abandoned:
             raise
         except Exception:  # noqa: BLE001 - only reachable for derived tables (bounded attempts)
             self.metrics.processor_errors.inc()
-            log.exception("dropping %d derived row(s) for %s after repeated failures", len(next(iter(cols.values()))),
-                          table)
+            log.exception("dropping %d derived row(s) for %s after repeated failures",
+                          cols.rows if isinstance(cols, _Native) else len(next(iter(cols.values()))), table)
             return
         self._store_ok = True
         self.metrics.written.labels(table).inc(rows)
@@ -348,6 +381,14 @@ class Pipeline:
                         self.metrics.processor_errors.inc()
                         log.exception("periodic job %r failed", job)
             self._stopping.wait(max(0.05, min(next_run) - time.monotonic()))
+
+
+@dataclass
+class _Native:
+    """Concatenated Native blocks of one flush and their row count."""
+
+    block: bytes
+    rows: int
 
 
 class _Abandoned(Exception):

@@ -16,6 +16,7 @@ from typing import Any
 from opentelemetry.instrumentation.vllm import semconv as sc
 
 from vllm_otel_collector.analytics.levels import Thresholds, level
+from vllm_otel_collector.native import SpanInterest
 
 #: Column order of ``llm_requests`` (migration 0100).
 REQUEST_COLUMNS = (
@@ -179,6 +180,9 @@ class AnalyticsProcessor:
 
     def __init__(self, thresholds: Thresholds):
         self.thresholds = thresholds
+        #: the spans this processor reads: request spans (by attribute key) and spans with a duration threshold
+        self.interest = SpanInterest(attribute_keys=frozenset({sc.VLLM_FINISH_REASON, sc.LATENCY_E2E}),
+                                     span_name=lambda name: thresholds.duration(name) is not None)
 
     def process(self, traces: dict[str, list]) -> list[tuple[str, dict[str, list]]]:
         """Derived inserts for one ``otel_traces`` column batch: ``llm_requests`` and ``span_levels`` when non-empty."""

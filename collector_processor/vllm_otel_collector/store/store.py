@@ -169,6 +169,18 @@ class Store:
             )
         return n_rows
 
+    def insert_native(self, table: str, block: bytes, rows: int) -> int:
+        """Insert ClickHouse Native-format data (one or more concatenated blocks, column names and types inside)
+        into ``table`` of this database; ClickHouse converts the block's types to the table's (e.g. ``String`` →
+        ``LowCardinality(String)``). Returns ``rows``. Raises clickhouse-connect errors (the caller retries)."""
+        if not rows:
+            return 0
+        with self._lock:
+            self._check_open()
+            self._client.raw_insert(f"`{self.database}`.`{_valid_identifier(table)}`", None, insert_block=block,
+                                    fmt="Native")
+        return rows
+
     def ping(self) -> bool:
         """True if a trivial query succeeds."""
         try:

@@ -1,0 +1,96 @@
+"""The trace hot path: one OTLP request → one ClickHouse Native block, in C (``_otlp_native.c``).
+
+:func:`convert_traces_fast` hands the request bytes to the C extension, which validates every span and writes the
+``otel_traces`` columns straight into a Native-format block (no Python object per span or attribute). It covers the
+common case — every span valid, nothing to truncate — and declines (``None``) everything else: rejections,
+truncation, duplicate attribute keys, kvlist or nested-array values, odd framing. Declined requests take the
+pure-Python converter (:mod:`vllm_otel_collector.convert`), which stays the one reference for every rule: both paths
+give identical rows (tests/collector/test_native.py checks that on generated requests).
+
+Processors (analytics) still work on Python columns, but only for the spans they ask for: a processor's
+``interest`` (:class:`SpanInterest`) names attribute keys and span names; the C pass records which rows match, and
+:meth:`NativeTraceBatch.columns_of` converts just those rows with the reference converter.
+
+Without the compiled extension (no C compiler at install time) :data:`AVAILABLE` is False and every request takes
+the Python path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+from vllm_otel_collector.convert import Limits, convert_traces, parse_traces
+
+try:
+    from vllm_otel_collector import _otlp_native
+except ImportError:  # built without a C compiler: the Python path serves every request
+    _otlp_native = None
+
+AVAILABLE = _otlp_native is not None
+
+Columns = dict[str, list]
+
+
+@dataclass(frozen=True)
+class SpanInterest:
+    """Which spans a processor needs: any span carrying one of ``attribute_keys``, or whose name makes
+    ``span_name(name)`` true. Declared as ``processor.interest``; a processor without it gets every span."""
+
+    attribute_keys: frozenset[str] = frozenset()
+    span_name: Callable[[str], bool] = lambda name: False
+
+
+@dataclass
+class NativeTraceBatch:
+    """One request converted by the C extension: a Native block of ``rows`` accepted spans (nothing rejected or
+    truncated), plus which rows matched the processors' interests."""
+
+    block: bytes
+    n_rows: int
+    clean_body: bytes
+    keyed_rows: list[int]
+    span_names: dict[str, list[int]]
+    limits: Limits
+    rejected: int = 0
+    truncated: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def rows(self) -> int:
+        return self.n_rows
+
+    def message(self) -> str:
+        return ""
+
+    def rows_for(self, interests: list[SpanInterest] | None) -> list[int]:
+        """Row indices (wire order) the given interests need; ``None`` means every row."""
+        if interests is None:
+            return list(range(self.n_rows))
+        picked = set(self.keyed_rows)
+        for name, rows in self.span_names.items():
+            if any(i.span_name(name) for i in interests):
+                picked.update(rows)
+        return sorted(picked)
+
+    def columns_of(self, rows: Iterable[int]) -> Columns:
+        """``otel_traces`` columns of the given rows, converted by the reference converter (same values as the
+        block holds for them)."""
+        request, _, _ = parse_traces(self.clean_body)
+        return convert_traces(request, self.limits, body=self.clean_body, only=set(rows)).columns
+
+
+def convert_traces_fast(body: bytes, limits: Limits = Limits(),
+                        interest_keys: tuple[bytes, ...] = ()) -> NativeTraceBatch | None:
+    """Convert one ``ExportTraceServiceRequest`` in C; ``None`` when the request needs the Python path (see the
+    module docstring) or the extension is not built. ``interest_keys`` are UTF-8 attribute keys whose spans are
+    listed in :attr:`NativeTraceBatch.keyed_rows`. Raises ``MemoryError`` only."""
+    if _otlp_native is None:
+        return None
+    out = _otlp_native.convert(body, limits.max_value_chars, limits.max_attributes, limits.max_events,
+                               limits.max_links, interest_keys)
+    if out is None:
+        return None
+    block, rows, keyed, names = out
+    return NativeTraceBatch(block=block, n_rows=rows, clean_body=body, keyed_rows=keyed,
+                            span_names={k.decode(): v for k, v in names.items()}, limits=limits)
