@@ -95,7 +95,10 @@ def _ingest(res: dict) -> list[str]:
     out = ["| stage | spans per CPU-second (median) | min | max | spans per wall second |", "|---|---|---|---|---|"]
     for stage, s in res["summary"].items():
         out.append(f"| {stage} | {_f(s['spans_per_cpu_s'])} | {_f(s['min'])} | {_f(s['max'])} | "
-                   f"{_f(s['spans_per_wall_s'])} |")
+                   f"{_f(s.get('spans_per_wall_s'))} |")
+    ratios = res.get("ratios") or {}
+    if ratios:
+        out += ["", "Same-round ratios (median): " + ", ".join(f"{k} {v:.1f}×" for k, v in ratios.items()) + "."]
     return out + ["", "![ingest](../bench/results/ingest.png)", ""]
 
 

@@ -48,6 +48,7 @@ static int buf_grow(Buf *b, size_t extra) {
     return OK;
 }
 static inline int put(Buf *b, const void *s, size_t n) {
+    if (!n) return OK;
     if (b->len + n > b->cap && buf_grow(b, n)) return PYERR;
     memcpy(b->p + b->len, s, n); b->len += n; return OK;
 }
@@ -78,10 +79,18 @@ typedef struct {
     uint32_t nkeys, cap, slot_cap;
 } LC;
 
+/* Multiply-xorshift over 8-byte words (only used for the dictionary's hash table). */
 static inline uint64_t hash_bytes(const uint8_t *s, size_t n) {
-    uint64_t h = 1469598103934665603ULL;  /* FNV-1a */
-    for (size_t i = 0; i < n; i++) { h ^= s[i]; h *= 1099511628211ULL; }
-    return h;
+    uint64_t h = 0x9E3779B97F4A7C15ULL ^ n;
+    while (n >= 8) {
+        uint64_t w; memcpy(&w, s, 8);
+        h = (h ^ w) * 0xBF58476D1CE4E5B9ULL; h ^= h >> 31;
+        s += 8; n -= 8;
+    }
+    uint64_t w = 0;
+    memcpy(&w, s, n);
+    h = (h ^ w) * 0x94D049BB133111EBULL;
+    return h ^ (h >> 29);
 }
 
 static int lc_rehash(LC *lc, uint32_t slot_cap) {
@@ -171,6 +180,7 @@ typedef struct { const uint8_t *p, *end; } Rd;
 typedef struct { uint32_t num; int wt; uint64_t v; Slice s; } Field;
 
 static inline int rd_varint(Rd *r, uint64_t *out) {
+    if (r->p < r->end && *r->p < 0x80) { *out = *r->p++; return OK; }  /* one-byte varints: most keys and lengths */
     uint64_t v = 0; int shift = 0;
     while (r->p < r->end) {
         uint8_t c = *r->p++;
@@ -210,6 +220,10 @@ static inline Rd rd_of(Slice s) { Rd r = { s.p, s.p + s.n }; return r; }
 static int utf8_ok(const uint8_t *s, size_t n) {
     size_t i = 0;
     while (i < n) {
+        if (i + 8 <= n) {  /* ASCII fast path, 8 bytes at a time */
+            uint64_t w; memcpy(&w, s + i, 8);
+            if (!(w & 0x8080808080808080ULL)) { i += 8; continue; }
+        }
         uint8_t c = s[i];
         if (c < 0x80) { i++; continue; }
         if (c >= 0xC2 && c <= 0xDF) {
@@ -411,11 +425,9 @@ typedef struct {
     Py_ssize_t max_chars, max_attrs, max_events, max_links;
     PyObject *interest;      /* tuple of bytes: attribute keys that put a row into `keyed` */
     PyObject *keyed;         /* list[int] */
-    PyObject *names;         /* dict[bytes, list[int]] */
     Buf scratch;             /* one stringified value */
-    Slice *keys_seen; size_t keys_cap;  /* duplicate-key detection within one map */
+    Buf interest_flags;     /* per sa_k dictionary entry: 1 when the key is in `interest` */
     SliceVec kvs, span_kvs, events, links;  /* repeated fields of one message, collected in one pass */
-    Slice last_name; PyObject *last_rows;   /* names[last_name] (borrowed), spans of one name come in runs */
     uint64_t rows;
     /* columns */
     Buf ts, tid, sid, pid, tstate, ra_off, ra_v, scope_name, scope_ver, sa_off, sa_v, dur, msg,
@@ -437,12 +449,11 @@ static Buf *all_bufs(St *st, int i) {
 
 static void st_free(St *st) {
     for (int i = 0; all_bufs(st, i); i++) PyMem_Free(all_bufs(st, i)->p);
-    PyMem_Free(st->keys_seen);
+    PyMem_Free(st->interest_flags.p);
     LC *lcs[] = { &st->name, &st->kind, &st->svc, &st->code, &st->ra_k, &st->sa_k, &st->ev_name, &st->ev_k, &st->ln_k };
     for (size_t i = 0; i < sizeof lcs / sizeof lcs[0]; i++) lc_free(lcs[i]);
     PyMem_Free(st->kvs.a); PyMem_Free(st->span_kvs.a); PyMem_Free(st->events.a); PyMem_Free(st->links.a);
     Py_XDECREF(st->keyed);
-    Py_XDECREF(st->names);
 }
 
 /*
@@ -463,38 +474,38 @@ static int encode_kvs(St *st, const Slice *kv, size_t count, LC *keys, Buf *key_
             else if (kf.num == 2) { if (kf.wt != 2 || has_val) return FALLBACK; val = kf.s; has_val = 1; }
         }
         if (krc != 0 || !utf8_ok_s(key)) return FALLBACK;
-        if (n > st->keys_cap) {
-            size_t cap = st->keys_cap ? st->keys_cap * 2 : 64;
-            while (cap < n) cap *= 2;
-            Slice *p = PyMem_Realloc(st->keys_seen, cap * sizeof(Slice));
-            if (!p) { PyErr_NoMemory(); return PYERR; }
-            st->keys_seen = p; st->keys_cap = cap;
-        }
-        for (size_t i = 0; i + 1 < n; i++)
-            if (st->keys_seen[i].n == key.n && memcmp(st->keys_seen[i].p, key.p, key.n) == 0) return FALLBACK;
-        st->keys_seen[n - 1] = key;
+        uint32_t ki;
+        int e = lc_index(keys, key.p, key.n, &ki);
+        if (e) return e;
+        /* duplicate key: its dictionary index is among this map's previous n - 1 indexes (the end of key_idx) */
+        const uint32_t *prev = (const uint32_t *)(key_idx->p + key_idx->len) - (n - 1);
+        for (size_t i = 0; i + 1 < n; i++) if (prev[i] == ki) return FALLBACK;
         AnyValue av = { AV_NONE, 0, { NULL, 0 } };
         if (has_val && parse_any(val, &av)) return FALLBACK;
         st->scratch.len = 0;
-        int e = put_value_str(&st->scratch, &av);
-        if (e) return e;
+        if ((e = put_value_str(&st->scratch, &av))) return e;
         if ((Py_ssize_t)st->scratch.len > st->max_chars
             && (Py_ssize_t)utf8_chars(st->scratch.p, st->scratch.len) > st->max_chars) return FALLBACK;
-        uint32_t ki;
-        if ((e = lc_index(keys, key.p, key.n, &ki))) return e;
         if (put(key_idx, &ki, 4) || put_str(vals, st->scratch.p, st->scratch.len)) return PYERR;
         if (svc && key.n == 12 && memcmp(key.p, "service.name", 12) == 0) {
             svc->len = 0;
             if (put(svc, st->scratch.p, st->scratch.len)) return PYERR;
         }
-        if (hit && !*hit) {
-            Py_ssize_t ni = PyTuple_GET_SIZE(st->interest);
-            for (Py_ssize_t i = 0; i < ni; i++) {
-                PyObject *k = PyTuple_GET_ITEM(st->interest, i);
-                if ((size_t)PyBytes_GET_SIZE(k) == key.n && memcmp(PyBytes_AS_STRING(k), key.p, key.n) == 0) {
-                    *hit = 1; break;
+        if (hit) {
+            /* one flag per dictionary entry of `keys`: is it an interest key? (computed once per new entry) */
+            while (st->interest_flags.len <= ki) {
+                uint32_t k = (uint32_t)st->interest_flags.len;
+                uint64_t m = k ? keys->meta[k] : 0;  /* entry 0 is "" (meta may not exist yet) */
+                const char *kp = k ? keys->raw.p + (m >> 24) : "";
+                size_t kn = k ? (size_t)(m & 0xFFFFFF) : 0;
+                char flag = 0;
+                for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(st->interest); i++) {
+                    PyObject *ik = PyTuple_GET_ITEM(st->interest, i);
+                    if ((size_t)PyBytes_GET_SIZE(ik) == kn && memcmp(PyBytes_AS_STRING(ik), kp, kn) == 0) flag = 1;
                 }
+                if (put(&st->interest_flags, &flag, 1)) return PYERR;
             }
+            if (st->interest_flags.p[ki]) *hit = 1;
         }
     }
     return OK;
@@ -629,20 +640,7 @@ static int do_span(St *st, Slice span, Slice scope_name, Slice scope_ver) {
 
     uint64_t row = st->rows++;
     if (hit && add_index(st->keyed, row)) return PYERR;
-    if (st->last_rows && st->last_name.n == name.n && memcmp(st->last_name.p, name.p, name.n) == 0)
-        return add_index(st->last_rows, row);
-    PyObject *key = PyBytes_FromStringAndSize((const char *)name.p, (Py_ssize_t)name.n);
-    if (!key) return PYERR;
-    PyObject *lst = PyDict_GetItemWithError(st->names, key);
-    if (!lst) {
-        if (PyErr_Occurred() || !(lst = PyList_New(0)) ) { Py_DECREF(key); return PYERR; }
-        int src = PyDict_SetItem(st->names, key, lst);
-        Py_DECREF(lst);
-        if (src) { Py_DECREF(key); return PYERR; }
-    }
-    Py_DECREF(key);
-    st->last_name = name; st->last_rows = lst;
-    return add_index(lst, row);
+    return OK;
 }
 
 static int do_scope_spans(St *st, Slice ss) {
@@ -734,9 +732,10 @@ static int assemble(St *st, Buf *out) {
 PyDoc_STRVAR(convert_doc,
 "convert(body, max_value_chars, max_attributes, max_events, max_links, interest_keys) -> tuple | None\n\n"
 "Convert one OTLP ExportTraceServiceRequest (bytes-like) into a ClickHouse Native block of otel_traces rows.\n"
-"Returns (block: bytes, rows: int, keyed_rows: list[int], names: dict[bytes, list[int]]) -- keyed_rows are the\n"
-"rows (0-based, wire order) with an attribute key in interest_keys (tuple of bytes); names maps each span name to\n"
-"its rows -- or None when the request needs the Python path (see the file comment). Raises MemoryError only.");
+"Returns (block: bytes, rows: int, keyed_rows: list[int], names: list[bytes], name_index: bytes) -- keyed_rows\n"
+"are the rows (0-based, wire order) with an attribute key in interest_keys (tuple of bytes); names are the distinct\n"
+"span names (names[0] is b''), name_index holds one little-endian uint32 per row: its span name's position in\n"
+"names -- or None when the request needs the Python path (see the file comment). Raises MemoryError only.");
 
 static PyObject *convert(PyObject *self, PyObject *args) {
     Py_buffer body;
@@ -754,8 +753,7 @@ static PyObject *convert(PyObject *self, PyObject *args) {
     PyObject *result = NULL;
     int rc = OK;
     st.keyed = PyList_New(0);
-    st.names = PyDict_New();
-    if (!st.keyed || !st.names) { rc = PYERR; goto done; }
+    if (!st.keyed) { rc = PYERR; goto done; }
     Slice whole = { (const uint8_t *)body.buf, (size_t)body.len };
     Rd r = rd_of(whole); Field f; int frc;
     while ((frc = rd_field(&r, &f)) == 1) {
@@ -771,7 +769,22 @@ static PyObject *convert(PyObject *self, PyObject *args) {
     PyObject *block = PyBytes_FromStringAndSize(out.p ? out.p : "", (Py_ssize_t)out.len);
     PyMem_Free(out.p);
     if (!block) { rc = PYERR; goto done; }
-    result = Py_BuildValue("(NKOO)", block, (unsigned long long)st.rows, st.keyed, st.names);
+    PyObject *names = PyList_New(0), *name_index = NULL;
+    if (!names) { Py_DECREF(block); rc = PYERR; goto done; }
+    {
+        Rd kr = { (const uint8_t *)st.name.keys.p, (const uint8_t *)st.name.keys.p + st.name.keys.len };
+        while (kr.p < kr.end) {  /* the dictionary's serialized entries: varint length + bytes */
+            uint64_t n;
+            if (rd_varint(&kr, &n)) break;
+            PyObject *b = PyBytes_FromStringAndSize((const char *)kr.p, (Py_ssize_t)n);
+            if (!b || PyList_Append(names, b)) { Py_XDECREF(b); rc = PYERR; break; }
+            Py_DECREF(b);
+            kr.p += n;
+        }
+    }
+    if (rc == OK) name_index = PyBytes_FromStringAndSize(st.name.idx.p ? st.name.idx.p : "", (Py_ssize_t)st.name.idx.len);
+    if (rc != OK || !name_index) { Py_DECREF(block); Py_DECREF(names); rc = PYERR; goto done; }
+    result = Py_BuildValue("(NKONN)", block, (unsigned long long)st.rows, st.keyed, names, name_index);
 done:
     PyBuffer_Release(&body);
     st_free(&st);

@@ -92,7 +92,8 @@ class Collector:
                 self.store, self._spool, self.metrics, batch_rows=cfg.batch_rows,
                 flush_interval_s=cfg.flush_interval_s, max_queue_rows=cfg.max_queue_rows,
                 limits=Limits(**cfg.limits.model_dump()), processors=processors, periodic=periodic,
-                forward=self.forwarder.submit if self.forwarder else None, retry_max_wait_s=cfg.retry_max_wait_s)
+                forward=self.forwarder.submit if self.forwarder else None, retry_max_wait_s=cfg.retry_max_wait_s,
+                native=cfg.native_converter)
             self.pipeline.replay()
             self.metrics.spool_bytes.set(self._spool.bytes)
             self.pipeline.start()

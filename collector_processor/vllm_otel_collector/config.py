@@ -79,12 +79,15 @@ class Config(BaseSettings):
     tls_cert: Path | None = None
     tls_key: Path | None = None
     max_message_bytes: int = Field(16 << 20, gt=0)
-    batch_rows: int = Field(5000, gt=0)
+    batch_rows: int = Field(20000, gt=0, description="flush at this many rows (each ClickHouse insert has a fixed "
+                            "cost of milliseconds: a new part)")
     flush_interval_s: float = Field(1.0, gt=0, le=60)
     max_queue_rows: int = Field(200_000, gt=0)
     retry_max_wait_s: float = Field(5.0, gt=0)
     shutdown_timeout_s: float = Field(30.0, ge=0)
     grpc_workers: int = Field(8, gt=0)
+    native_converter: bool = Field(True, description="convert trace requests with the C hot path when it is built "
+                                   "(false: always the Python reference converter)")
     spool: SpoolConfig = SpoolConfig()
     limits: LimitsConfig = LimitsConfig()
     forward: ForwardConfig = ForwardConfig()

@@ -20,6 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
+import numpy as np
+
 from vllm_otel_collector.convert import Limits, convert_traces, parse_traces
 
 try:
@@ -50,7 +52,8 @@ class NativeTraceBatch:
     n_rows: int
     clean_body: bytes
     keyed_rows: list[int]
-    span_names: dict[str, list[int]]
+    names: list[str]  # distinct span names; names[0] == ""
+    name_index: bytes  # one little-endian uint32 per row: the row's position in ``names``
     limits: Limits
     rejected: int = 0
     truncated: int = 0
@@ -63,15 +66,23 @@ class NativeTraceBatch:
     def message(self) -> str:
         return ""
 
+    @property
+    def span_names(self) -> dict[str, list[int]]:
+        """Span name → its rows (wire order)."""
+        idx = np.frombuffer(self.name_index, dtype="<u4")
+        return {name: np.flatnonzero(idx == i).tolist() for i, name in enumerate(self.names)
+                if (idx == i).any()}
+
     def rows_for(self, interests: list[SpanInterest] | None) -> list[int]:
-        """Row indices (wire order) the given interests need; ``None`` means every row."""
+        """Row indices (wire order) the given interests need; ``None`` means every row. Per-row work only when a
+        span name matches (numpy over the name index)."""
         if interests is None:
             return list(range(self.n_rows))
-        picked = set(self.keyed_rows)
-        for name, rows in self.span_names.items():
-            if any(i.span_name(name) for i in interests):
-                picked.update(rows)
-        return sorted(picked)
+        wanted = [i for i, name in enumerate(self.names) if any(x.span_name(name) for x in interests)]
+        if not wanted:
+            return list(self.keyed_rows)
+        by_name = np.flatnonzero(np.isin(np.frombuffer(self.name_index, dtype="<u4"), wanted)).tolist()
+        return sorted(set(self.keyed_rows).union(by_name))
 
     def columns_of(self, rows: Iterable[int]) -> Columns:
         """``otel_traces`` columns of the given rows, converted by the reference converter (same values as the
@@ -91,6 +102,6 @@ def convert_traces_fast(body: bytes, limits: Limits = Limits(),
                                limits.max_links, interest_keys)
     if out is None:
         return None
-    block, rows, keyed, names = out
+    block, rows, keyed, names, name_index = out
     return NativeTraceBatch(block=block, n_rows=rows, clean_body=body, keyed_rows=keyed,
-                            span_names={k.decode(): v for k, v in names.items()}, limits=limits)
+                            names=[n.decode() for n in names], name_index=name_index, limits=limits)

@@ -77,19 +77,21 @@ class Pipeline:
         max_queue_rows: push back (``Backpressure``) when more rows than this wait in memory.
         limits: span size limits (see :class:`vllm_otel_collector.convert.Limits`).
         forward: optional callable receiving ``(kind, clean_body)`` of every accepted request (must not block).
+        native: use the C hot path for trace requests when it is built (:mod:`vllm_otel_collector.native`).
     """
 
-    def __init__(self, store: Store, spool: Spool, metrics: SelfMetrics, *, batch_rows: int = 5000,
+    def __init__(self, store: Store, spool: Spool, metrics: SelfMetrics, *, batch_rows: int = 20000,
                  flush_interval_s: float = 1.0, max_queue_rows: int = 200_000, limits: Limits = Limits(),
                  forward: Callable[[str, bytes], None] | None = None,
                  processors: list[Processor] | None = None, periodic: list[PeriodicJob] | None = None,
-                 retry_max_wait_s: float = 5.0):
+                 retry_max_wait_s: float = 5.0, native: bool = True):
         self.store, self.spool, self.metrics = store, spool, metrics
         self.batch_rows, self.flush_interval_s, self.max_queue_rows = batch_rows, flush_interval_s, max_queue_rows
         self.limits, self.forward = limits, forward
         self.processors = list(processors or [])
         self.periodic = list(periodic or [])
         self.retry_max_wait_s = retry_max_wait_s
+        self.native = native
         self._queue: deque[_Entry] = deque()
         self._queued_rows = 0
         self._cond = threading.Condition()
@@ -112,7 +114,7 @@ class Pipeline:
         Raises:
             MalformedRequest: undecodable body.
         """
-        batch = convert_traces_fast(body, self.limits, self._interest_keys)
+        batch = convert_traces_fast(body, self.limits, self._interest_keys) if self.native else None
         if batch is not None:
             self.metrics.trace_requests.labels("native").inc()
             return batch

@@ -46,6 +46,9 @@ def test_smoke_run_writes_results(tmp_path):
     assert storage["requests"] == 100_000 and storage["spans"] == 400_000
     truth = json.loads((tmp_path / "truth.json").read_text())["summary"]["served"]["tiny"]
     assert truth["ok"] == 4 and truth["vllm_histogram"]["count"] == 4 and truth["spans"] == 4
+    ingest = json.loads((tmp_path / "ingest.json").read_text())
+    assert {"convert_python", "convert_c", "insert_null", "storage_floor", "grpc", "grpc_null"} <= set(ingest["summary"])
+    assert ingest["ratios"]["convert_c_vs_python"] > 0 and "collector_only_spans_per_core_s" in ingest["targets"]
     for png in ("overhead_tiny.png", "queries.png", "storage.png", "ingest.png"):
         assert (tmp_path / png).stat().st_size > 1000
     report = (tmp_path / "BENCHMARKS.md").read_text()
