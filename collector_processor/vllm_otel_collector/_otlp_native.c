@@ -643,14 +643,22 @@ static int do_span(St *st, Slice span, Slice scope_name, Slice scope_ver) {
     return OK;
 }
 
-static int do_scope_spans(St *st, Slice ss) {
-    Rd r = rd_of(ss); Field f; int rc, e;
-    Slice scope = {0}; int has_scope = 0;
+/* ResourceSpans / ScopeSpans: their singular message field 1 (resource / scope), checking that the repeated field 2
+ * (scope_spans / spans) is length-delimited. */
+static int header_field(Slice msg, Slice *one, int *has) {
+    Rd r = rd_of(msg); Field f; int rc;
+    *has = 0;
     while ((rc = rd_field(&r, &f)) == 1) {
-        if (f.num == 1) { if (f.wt != 2 || has_scope) return FALLBACK; scope = f.s; has_scope = 1; }
+        if (f.num == 1) { if (f.wt != 2 || *has) return FALLBACK; *one = f.s; *has = 1; }
         else if (f.num == 2 && f.wt != 2) return FALLBACK;
     }
-    if (rc != 0) return FALLBACK;
+    return rc == 0 ? OK : FALLBACK;
+}
+
+static int do_scope_spans(St *st, Slice ss) {
+    Rd r; Field f; int rc, e;
+    Slice scope = {0}; int has_scope;
+    if (header_field(ss, &scope, &has_scope)) return FALLBACK;
     Slice sname = { (const uint8_t *)"", 0 }, sver = { (const uint8_t *)"", 0 };
     if (has_scope) {
         Rd sr = rd_of(scope); Field sf; int src;
@@ -668,13 +676,9 @@ static int do_scope_spans(St *st, Slice ss) {
 }
 
 static int do_resource_spans(St *st, Slice rs) {
-    Rd r = rd_of(rs); Field f; int rc, e;
-    Slice res = {0}; int has_res = 0;
-    while ((rc = rd_field(&r, &f)) == 1) {
-        if (f.num == 1) { if (f.wt != 2 || has_res) return FALLBACK; res = f.s; has_res = 1; }
-        else if (f.num == 2 && f.wt != 2) return FALLBACK;
-    }
-    if (rc != 0) return FALLBACK;
+    Rd r; Field f; int rc, e;
+    Slice res = {0}; int has_res;
+    if (header_field(rs, &res, &has_res)) return FALLBACK;
     st->res_kidx.len = st->res_v.len = st->res_svc.len = 0;
     st->res_count = 0;
     if (has_res && (e = encode_map(st, res, 1, &st->ra_k, &st->res_kidx, &st->res_v, &st->res_count, NULL,

@@ -5,7 +5,9 @@ An accepted request is in the spool before the call returns, so the receiver may
 takes whole requests from a bounded in-memory queue, batches them (``batch_rows`` rows or ``flush_interval_s``
 seconds, whichever first), calls the registered processors on the ``otel_traces`` columns, inserts
 ``otel_traces`` then the processors' extra tables, retrying each insert with exponential backoff and jitter
-(tenacity) until ClickHouse confirms, and only then deletes the requests' spool files.
+(tenacity) until ClickHouse confirms, and only then deletes the requests' spool files. Before its first insert a batch
+is recorded in the spool with a deduplication token that all its inserts carry, so inserting it again (a retry after
+a lost confirmation, a replay after a crash) is dropped by ClickHouse: each accepted request is stored exactly once.
 
 Trace requests take the C hot path when they can (:mod:`vllm_otel_collector.native`: request → Native block, inserted
 as is) and the pure-Python converter otherwise (rejections, truncation, rare value types); both give the same rows.
@@ -34,7 +36,7 @@ from vllm_otel_collector.convert import Limits, TraceBatch, concat_columns, trac
 from vllm_otel_collector.convert_metrics import MetricBatch, metrics_from_bytes
 from vllm_otel_collector.native import NativeTraceBatch, SpanInterest, convert_traces_fast
 from vllm_otel_collector.selfmetrics import SelfMetrics
-from vllm_otel_collector.spool import Spool, SpoolFull
+from vllm_otel_collector.spool import BatchManifest, Spool, SpoolFull
 from vllm_otel_collector.store import Store
 
 log = logging.getLogger(__name__)
@@ -63,6 +65,7 @@ class _Entry:
     rows: int
     batch: TraceBatch | NativeTraceBatch | MetricBatch
     enqueued: float
+    manifest: BatchManifest | None = None  # set once the entry's batch is recorded (then always written together)
 
 
 class Pipeline:
@@ -169,11 +172,15 @@ class Pipeline:
             self.forward(kind, batch.clean_body)
 
     def _enqueue(self, entry: _Entry) -> None:
+        self._enqueue_many([entry])
+
+    def _enqueue_many(self, entries: list[_Entry]) -> None:
+        """Queue entries together (a replayed batch is never split by the writer)."""
         with self._cond:
-            self._queue.append(entry)
-            self._queued_rows += entry.rows
+            self._queue.extend(entries)
+            self._queued_rows += sum(e.rows for e in entries)
             self.metrics.queued.set(self._queued_rows)
-            if self._queued_rows >= self.batch_rows:
+            if self._queued_rows >= self.batch_rows or entries[0].manifest is not None:
                 self._cond.notify()
 
     def replay(self) -> int:
@@ -183,34 +190,55 @@ class Pipeline:
         requests meanwhile see a full queue and are pushed back). :meth:`drain` waits for the replay too.
         """
         pending = self.spool.pending()
+        present = set(pending)
+        plan: list[tuple[BatchManifest | None, list[tuple[int, str]]]] = []
+        grouped: set[tuple[int, str]] = set()
+        for manifest in self.spool.batches():
+            items = [i for i in manifest.items if i in present]
+            if len(items) < len(manifest.items):  # confirmed; its cleanup was interrupted
+                self.spool.discard(items)
+                self.spool.forget_batch(manifest)
+                present.difference_update(items)
+                continue
+            plan.append((manifest, items))
+            grouped.update(items)
+        plan += [(None, [i]) for i in pending if i in present and i not in grouped]
+        plan.sort(key=lambda p: p[1][0][0])
+        pending = [i for _, items in plan for i in items]
         if pending:
             log.info("replaying %d spooled request(s)", len(pending))
             self._replaying = True
-            thread = threading.Thread(target=self._replay_loop, args=(pending,), name="vllm-otel-replay",
+            thread = threading.Thread(target=self._replay_loop, args=(plan,), name="vllm-otel-replay",
                                       daemon=True)
             self._threads.append(thread)
             thread.start()
         return len(pending)
 
-    def _replay_loop(self, pending: list[tuple[int, str]]) -> None:
+    def _replay_loop(self, plan: list[tuple[BatchManifest | None, list[tuple[int, str]]]]) -> None:
         try:
-            for seq, kind in pending:
+            for manifest, items in plan:
                 while self._queued_rows >= self.max_queue_rows and not self._stopping.is_set():
                     time.sleep(0.05)
                 if self._stopping.is_set():
                     self._replay_incomplete = True
                     return
-                try:
-                    body = self.spool.read(seq, kind)
-                    if kind == "traces":
-                        batch = self.convert_traces(body)
-                    else:
-                        batch = metrics_from_bytes(body, self.limits)
-                except Exception as exc:  # noqa: BLE001 - a corrupt spool file must not stop the collector
-                    log.error("dropping unreadable spool entry %d (%s): %s", seq, kind, exc)
-                    self.spool.delete([(seq, kind, 0)])
-                    continue
-                self._enqueue(_Entry(seq, kind, len(body), batch.rows, batch, time.monotonic()))
+                entries = []
+                for seq, kind in items:
+                    try:
+                        body = self.spool.read(seq, kind)
+                        if kind == "traces":
+                            batch = self.convert_traces(body)
+                        else:
+                            batch = metrics_from_bytes(body, self.limits)
+                    except Exception as exc:  # noqa: BLE001 - a corrupt spool file must not stop the collector
+                        log.error("dropping unreadable spool entry %d (%s): %s", seq, kind, exc)
+                        self.spool.delete([(seq, kind, 0)])
+                        continue
+                    entries.append(_Entry(seq, kind, len(body), batch.rows, batch, time.monotonic(), manifest))
+                if entries:
+                    self._enqueue_many(entries)
+                elif manifest is not None:
+                    self.spool.forget_batch(manifest)
         finally:
             self._replaying = False
 
@@ -271,12 +299,21 @@ class Pipeline:
                 if self._stopping.is_set():
                     return []
                 self._cond.wait(0.2)
+            taken, rows = [], 0
+            recorded = self._queue[0].manifest
+            if recorded is not None:  # a recorded batch (retried or replayed) is written again exactly as it was
+                while self._queue and self._queue[0].manifest is recorded:
+                    e = self._queue.popleft()
+                    taken.append(e)
+                    rows += e.rows
+                self._inflight = rows
+                return taken
             oldest = self._queue[0].enqueued
             while (self._queued_rows < self.batch_rows and not self._stopping.is_set()
                    and time.monotonic() - oldest < self.flush_interval_s):
                 self._cond.wait(max(0.005, self.flush_interval_s - (time.monotonic() - oldest)))
-            taken, rows = [], 0
-            while self._queue and (not taken or rows + self._queue[0].rows <= self.batch_rows):
+            while self._queue and self._queue[0].manifest is None and (
+                    not taken or rows + self._queue[0].rows <= self.batch_rows):
                 e = self._queue.popleft()
                 taken.append(e)
                 rows += e.rows
@@ -306,11 +343,17 @@ class Pipeline:
                 self._queued_rows -= sum(e.rows for e in entries)
                 self._inflight = 0
                 self.metrics.queued.set(self._queued_rows)
-            self.spool.delete([(e.seq, e.kind, e.size) for e in entries])
+            if self.spool.delete([(e.seq, e.kind, e.size) for e in entries]) and entries[0].manifest is not None:
+                self.spool.forget_batch(entries[0].manifest)
             self.metrics.spool_bytes.set(self.spool.bytes)
 
     def _write(self, entries: list[_Entry]) -> None:
         started = time.perf_counter()
+        if entries[0].manifest is None:  # OSError → the writer's retry path; nothing was inserted yet
+            manifest = self.spool.record_batch([(e.seq, e.kind) for e in entries])
+            for e in entries:
+                e.manifest = manifest
+        token = entries[0].manifest.token
         inserts: list[tuple[str, Columns | _Native, bool]] = []  # (table, rows, must_succeed)
         native = [e.batch for e in entries if isinstance(e.batch, NativeTraceBatch)]
         python = [e.batch.columns for e in entries if e.kind == "traces" and not isinstance(e.batch, NativeTraceBatch)]
@@ -334,11 +377,13 @@ class Pipeline:
                     if cols["TimeUnix"]:
                         by_table.setdefault(table, []).append(cols)
         inserts.extend((t, concat_columns(c), True) for t, c in by_table.items())
+        per_table: dict[str, int] = {}
         for table, cols, must in inserts:
-            self._insert_with_retry(table, cols, must)
+            n = per_table[table] = per_table.get(table, -1) + 1
+            self._insert_with_retry(table, cols, must, f"{token}:{table}:{n}")
         self.metrics.write_latency.observe(time.perf_counter() - started)
 
-    def _insert_with_retry(self, table: str, cols: Columns | _Native, must_succeed: bool) -> None:
+    def _insert_with_retry(self, table: str, cols: Columns | _Native, must_succeed: bool, token: str) -> None:
         def before_sleep(state) -> None:
             self._store_ok = False
             self.metrics.retried.inc()
@@ -356,9 +401,9 @@ class Pipeline:
         )
         try:
             if isinstance(cols, _Native):
-                rows = retrying(self.store.insert_native, table, cols.block, cols.rows)
+                rows = retrying(self.store.insert_native, table, cols.block, cols.rows, dedup_token=token)
             else:
-                rows = retrying(self.store.insert, table, cols)
+                rows = retrying(self.store.insert, table, cols, dedup_token=token)
         except _Abandoned:
             raise
         except Exception:  # noqa: BLE001 - only reachable for derived tables (bounded attempts)

@@ -3,22 +3,47 @@
 Layout: ``<dir>/<seq:016d>.<kind>`` files holding the accepted request's protobuf bytes (``kind`` is ``traces`` or
 ``metrics``), written to a ``.tmp`` name, optionally fsync'ed, then renamed (atomic on POSIX), so a crash leaves
 either the whole file or no file. A file is deleted only after ClickHouse confirmed the insert of its rows; on start
-the remaining files are replayed in sequence order (delivery is at-least-once: a crash between the insert and the
-delete replays that request once more). ``<dir>/LOCK`` holds an exclusive ``flock`` so two collectors never share one
-spool. The total size is capped (``max_bytes``): :meth:`Spool.reserve` refuses a request that does not fit and the
+the remaining files are replayed in sequence order (a crash between the insert and the delete replays that request
+once more; the batch manifests below make that re-insert a no-op). ``<dir>/LOCK`` holds an exclusive ``flock`` so two collectors never share one
+spool. The total size is capped (``max_bytes``): :meth:`Spool.append` refuses a request that does not fit and the
 receivers answer with a retryable error (push back) instead of dropping data.
+
+Batch manifests make re-inserts idempotent: before the writer inserts a batch it records the batch's members and a
+fresh deduplication token in ``<dir>/<first_seq:016d>.batch`` (written like a request file). Every insert of that
+batch carries the token (ClickHouse ``insert_deduplication_token``), so a batch inserted again — after a crash
+between the insert and the deletion of its files, or after an insert whose confirmation was lost — is recognised and
+dropped by ClickHouse instead of being stored twice. Replay re-forms exactly the recorded batches. The manifest is
+deleted after its requests' files; a manifest whose files are partly gone belongs to a confirmed batch.
 """
 
 from __future__ import annotations
 
 import fcntl
+import json
+import logging
 import os
 import threading
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 from vllm_otel_collector.errors import UserError
 
+log = logging.getLogger(__name__)
+
 KINDS = ("traces", "metrics")
+
+
+@dataclass(frozen=True)
+class BatchManifest:
+    """The members ``[(seq, kind), ...]`` of one batch and the deduplication token its inserts carry."""
+
+    token: str
+    items: tuple[tuple[int, str], ...]
+
+    @property
+    def first_seq(self) -> int:
+        return self.items[0][0]
 
 
 class SpoolFull(Exception):
@@ -65,20 +90,11 @@ class Spool:
         """Current total size of spooled requests, bytes."""
         return self._bytes
 
-    def append(self, kind: str, body: bytes) -> int:
-        """Durably store ``body``; return its sequence id. Raises :class:`SpoolFull` when over ``max_bytes``."""
-        size = len(body)
-        with self._guard:
-            if self._bytes + size > self.max_bytes and self._bytes > 0:
-                raise SpoolFull(f"spool full ({self._bytes} of {self.max_bytes} bytes)")
-            self._bytes += size
-            self._seq += 1
-            seq = self._seq
-        final = self.dir / f"{seq:016d}.{kind}"
+    def _write_durably(self, final: Path, data: bytes) -> None:
         tmp = final.with_name(final.name + ".tmp")
         try:
             with open(tmp, "wb") as fh:
-                fh.write(body)
+                fh.write(data)
                 if self.fsync:
                     fh.flush()
                     os.fsync(fh.fileno())
@@ -91,22 +107,78 @@ class Spool:
                     os.close(dfd)
         except BaseException:
             tmp.unlink(missing_ok=True)
+            raise
+
+    def append(self, kind: str, body: bytes) -> int:
+        """Durably store ``body``; return its sequence id. Raises :class:`SpoolFull` when over ``max_bytes``."""
+        size = len(body)
+        with self._guard:
+            if self._bytes + size > self.max_bytes and self._bytes > 0:
+                raise SpoolFull(f"spool full ({self._bytes} of {self.max_bytes} bytes)")
+            self._bytes += size
+            self._seq += 1
+            seq = self._seq
+        try:
+            self._write_durably(self.dir / f"{seq:016d}.{kind}", body)
+        except BaseException:
             with self._guard:
                 self._bytes -= size
             raise
         return seq
 
-    def delete(self, items: list[tuple[int, str, int]]) -> None:
-        """Remove confirmed entries: ``items`` are ``(seq, kind, size_bytes)``."""
-        freed = 0
+    def record_batch(self, items: list[tuple[int, str]]) -> BatchManifest:
+        """Durably record that ``items`` (``(seq, kind)``, in order) form one batch, with a new token.
+        Raises ``OSError`` when the manifest cannot be written."""
+        manifest = BatchManifest(token=uuid.uuid4().hex, items=tuple(items))
+        data = json.dumps({"token": manifest.token, "items": [list(i) for i in items]}).encode()
+        self._write_durably(self.dir / f"{manifest.first_seq:016d}.batch", data)
+        return manifest
+
+    def batches(self) -> list[BatchManifest]:
+        """Recorded batches in sequence order (unreadable manifests are removed: their requests replay alone)."""
+        found = []
+        for path in sorted(self.dir.glob("*.batch")):
+            try:
+                raw = json.loads(path.read_bytes())
+                found.append(BatchManifest(token=str(raw["token"]),
+                                           items=tuple((int(s), str(k)) for s, k in raw["items"])))
+            except (OSError, ValueError, KeyError, TypeError):
+                path.unlink(missing_ok=True)
+        return found
+
+    def forget_batch(self, manifest: BatchManifest) -> None:
+        """Remove a manifest (after its requests' files were deleted)."""
+        (self.dir / f"{manifest.first_seq:016d}.batch").unlink(missing_ok=True)
+
+    def has(self, seq: int, kind: str) -> bool:
+        return (self.dir / f"{seq:016d}.{kind}").exists()
+
+    def delete(self, items: list[tuple[int, str, int]]) -> bool:
+        """Remove confirmed entries: ``items`` are ``(seq, kind, size_bytes)``. Returns False when a file could not
+        be removed (it stays and is replayed at the next start; its batch's manifest makes that re-insert a no-op)."""
+        freed, complete = 0, True
         for seq, kind, size in items:
             try:
                 os.unlink(self.dir / f"{seq:016d}.{kind}")
                 freed += size
             except FileNotFoundError:
                 pass
+            except OSError as exc:
+                complete = False
+                log.error("cannot delete spooled request %d (%s): %s", seq, kind, exc.strerror or exc)
         with self._guard:
             self._bytes -= freed
+        return complete
+
+    def discard(self, items: list[tuple[int, str]]) -> None:
+        """Delete entries ``(seq, kind)`` whose sizes are not known (replay cleanup)."""
+        sized = []
+        for seq, kind in items:
+            try:
+                sized.append((seq, kind, (self.dir / f"{seq:016d}.{kind}").stat().st_size))
+            except FileNotFoundError:
+                pass
+        self.delete(sized)
 
     def pending(self) -> list[tuple[int, str]]:
         """Spooled entries ``(seq, kind)`` in sequence order (for replay at start); read each with :meth:`read`."""

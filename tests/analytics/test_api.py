@@ -92,7 +92,7 @@ def test_retention_per_table_and_idempotent(store):
 def test_migrations_idempotent(store):
     assert migrate(store) == []
     versions = [v for (v,) in store.query("SELECT version FROM schema_migrations ORDER BY version").result_rows]
-    assert [v for v in versions if v >= 100] == [100, 101, 102, 103]
+    assert [v for v in versions if v >= 100] == [100, 101, 102, 103, 104]
 
 
 def test_config_errors_are_one_line(tmp_path):
@@ -110,7 +110,7 @@ def test_analytics_migrations_render_on_cluster():
     from vllm_otel_collector.store.migrations import load_migrations
 
     mine = [m for m in load_migrations() if 100 <= m.version < 200]
-    assert [m.version for m in mine] == [100, 101, 102, 103]
+    assert [m.version for m in mine] == [100, 101, 102, 103, 104]
     for m in mine:
         for stmt in m.render("otel", cluster="prod", ttl_days=7):
             assert "ON CLUSTER `prod`" in stmt and "${" not in stmt

@@ -119,5 +119,95 @@ def test_kill_9_under_load_then_restart_keeps_every_acknowledged_span(tmp_path):
          f"s = Store('chdb://{tmp_path}/clickhouse'); "
          "print(json.dumps([r[0] for r in s.query('SELECT SpanId FROM otel_traces').result_rows]))"],
         capture_output=True, text=True, timeout=120, check=True)
-    stored = set(json.loads(out.stdout.strip().splitlines()[-1]))
+    stored_rows = json.loads(out.stdout.strip().splitlines()[-1])
+    stored = set(stored_rows)
     assert acked <= stored, f"{len(acked - stored)} acknowledged spans lost"
+    assert len(stored_rows) == len(stored), "a replayed batch was stored twice"
+
+
+def _request_spans(prefix: str, n: int) -> list:
+    """``n`` spans; every fifth is a request span (the analytics processor derives an llm_requests row from it)."""
+    return [make_span(f"{prefix}-{k}", **({"vllm.finish_reason": "stop", "gen_ai.latency.e2e": 0.5} if k % 5 == 0
+                                          else {})) for k in range(n)]
+
+
+def _counts(store) -> tuple[int, int, int, int]:
+    q = store.query("SELECT (SELECT count() FROM otel_traces), (SELECT uniqExact(SpanId) FROM otel_traces), "
+                    "(SELECT count() FROM llm_requests), (SELECT sum(Requests) FROM llm_requests_1m)")
+    return tuple(int(v) for v in q.result_rows[0])
+
+
+def test_a_batch_inserted_again_after_a_crash_is_stored_once(make_collector):
+    """The crash window of at-least-once delivery: rows inserted, spool files not yet deleted. A real unlink failure
+    (injected into the spool's own delete) leaves exactly that state; a second collector on the same spool replays
+    the batch with its recorded token and ClickHouse drops it: every count stays exact, in the derived tables too."""
+    import errno
+
+    from vllm_otel_collector.collector import Collector
+
+    c = make_collector(load_analytics=True, batch_rows=10_000, flush_interval_s=0.3)
+    real_unlink = os.unlink
+    spool_dir = str(c.pipeline.spool.dir)
+
+    def failing_unlink(path, *a, **kw):
+        if str(path).startswith(spool_dir) and not str(path).endswith((".tmp", ".batch")):
+            raise OSError(errno.EIO, "injected I/O error")
+        return real_unlink(path, *a, **kw)
+
+    os.unlink = failing_unlink
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{c.grpc_port}") as ch:
+            call = ch.unary_unary(TRACE_EXPORT)
+            for i in range(3):
+                call(make_request(_request_spans(f"r{i}", 20)).SerializeToString(), timeout=30)
+        assert c.drain(30)
+    finally:
+        os.unlink = real_unlink
+    assert _counts(c.store) == (60, 60, 12, 12)
+    left = sorted(p.suffix for p in c.pipeline.spool.dir.iterdir() if p.suffix in (".traces", ".batch"))
+    assert left == [".batch", ".traces", ".traces", ".traces"]  # the crash state: inserted, still spooled
+    c.stop()
+    again = Collector(c.config).start()  # same spool, same database: replays the recorded batch
+    try:
+        assert again.wait_ready(30) and again.drain(30)
+        assert _counts(again.store) == (60, 60, 12, 12)
+        assert not [p for p in again.pipeline.spool.dir.iterdir() if p.suffix in (".traces", ".batch")]
+    finally:
+        again.stop()
+
+
+def test_an_insert_whose_confirmation_is_lost_is_retried_without_duplicates(make_collector):
+    """ClickHouse commits, the client sees an error (a timeout after the commit): the retry carries the same token."""
+    c = make_collector(load_analytics=True, batch_rows=10_000, flush_interval_s=0.3, retry_max_wait_s=0.1)
+    failed: list[str] = []
+
+    def lose_confirmation(method):
+        def wrapper(table, *args, **kwargs):
+            result = method(table, *args, **kwargs)  # the real insert happens
+            if table not in failed:
+                failed.append(table)
+                raise ConnectionError(f"injected: confirmation of the insert into {table} lost")
+            return result
+        return wrapper
+
+    c.store.insert_native = lose_confirmation(c.store.insert_native)
+    c.store.insert = lose_confirmation(c.store.insert)
+    with grpc.insecure_channel(f"127.0.0.1:{c.grpc_port}") as ch:
+        ch.unary_unary(TRACE_EXPORT)(make_request(_request_spans("x", 40)).SerializeToString(), timeout=30)
+    assert c.drain(30)
+    assert {"otel_traces", "llm_requests"} <= set(failed)  # both the span and the derived insert were retried
+    assert _counts(c.store) == (40, 40, 8, 8)
+
+
+def test_identical_requests_in_different_batches_are_both_stored(make_collector):
+    """Deduplication is by batch token, not by content: a client that sends the same spans twice (two requests, two
+    acknowledgements) gets both stored, as with any collector — only a re-insert of the same batch is dropped."""
+    c = make_collector(load_analytics=True, batch_rows=10_000, flush_interval_s=0.2)
+    body = make_request(_request_spans("same", 10)).SerializeToString()
+    with grpc.insecure_channel(f"127.0.0.1:{c.grpc_port}") as ch:
+        call = ch.unary_unary(TRACE_EXPORT)
+        call(body, timeout=30)
+        assert c.drain(30)
+        call(body, timeout=30)
+    assert c.drain(30)
+    assert _counts(c.store) == (20, 10, 4, 4)

@@ -142,12 +142,14 @@ class Store:
             self._check_open()
             return self._client.query(sql, parameters=parameters)
 
-    def insert(self, table: str, columns: dict[str, Sequence[Any]]) -> int:
+    def insert(self, table: str, columns: dict[str, Sequence[Any]], dedup_token: str | None = None) -> int:
         """Columnar insert of ``columns`` (column name → equal-length list of values) into ``table`` of this database.
 
         Values are what clickhouse-connect accepts for the column type: ints of nanoseconds since the epoch for
         ``DateTime64(9)``, ``dict`` for ``Map``, lists for ``Array``/``Nested`` sub-columns (``"Events.Name"``).
-        Returns the number of rows inserted. Raises clickhouse-connect errors (the caller retries).
+        ``dedup_token``: ClickHouse ``insert_deduplication_token`` — the same insert with the same token again is
+        dropped by ClickHouse (also in the materialized views it feeds; tables need a deduplication window, migration
+        0003/0104). Returns the number of rows inserted. Raises clickhouse-connect errors (the caller retries).
         """
         names = list(columns)
         if not names:
@@ -166,19 +168,21 @@ class Store:
                 column_type_names=types,
                 database=self.database,
                 column_oriented=True,
+                settings=_dedup_settings(dedup_token),
             )
         return n_rows
 
-    def insert_native(self, table: str, block: bytes, rows: int) -> int:
+    def insert_native(self, table: str, block: bytes, rows: int, dedup_token: str | None = None) -> int:
         """Insert ClickHouse Native-format data (one or more concatenated blocks, column names and types inside)
         into ``table`` of this database; ClickHouse converts the block's types to the table's (e.g. ``String`` →
-        ``LowCardinality(String)``). Returns ``rows``. Raises clickhouse-connect errors (the caller retries)."""
+        ``LowCardinality(String)``). ``dedup_token`` as in :meth:`insert`. Returns ``rows``. Raises
+        clickhouse-connect errors (the caller retries)."""
         if not rows:
             return 0
         with self._lock:
             self._check_open()
             self._client.raw_insert(f"`{self.database}`.`{_valid_identifier(table)}`", None, insert_block=block,
-                                    fmt="Native")
+                                    fmt="Native", settings=_dedup_settings(dedup_token))
         return rows
 
     def ping(self) -> bool:
@@ -226,6 +230,12 @@ class Store:
             return [lookup[n] for n in names]
         except KeyError as exc:
             raise ClickHouseError(f"table {self.database}.{table} has no column {exc.args[0]!r}") from None
+
+
+def _dedup_settings(token: str | None) -> dict[str, Any] | None:
+    if token is None:
+        return None
+    return {"insert_deduplication_token": token, "deduplicate_blocks_in_dependent_materialized_views": 1}
 
 
 def _one_line(exc: BaseException) -> str:
