@@ -346,12 +346,14 @@ enum { AV_NONE = 0, AV_STRING = 1, AV_BOOL = 2, AV_INT = 3, AV_DOUBLE = 4, AV_AR
 typedef struct { int kind; uint64_t v; Slice s; } AnyValue;
 
 static int parse_any(Slice s, AnyValue *av) {
-    Rd r = rd_of(s); Field f; int rc;
+    Rd r = rd_of(s); Field f; int rc, messages = 0;
     av->kind = AV_NONE;
     while ((rc = rd_field(&r, &f)) == 1) {
         if (f.num < 1 || f.num > 7) continue;
         int want = (f.num == 2 || f.num == 3) ? 0 : (f.num == 4 ? 1 : 2);
         if (f.wt != want) return FALLBACK;
+        /* a repeated array/kvlist field merges in protobuf: left to the reference parser */
+        if ((f.num == 5 || f.num == 6) && messages++) return FALLBACK;
         av->kind = (int)f.num; av->v = f.v; av->s = f.s;
     }
     return rc == 0 ? OK : FALLBACK;
@@ -478,8 +480,10 @@ static int encode_kvs(St *st, const Slice *kv, size_t count, LC *keys, Buf *key_
         int e = lc_index(keys, key.p, key.n, &ki);
         if (e) return e;
         /* duplicate key: its dictionary index is among this map's previous n - 1 indexes (the end of key_idx) */
-        const uint32_t *prev = (const uint32_t *)(key_idx->p + key_idx->len) - (n - 1);
-        for (size_t i = 0; i + 1 < n; i++) if (prev[i] == ki) return FALLBACK;
+        if (n > 1) {
+            const uint32_t *prev = (const uint32_t *)(key_idx->p + key_idx->len) - (n - 1);
+            for (size_t i = 0; i + 1 < n; i++) if (prev[i] == ki) return FALLBACK;
+        }
         AnyValue av = { AV_NONE, 0, { NULL, 0 } };
         if (has_val && parse_any(val, &av)) return FALLBACK;
         st->scratch.len = 0;

@@ -190,6 +190,25 @@ def test_declines_what_the_reference_must_handle(cmp_store, case):
     assert ref.rows == 2 - ref.rejected
 
 
+def test_merged_submessages_are_left_to_the_reference():
+    """Protobuf merges a singular message field sent twice (two array_value fields → one array of both): the C parser
+    declines instead of keeping only the last one, and the reference stores the merged value."""
+    from vllm_otel_collector.wire import encode_field as ld
+
+    arrays = [common_pb2.ArrayValue(values=[AV(string_value=v)]).SerializeToString() for v in ("one", "two")]
+    key_value = ld(1, b"a") + ld(2, ld(5, arrays[0]) + ld(5, arrays[1]))
+    req = make_request([make_span("s")])
+    rs, = req.resource_spans
+    ss, = rs.scope_spans
+    span_bytes = ss.spans[0].SerializeToString() + ld(9, key_value)
+    del ss.spans[:]
+    ss_bytes = ss.SerializeToString() + ld(2, span_bytes)
+    del rs.scope_spans[:]
+    body = ld(1, rs.SerializeToString() + ld(2, ss_bytes))
+    assert convert_traces_fast(body) is None
+    assert traces_from_bytes(body).columns["SpanAttributes"] == [{"a": '["one","two"]'}]
+
+
 def test_malformed_framing_is_declined_not_raised():
     good = make_request([make_span("ok")]).SerializeToString()
     for body in (good[:-3], b"\x0a\xff\xff\xff\xff\x0f", b"\x08"):
