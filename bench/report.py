@@ -63,24 +63,30 @@ def _targets(res: dict) -> list[str]:
     return lines
 
 
+def _variant_table(summ: dict, cpu_label: str) -> list[str]:
+    """The per-variant table both overhead sections share (cells: median (min…max) over rounds)."""
+    out = [f"| variant | throughput tok/s | throughput ratio | TTFT p50 ratio | TTFT p99 ratio | {cpu_label} CPU "
+           "µs/req | CPU µs added/req | spans/req | metric points |", "|---|---|---|---|---|---|---|---|---|"]
+    for v in summ["config"]["variants"]:
+        s = summ[v]
+        if "error" in s:
+            out.append(f"| {v} | failed: {s['error']} | | | | | | | |")
+            continue
+        out.append(f"| {v} | {_sp(s['throughput_tok_s'])} | {_sp(s['throughput_ratio'])} | "
+                   f"{_sp(s['ttft_p50_ratio'])} | {_sp(s['ttft_p99_ratio'])} | {_sp(s['cpu_us_per_request'])} | "
+                   f"{_sp(s['cpu_us_added_per_request'])} | {_f(s['spans_per_request'])} | "
+                   f"{_f(s['metric_points'])} |")
+    return out
+
+
 def _overhead(res: dict) -> list[str]:
     out = []
     for model, summ in res["summary"].items():
         cfg = summ["config"]
         out += [f"**{model}** — {cfg['requests_per_round']} requests × {cfg['max_tokens']} output tokens per round, "
                 f"{cfg['rounds']} recorded rounds. Cells: median (min…max over rounds); ratios are per-round "
-                "variant / uninstrumented.", "",
-                "| variant | throughput tok/s | throughput ratio | TTFT p50 ratio | TTFT p99 ratio | frontend CPU "
-                "µs/req | CPU µs added/req | spans/req | metric points |", "|---|---|---|---|---|---|---|---|---|"]
-        for v in cfg["variants"]:
-            s = summ[v]
-            if "error" in s:
-                out.append(f"| {v} | failed: {s['error']} | | | | | | | |")
-                continue
-            out.append(f"| {v} | {_sp(s['throughput_tok_s'])} | {_sp(s['throughput_ratio'])} | "
-                       f"{_sp(s['ttft_p50_ratio'])} | {_sp(s['ttft_p99_ratio'])} | {_sp(s['cpu_us_per_request'])} | "
-                       f"{_sp(s['cpu_us_added_per_request'])} | {_f(s['spans_per_request'])} | "
-                       f"{_f(s['metric_points'])} |")
+                "variant / uninstrumented.", ""]
+        out += _variant_table(summ, "frontend")
         out += ["", f"![overhead {model}](../bench/results/overhead_{model}.png)", ""]
     floor = res.get("sdk_floor")
     if floor:
@@ -164,15 +170,8 @@ def _overhead_served(res: dict) -> list[str]:
         cfg = summ["config"]
         out += [f"**{model}** — {cfg['requests_per_round']} streaming chat requests ({cfg['concurrency']} in flight) × "
                 f"{cfg['max_tokens']} tokens per round, {cfg['rounds']} recorded rounds; TTFT as the client sees it; "
-                "CPU of the API-server process.", "",
-                "| variant | throughput tok/s | throughput ratio | TTFT p50 ratio | TTFT p99 ratio | API-server CPU "
-                "µs/req | CPU µs added/req | spans/req | metric points |", "|---|---|---|---|---|---|---|---|---|"]
-        for v in cfg["variants"]:
-            s = summ[v]
-            out.append(f"| {v} | {_sp(s['throughput_tok_s'])} | {_sp(s['throughput_ratio'])} | "
-                       f"{_sp(s['ttft_p50_ratio'])} | {_sp(s['ttft_p99_ratio'])} | {_sp(s['cpu_us_per_request'])} | "
-                       f"{_sp(s['cpu_us_added_per_request'])} | {_f(s['spans_per_request'])} | "
-                       f"{_f(s['metric_points'])} |")
+                "CPU of the API-server process.", ""]
+        out += _variant_table(summ, "API-server")
         out += ["", f"![served overhead {model}](../bench/results/overhead_served_{model}.png)", ""]
     return out
 

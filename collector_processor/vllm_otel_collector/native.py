@@ -22,7 +22,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from vllm_otel_collector.convert import Limits, convert_traces, parse_traces
+from vllm_otel_collector.convert import TRACE_COLUMNS, Limits, convert_traces, parse_traces
 
 try:
     from vllm_otel_collector import _otlp_native
@@ -70,8 +70,8 @@ class NativeTraceBatch:
     def span_names(self) -> dict[str, list[int]]:
         """Span name → its rows (wire order)."""
         idx = np.frombuffer(self.name_index, dtype="<u4")
-        return {name: np.flatnonzero(idx == i).tolist() for i, name in enumerate(self.names)
-                if (idx == i).any()}
+        by_name = {name: np.flatnonzero(idx == i).tolist() for i, name in enumerate(self.names)}
+        return {name: rows for name, rows in by_name.items() if rows}
 
     def rows_for(self, interests: list[SpanInterest] | None) -> list[int]:
         """Row indices (wire order) the given interests need; ``None`` means every row. Per-row work only when a
@@ -86,9 +86,12 @@ class NativeTraceBatch:
 
     def columns_of(self, rows: Iterable[int]) -> Columns:
         """``otel_traces`` columns of the given rows, converted by the reference converter (same values as the
-        block holds for them)."""
+        block holds for them). No rows: empty columns without touching the request (the common batch)."""
+        wanted = set(rows)
+        if not wanted:
+            return {name: [] for name in TRACE_COLUMNS}
         request, _, _ = parse_traces(self.clean_body)
-        return convert_traces(request, self.limits, body=self.clean_body, only=set(rows)).columns
+        return convert_traces(request, self.limits, body=self.clean_body, only=wanted).columns
 
 
 def convert_traces_fast(body: bytes, limits: Limits = Limits(),

@@ -150,9 +150,6 @@ class Spool:
         """Remove a manifest (after its requests' files were deleted)."""
         (self.dir / f"{manifest.first_seq:016d}.batch").unlink(missing_ok=True)
 
-    def has(self, seq: int, kind: str) -> bool:
-        return (self.dir / f"{seq:016d}.{kind}").exists()
-
     def delete(self, items: list[tuple[int, str, int]]) -> bool:
         """Remove confirmed entries: ``items`` are ``(seq, kind, size_bytes)``. Returns False when a file could not
         be removed (it stays and is replayed at the next start; its batch's manifest makes that re-insert a no-op)."""
