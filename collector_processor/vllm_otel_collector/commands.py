@@ -13,6 +13,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     from vllm_otel_collector.analytics.cli import register as register_analytics
 
     register_analytics(sub)
-    from vllm_otel_collector.report.cli import register as register_views
+    from vllm_otel_collector.views.cli import register as register_views
 
     register_views(sub)

@@ -145,7 +145,7 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> dict:
 
 def _write_report(store, out: Path, console: Console) -> None:
     try:
-        from vllm_otel_collector.report.html import write_report
+        from vllm_otel_collector.views.html import write_report
     except ImportError:
         return
     path = write_report(store, out)

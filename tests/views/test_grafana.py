@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vllm_otel_collector.report import grafana
+from vllm_otel_collector.views import grafana
 
 from .data import MODEL
 
@@ -19,7 +19,7 @@ DASHBOARD = REPO / "deploy" / "grafana" / "dashboards" / "llm-serving-overview.j
 def test_committed_dashboard_matches_generator():
     pytest.importorskip("grafana_foundation_sdk")
     assert DASHBOARD.read_text() == grafana.render_json(), \
-        "regenerate: python -m vllm_otel_collector.report.grafana"
+        "regenerate: make grafana"
 
 
 def test_dashboard_covers_the_issue_and_links_traces():

@@ -9,8 +9,8 @@ import sys
 import pytest
 
 from vllm_otel_collector.errors import UserError
-from vllm_otel_collector.report.data import alert_intervals, collect, parse_since
-from vllm_otel_collector.report.html import write_report
+from vllm_otel_collector.views.data import alert_intervals, collect, parse_since
+from vllm_otel_collector.views.html import write_report
 
 PLOTS = ("ttft-hist", "tpot-hist", "latency-time", "tokens-time", "phase-waterfall", "load-waterfall",
          "alerts-timeline")
@@ -158,8 +158,8 @@ def test_report_cli_without_store_is_one_line(tmp_path, capsys):
 
 
 def test_short_runs_get_fine_throughput_buckets():
-    from vllm_otel_collector.report.data import ReportData
-    from vllm_otel_collector.report.html import _throughput
+    from vllm_otel_collector.views.data import ReportData
+    from vllm_otel_collector.views.html import _throughput
 
     reqs = [{"Timestamp": t, "OutputTokens": n} for t, n in ((100.2, 10), (100.7, 20), (103.1, 30))]
     points, caption = _throughput(ReportData(since=0, until=200, requests=reqs, throughput=[(60.0, 1.0)]))

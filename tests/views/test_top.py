@@ -9,7 +9,7 @@ import sys
 import pytest
 from rich.console import Console
 
-from vllm_otel_collector.report.top import fetch_snapshot, run_top
+from vllm_otel_collector.views.top import fetch_snapshot, run_top
 
 
 @pytest.fixture()

@@ -53,8 +53,8 @@ def _open_store(args: argparse.Namespace):
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from vllm_otel_collector.report.data import parse_since
-    from vllm_otel_collector.report.html import write_report
+    from vllm_otel_collector.views.data import parse_since
+    from vllm_otel_collector.views.html import write_report
 
     now = time.time()
     since = parse_since(args.since, now)
@@ -71,7 +71,7 @@ def run_report(args: argparse.Namespace) -> int:
 
 
 def run_top_cmd(args: argparse.Namespace) -> int:
-    from vllm_otel_collector.report.top import run_top
+    from vllm_otel_collector.views.top import run_top
 
     if args.window <= 0 or args.interval <= 0:
         raise UserError("--window and --interval must be positive")

@@ -15,8 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from vllm_otel_collector.report import svg
-from vllm_otel_collector.report.data import ReportData, alert_intervals, collect
+from vllm_otel_collector.views import svg
+from vllm_otel_collector.views.data import ReportData, alert_intervals, collect
 
 #: Default window when no ``since`` is given: the last 24 hours.
 DEFAULT_WINDOW_S = 24 * 3600
