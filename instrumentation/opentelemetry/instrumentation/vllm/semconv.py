@@ -66,6 +66,16 @@ VLLM_NUM_PREEMPTIONS: Final = "vllm.request.num_preemptions"
 VLLM_TOKENS_PER_SECOND: Final = "vllm.request.output_tokens_per_second"  # output tokens / e2e seconds
 VLLM_LORA_NAME: Final = "vllm.lora.name"
 VLLM_ENGINE: Final = "vllm.engine"  # "async_llm" | "llm_engine"
+#: Prompt tokens by source (vLLM's PromptTokenStats sources), set once prefill finished; they add up to
+#: gen_ai.usage.input_tokens, and local + external = gen_ai.usage.cache_read.input_tokens.
+VLLM_PROMPT_TOKENS_COMPUTED: Final = "vllm.request.prompt_tokens.computed"
+VLLM_PROMPT_TOKENS_LOCAL_CACHE: Final = "vllm.request.prompt_tokens.local_cache_hit"
+VLLM_PROMPT_TOKENS_EXTERNAL_CACHE: Final = "vllm.request.prompt_tokens.external_kv_transfer"
+#: Whether the request got past prefill (false for a request aborted/failed while queued or prefilling).
+VLLM_PREFILL_COMPLETED: Final = "vllm.request.prefill_completed"
+#: Speculative decoding, per request (all choices), when vLLM reports per-request spec-decode stats.
+VLLM_SPEC_DRAFT_TOKENS: Final = "vllm.request.spec_decode.draft_tokens"
+VLLM_SPEC_ACCEPTED_TOKENS: Final = "vllm.request.spec_decode.accepted_tokens"
 
 FINISH_STOP: Final = "stop"
 FINISH_LENGTH: Final = "length"
