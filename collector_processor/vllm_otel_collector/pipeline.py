@@ -1,6 +1,7 @@
 """The ingest pipeline: accept (convert → spool → queue) and the writer thread (batch → processors → inserts).
 
-Receivers call :meth:`Pipeline.accept_traces` / :meth:`Pipeline.accept_metrics` with a request's protobuf bytes.
+The pipeline is the receivers' :class:`~vllm_otel_collector.receivers.consumer.Consumer`: receivers call
+:meth:`Pipeline.consume` with a :class:`~vllm_otel_collector.receivers.consumer.Signal` and the request body.
 An accepted request is in the spool before the call returns, so the receiver may acknowledge it. The writer thread
 takes whole requests from a bounded in-memory queue, batches them (``batch_rows`` rows or ``flush_interval_s``
 seconds, whichever first), calls the registered processors on the ``otel_traces`` columns, inserts
@@ -32,9 +33,20 @@ from typing import Any, Callable, Protocol
 
 from tenacity import Retrying, retry_if_not_exception_type, stop_after_attempt, wait_exponential_jitter
 
-from vllm_otel_collector.convert import Limits, TraceBatch, concat_columns, traces_from_bytes
+from vllm_otel_collector.convert import Limits, MalformedRequest, TraceBatch, concat_columns, traces_from_bytes
 from vllm_otel_collector.convert_metrics import MetricBatch, metrics_from_bytes
 from vllm_otel_collector.native import NativeTraceBatch, SpanInterest, convert_traces_fast
+from vllm_otel_collector.otlp.jsonpb import json_to_protobuf
+from vllm_otel_collector.receivers.consumer import (
+    METRICS,
+    TRACES,
+    CannotFitError,
+    ConsumeResult,
+    Encoding,
+    PermanentError,
+    RetryableError,
+    Signal,
+)
 from vllm_otel_collector.selfmetrics import SelfMetrics
 from vllm_otel_collector.spool import BatchManifest, Spool, SpoolFull
 from vllm_otel_collector.store import Store
@@ -49,12 +61,8 @@ class Processor(Protocol):
     def process(self, traces: Columns) -> list[tuple[str, Columns]]: ...
 
 
-class Backpressure(Exception):
+class Backpressure(RetryableError):
     """The collector cannot take this request now; the client should retry after ``retry_after_s`` seconds."""
-
-    def __init__(self, message: str, retry_after_s: int = 1):
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
 
 
 @dataclass
@@ -109,8 +117,31 @@ class Pipeline:
         #: what processors need from natively converted batches (None: every span)
         self._interests: list[SpanInterest] | None = None if None in interests else interests
         self._interest_keys = tuple(sorted({k.encode() for i in (self._interests or []) for k in i.attribute_keys}))
+        self._accept = {TRACES: self.accept_traces, METRICS: self.accept_metrics}
 
     # -- receiving ---------------------------------------------------------------------------------------------------
+    def consume(self, signal: Signal, body: bytes, encoding: Encoding = "protobuf") -> ConsumeResult:
+        """The :class:`~vllm_otel_collector.receivers.consumer.Consumer` entry point: decode (``encoding``), validate,
+        spool and queue one request of ``signal``.
+
+        Raises:
+            PermanentError: undecodable body (counted in ``malformed_requests_total``).
+            CannotFitError: more rows than ``max_queue_rows`` in this one request.
+            RetryableError: spool or queue full, or shutting down (nothing was stored).
+        """
+        try:
+            if encoding == "json":
+                body = json_to_protobuf(signal, body)
+            batch = self._accept[signal](body)
+        except MalformedRequest as exc:
+            raise self.malformed(signal, str(exc)) from None
+        return ConsumeResult(rejected=batch.rejected, message=batch.message(), accepted=batch.rows)
+
+    def malformed(self, signal: Signal, message: str) -> PermanentError:
+        """Count one undecodable request of ``signal``; the error to answer it with."""
+        self.metrics.malformed.labels(signal.name).inc()
+        return PermanentError(message)
+
     def convert_traces(self, body: bytes) -> TraceBatch | NativeTraceBatch:
         """One request → rows: the C hot path when it takes the request, else the Python converter.
 
@@ -153,6 +184,10 @@ class Pipeline:
         if self._stopping.is_set():
             self.metrics.refused.labels(kind).inc(rows)
             raise Backpressure("collector is shutting down", retry_after_s=5)
+        if rows > self.max_queue_rows:
+            self.metrics.refused.labels(kind).inc(rows)
+            raise CannotFitError(f"request of {rows} rows can never fit the queue (max_queue_rows "
+                                 f"{self.max_queue_rows}); split it into smaller requests")
         if self._queued_rows + rows > self.max_queue_rows:
             self.metrics.refused.labels(kind).inc(rows)
             raise Backpressure(f"queue full ({self._queued_rows} rows waiting; store "

@@ -1,9 +1,12 @@
 """OTLP/gRPC receiver: ``TraceService/Export`` and ``MetricsService/Export`` on one grpcio server.
 
-Requests are taken as raw bytes (no grpcio deserializer) so the pipeline parses them once, leniently. Status codes
-(OTLP spec, "OTLP/gRPC Response"): success → OK with ``partial_success`` for rejected items; undecodable body →
-INVALID_ARGUMENT; spool/queue full or shutting down → UNAVAILABLE (retryable by every OTLP exporter); missing or
-wrong bearer token → UNAUTHENTICATED; any unexpected failure → INTERNAL (the server keeps serving).
+Requests are taken as raw bytes (no grpcio deserializer) and handed to a
+:class:`~vllm_otel_collector.receivers.consumer.Consumer`, which parses them once, leniently. Status codes (OTLP spec,
+"OTLP/gRPC Response"; the mapping is the consumer module's table): success → OK with ``partial_success`` for rejected
+items; :class:`PermanentError` (undecodable body) and :class:`CannotFitError` → INVALID_ARGUMENT;
+:class:`RetryableError` (spool/queue full, shutting down) → UNAVAILABLE with a ``retry-after`` trailer (retried by
+every OTLP exporter); missing or wrong bearer token → UNAUTHENTICATED; any unexpected failure → INTERNAL (the server
+keeps serving).
 """
 
 from __future__ import annotations
@@ -15,22 +18,29 @@ from concurrent import futures
 
 import grpc
 
-from vllm_otel_collector.convert import MalformedRequest
 from vllm_otel_collector.errors import UserError
-from vllm_otel_collector.pipeline import Backpressure, Pipeline
-from vllm_otel_collector.receivers.common import response_for, token_ok
+from vllm_otel_collector.receivers.common import token_ok
+from vllm_otel_collector.receivers.consumer import (
+    METRICS,
+    SIGNALS,
+    TRACES,
+    Consumer,
+    PermanentError,
+    RetryableError,
+    Signal,
+)
 
 log = logging.getLogger(__name__)
 
-TRACE_SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
-METRICS_SERVICE = "opentelemetry.proto.collector.metrics.v1.MetricsService"
+TRACE_SERVICE = TRACES.grpc_service
+METRICS_SERVICE = METRICS.grpc_service
 
 
 class GrpcReceiver:
     """grpcio server bound to ``host:port``.
 
     Args:
-        pipeline: where accepted requests go.
+        consumer: where requests go (the pipeline).
         token: bearer token required in the ``authorization`` metadata (None = no auth).
         tls: ``(cert_pem_path, key_pem_path)`` to serve TLS, else plaintext.
         max_message_bytes: largest request accepted (grpcio answers RESOURCE_EXHAUSTED beyond it).
@@ -40,20 +50,17 @@ class GrpcReceiver:
         UserError: the port cannot be bound (in use, or no permission) — message names the port.
     """
 
-    def __init__(self, pipeline: Pipeline, host: str, port: int, token: str | None = None,
+    def __init__(self, consumer: Consumer, host: str, port: int, token: str | None = None,
                  tls: tuple[str, str] | None = None, max_message_bytes: int = 16 << 20, workers: int = 8):
-        self.pipeline, self.token = pipeline, token
+        self.consumer, self.token = consumer, token
         options = [("grpc.max_receive_message_length", max_message_bytes), ("grpc.so_reuseport", 0)]
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="otlp-grpc"),
                                    options=options)
-        handlers = {
-            TRACE_SERVICE: {"Export": grpc.unary_unary_rpc_method_handler(
-                self._traces, response_serializer=lambda m: m.SerializeToString())},
-            METRICS_SERVICE: {"Export": grpc.unary_unary_rpc_method_handler(
-                self._metrics, response_serializer=lambda m: m.SerializeToString())},
-        }
-        for service, methods in handlers.items():
-            self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, methods),))
+        for signal in SIGNALS:
+            export = grpc.unary_unary_rpc_method_handler(
+                self._handler(signal), response_serializer=lambda m: m.SerializeToString())
+            self._server.add_generic_rpc_handlers(
+                (grpc.method_handlers_generic_handler(signal.grpc_service, {"Export": export}),))
         address = f"{host}:{port}"
         if port and _port_taken(host, port):  # checked first: grpc core would also log its own multi-line error
             raise UserError(f"cannot listen for OTLP/gRPC on {address}: port {port} is already in use")
@@ -79,30 +86,25 @@ class GrpcReceiver:
         """Stop accepting new RPCs; in-flight RPCs get ``grace_s`` seconds to finish."""
         self._server.stop(grace_s).wait(grace_s + 1)
 
-    def _handle(self, kind: str, body: bytes, context: grpc.ServicerContext):
+    def _handler(self, signal: Signal):
+        return lambda body, context: self._handle(signal, body, context)
+
+    def _handle(self, signal: Signal, body: bytes, context: grpc.ServicerContext):
         if self.token:
             auth = dict(context.invocation_metadata()).get("authorization")
             if not token_ok(self.token, auth):
                 context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token")
         try:
-            accept = self.pipeline.accept_traces if kind == "traces" else self.pipeline.accept_metrics
-            batch = accept(body)
-        except MalformedRequest as exc:
-            self.pipeline.metrics.malformed.labels(kind).inc()
+            result = self.consumer.consume(signal, body)
+        except PermanentError as exc:  # CannotFitError too: RESOURCE_EXHAUSTED would be retried by SDK exporters
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        except Backpressure as exc:
+        except RetryableError as exc:
             context.set_trailing_metadata((("retry-after", str(exc.retry_after_s)),))
             context.abort(grpc.StatusCode.UNAVAILABLE, f"retry later: {exc}")
         except Exception as exc:  # noqa: BLE001 - nothing a client sends may take the server down
-            log.exception("unexpected error handling an OTLP/gRPC %s request", kind)
+            log.exception("unexpected error handling an OTLP/gRPC %s request", signal)
             context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
-        return response_for(kind, batch)
-
-    def _traces(self, body: bytes, context):
-        return self._handle("traces", body, context)
-
-    def _metrics(self, body: bytes, context):
-        return self._handle("metrics", body, context)
+        return signal.response(result)
 
 
 def _port_taken(host: str, port: int) -> bool:
