@@ -25,10 +25,10 @@ def test_committed_dashboard_matches_generator():
 def test_dashboard_covers_the_issue_and_links_traces():
     board = json.loads(DASHBOARD.read_text())
     titles = [p["title"] for p in board["panels"]]
-    assert len(titles) == len(grafana.PANELS) == 15
+    assert len(titles) == len(grafana.PANELS) == 16
     for needed in ("Request rate", "TTFT p50 / p95 / p99", "TPOT p50 / p95 / p99", "E2E latency p50 / p95 / p99",
                    "Tokens per second", "Error / abort / timeout rate", "KV cache usage", "Running / waiting requests",
-                   "Performance levels", "Active alerts", "Model loads", "Model load phases"):
+                   "Performance levels", "Active alerts", "Model loads", "Model load phases", "Cold vs warm start"):
         assert needed in titles
     slow = next(p for p in board["panels"] if p["title"].startswith("Slowest requests"))
     links = slow["fieldConfig"]["overrides"][0]["properties"][0]["value"]
@@ -112,3 +112,7 @@ def test_panel_values_match_the_data(filled):
     assert sum(r[3] for r in levels) <= info.requests and sum(r[1] for r in levels) > 0
     loads = store.query(expand(by_title["Model loads"])).result_rows
     assert [round(r[3], 1) for r in loads] == [17.2, 41.5]
+    cold_warm = store.query(expand(by_title["Cold vs warm start"])).result_rows
+    assert [(r[0], *(round(v, 2) for v in r[1:])) for r in cold_warm] == [
+        (f"{MODEL} cold (compile cache miss)", 0.4, 12.0, 1.1, 3.0, 25.0),
+        (f"{MODEL} warm (compile cache hit)", 0.2, 2.5, 0.9, 1.5, 12.1)]

@@ -132,6 +132,17 @@ PANELS: tuple[PanelSpec, ...] = (
               "FROM llm_model_loads FINAL WHERE $__timeFilter(Timestamp) AND {_MODEL} ORDER BY Timestamp",
               ("load", "weights_s", "compile_s", "kv_cache_s", "warmup_s", "other_s"), unit="s", fmt=1, width=12,
               description="Where each engine start spent its time (stacked, seconds)."),
+    PanelSpec("Cold vs warm start", "barchart",
+              "SELECT Model || if(CompileCacheHit = 1, ' warm (compile cache hit)', ' cold (compile cache miss)') "
+              "AS start, ifNull(WeightsSeconds, 0) AS weights_s, ifNull(CompileSeconds, 0) AS compile_s, "
+              "ifNull(KVCacheSeconds, 0) AS kv_cache_s, ifNull(WarmupSeconds, 0) AS warmup_s, "
+              "greatest(ifNull(LoadSeconds, 0) - weights_s - compile_s - kv_cache_s - warmup_s, 0) AS other_s "
+              "FROM (SELECT * FROM llm_model_loads FINAL WHERE $__timeFilter(Timestamp) AND {_MODEL} "
+              "AND CompileCacheHit IS NOT NULL ORDER BY Timestamp DESC LIMIT 1 BY Model, CompileCacheHit) "
+              "ORDER BY Model, CompileCacheHit",
+              ("start", "weights_s", "compile_s", "kv_cache_s", "warmup_s", "other_s"), unit="s", fmt=1, width=12,
+              description="Per model, its newest engine start with a compile cache miss next to its newest with a "
+                          "hit (stacked phases, seconds)."),
     PanelSpec("Slowest requests (click a trace id)", "table",
               "SELECT Timestamp AS time, TraceId, Model AS model, E2E AS e2e_s, TTFT AS ttft_s, TPOT AS tpot_s, "
               "Queue AS queue_s, Prefill AS prefill_s, Decode AS decode_s, OutputTokens AS output_tokens, "
@@ -252,7 +263,7 @@ def build_dashboard() -> dict:
             panel = panel.description(spec.description)
         if spec.unit and spec.kind != "traces":
             panel = panel.unit(spec.unit)
-        if spec.kind == "barchart" and spec.columns[0] == "load":
+        if spec.kind == "barchart" and spec.columns[0] in ("load", "start"):
             panel = panel.stacking(common.StackingMode.NORMAL).orientation(common.VizOrientation.HORIZONTAL)
         if "TraceId" in spec.columns and spec.kind == "table":
             panel = panel.override_by_name("TraceId", [dm.DynamicConfigValue(id_val="links", value=_trace_links())])
