@@ -1,87 +1,319 @@
-"""A small threaded HTTP/1.1 server (stdlib ``http.server``) with optional TLS, shared by the OTLP/HTTP receiver and
-the read API. Binding errors become a one-line :class:`UserError` naming the port."""
+"""The HTTP/1.1 server both HTTP endpoints use (OTLP/HTTP :4318, read API :4319): uvicorn with h11 on one asyncio
+event-loop thread per server, serving a small ASGI app whose handlers are plain synchronous functions run on a bounded
+thread pool.
+
+uvicorn/h11 do the protocol: ``Transfer-Encoding: chunked``, Content-Length validation (a request whose body ends
+before its Content-Length is never handed on), pipelining, header size (16 KiB), keep-alive; the TLS handshake runs on
+the event loop, per connection (asyncio's 60 s handshake timeout), so an idle or slow TCP connection never holds up
+another one. On top of that this module adds what an exposed collector needs:
+
+* a cap on open connections (``max_connections``; beyond it uvicorn answers 503 and closes),
+* a deadline for a request's headers: ``header_timeout_s`` after connecting, ``keep_alive_s`` after the previous
+  response (an idle or trickling connection is closed),
+* :meth:`Endpoint.preflight` runs on the headers alone, before any byte of the body is read (auth, path, method,
+  content type), so an unauthenticated client cannot make the server buffer a body,
+* a body limit (413 for a declared Content-Length above it, or as soon as a chunked body grows past it), a body
+  deadline (``body_timeout_s``, 408), a cap on bodies buffered at once (``2 * workers``, memory bound; 503 +
+  ``Retry-After`` when one cannot start within ``body_timeout_s``),
+* a client that half-closes before its body is complete gets 400 and nothing is handed on.
+
+Binding errors become a one-line :class:`UserError` naming the port.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import errno
+import logging
 import socket
 import ssl
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import time
+import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from vllm_otel_collector.errors import UserError
 
+log = logging.getLogger(__name__)
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128
+SERVER_NAME = "vllm-otel-collector"
+#: An early answer (before the body was read) keeps the connection open when the unread body is at most this long:
+#: h11 discards it; a longer or chunked one closes the connection instead of reading it.
+_DRAIN_MAX_BYTES = 1 << 20
+
+
+@dataclass
+class Request:
+    """One HTTP request as handlers see it.
+
+    Attributes:
+        method: ``GET``, ``POST``, ...
+        path: URL path, percent-decoded, without the query.
+        query: URL query parameters (last value wins; blank values kept).
+        headers: header name (lower case) → value (latin-1; repeated headers joined with ``", "``).
+        body: the request body, after Transfer-Encoding (empty until read; Content-Encoding is the handler's).
+    """
+
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: bytes = b""
+
+
+@dataclass
+class Response:
+    """What a handler answers: ``status``, ``body``, ``content_type`` and extra ``headers``."""
+
+    status: int
+    body: bytes
+    content_type: str
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class Endpoint(Protocol):
+    """What :class:`HttpServer` serves.
+
+    ``preflight`` and ``error`` run on the event loop: they must be quick and never block. ``handle`` runs on a
+    worker thread and may block (store queries, spool writes). An exception from ``handle`` answers 500 (logged).
+    """
+
+    #: largest request body accepted (bytes, after Transfer-Encoding, before Content-Encoding)
+    max_body_bytes: int
+
+    def preflight(self, request: Request) -> Response | None:
+        """Answer from the headers alone (e.g. 401, 404, 415), or ``None`` to read the body and call ``handle``."""
+        ...
+
+    def handle(self, request: Request) -> Response:
+        """Answer a request whose body has been read completely."""
+        ...
+
+    def error(self, request: Request, status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+        """An error answer in the endpoint's format (413, 408, 503 from the server itself)."""
+        ...
+
+
+class _Disconnected(Exception):
+    pass
+
+
+class _App:
+    """The ASGI application: headers → ``preflight`` → body (limits, deadline) → ``handle`` on the pool."""
+
+    def __init__(self, endpoint: Endpoint, workers: int, body_timeout_s: float, what: str):
+        self.endpoint, self.body_timeout_s, self.what = endpoint, body_timeout_s, what
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"http-{what}")
+        self._bodies_at_once = 2 * workers
+        self._bodies: asyncio.Semaphore | None = None  # created on the loop
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return
+        headers: dict[str, str] = {}
+        for k, v in scope["headers"]:
+            name, value = k.decode("latin-1"), v.decode("latin-1")
+            headers[name] = f"{headers[name]}, {value}" if name in headers else value
+        query = dict(urllib.parse.parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True))
+        req = Request(scope["method"], scope["path"], query, headers)
+        ep = self.endpoint
+        declared = _content_length(headers)
+        try:
+            resp = ep.preflight(req)
+        except Exception:  # noqa: BLE001 - a failing check must not take the server down
+            log.exception("%s: request check failed", self.what)
+            resp = ep.error(req, 500, "internal error")
+        if resp is not None:
+            return await _send(send, resp, close=not _drainable(headers, declared))
+        if declared is not None and declared > ep.max_body_bytes:
+            return await _send(send, ep.error(req, 413, f"body over {ep.max_body_bytes} bytes"), close=True)
+        if self._bodies is None:
+            self._bodies = asyncio.Semaphore(self._bodies_at_once)
+        deadline = time.monotonic() + self.body_timeout_s
+        try:
+            await asyncio.wait_for(self._bodies.acquire(), self.body_timeout_s)
+        except asyncio.TimeoutError:
+            return await _send(send, ep.error(req, 503, "server busy, retry later", {"Retry-After": "1"}), close=True)
+        try:
+            try:
+                req.body = await self._read_body(receive, ep.max_body_bytes, deadline)
+            except _Disconnected:
+                return  # nothing is handed on; the client is gone
+            except OverflowError:
+                return await _send(send, ep.error(req, 413, f"body over {ep.max_body_bytes} bytes"), close=True)
+            except asyncio.TimeoutError:
+                return await _send(send, ep.error(req, 408, f"body not received within {self.body_timeout_s:g} s"),
+                                   close=True)
+            resp = await asyncio.get_running_loop().run_in_executor(self.pool, self._handle, req)
+        finally:
+            self._bodies.release()
+        await _send(send, resp)
+
+    def _handle(self, req: Request) -> Response:
+        try:
+            return self.endpoint.handle(req)
+        except Exception as exc:  # noqa: BLE001 - a failing handler must not take the server down
+            log.exception("%s: unexpected error handling %s %s", self.what, req.method, req.path[:100])
+            return self.endpoint.error(req, 500, f"internal error: {type(exc).__name__}")
+
+    @staticmethod
+    async def _read_body(receive, limit: int, deadline: float) -> bytes:
+        """The whole body; raises ``_Disconnected`` (client gone or body incomplete), ``OverflowError`` (over
+        ``limit``), ``asyncio.TimeoutError`` (past ``deadline``)."""
+        parts, size = [], 0
+        while True:
+            msg = await asyncio.wait_for(receive(), max(deadline - time.monotonic(), 0.001))
+            if msg["type"] != "http.request":
+                raise _Disconnected
+            chunk = msg.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise OverflowError
+            parts.append(chunk)
+            if not msg.get("more_body", False):
+                return b"".join(parts)
+
+
+def _content_length(headers: dict[str, str]) -> int | None:
+    try:
+        return int(headers["content-length"])  # h11 has validated it
+    except (KeyError, ValueError):
+        return None
+
+
+def _drainable(headers: dict[str, str], declared: int | None) -> bool:
+    """Whether an unread body is short enough to be discarded on a kept-alive connection."""
+    if "transfer-encoding" in headers or "expect" in headers:
+        return False
+    return declared is None or declared <= _DRAIN_MAX_BYTES
+
+
+async def _send(send, resp: Response, close: bool = False) -> None:
+    headers = [(b"content-type", resp.content_type.encode("latin-1")),
+               (b"content-length", str(len(resp.body)).encode())]
+    headers += [(k.lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in resp.headers.items()]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": resp.status, "headers": headers})
+    await send({"type": "http.response.body", "body": resp.body, "more_body": False})
+
+
+def _protocol_class(header_timeout_s: float, keep_alive_s: float) -> type[H11Protocol]:
+    """uvicorn's h11 protocol with a deadline for each request's headers and a 400 for a half-closed short body."""
+
+    class _Protocol(H11Protocol):
+        _deadline: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            self._arm(header_timeout_s)
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._arm(keep_alive_s)
+
+        def _arm(self, seconds: float) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+            self._deadline = self.loop.call_later(seconds, self._expire, self.cycle)
+
+        def _expire(self, cycle) -> None:
+            # close when no new request has started since the deadline was armed
+            if self.cycle is cycle and (cycle is None or cycle.response_complete) and not self.transport.is_closing():
+                self.transport.close()
+
+        def eof_received(self):
+            cycle = self.cycle
+            if cycle is None or cycle.response_complete:
+                return None  # idle: close
+            if cycle.more_body:
+                if not cycle.response_started:  # half-closed before the body was complete: hand nothing on
+                    self.send_400_response("request body ended before its Content-Length or last chunk")
+                return None
+            # a complete request, then a half-close: answer it, then close (not possible under TLS)
+            cycle.keep_alive = False
+            return self.scheme == "http" or None
+
+        def connection_lost(self, exc) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+            super().connection_lost(exc)
+
+    return _Protocol
+
+
+def _bind(what: str, host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise UserError(f"cannot listen for {what} on {host}:{port}: port {port} is already in use") from None
+        raise UserError(f"cannot listen for {what} on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
 
 
 class HttpServer:
-    """Serve ``handler_cls`` on ``host:port`` in a background thread.
+    """Serve ``endpoint`` on ``host:port`` in a background thread (uvicorn, h11, asyncio loop).
 
     Args:
-        what: name used in error messages ("OTLP/HTTP", "read API").
+        what: name used in error messages and thread names ("OTLP/HTTP", "read API").
+        endpoint: the :class:`Endpoint`.
         tls: ``(cert_pem_path, key_pem_path)`` to serve HTTPS.
-        context: attributes set on the server object (handlers read them as ``self.server.<name>``).
+        workers: threads running ``endpoint.handle``.
+        max_connections: open connections served at once; a request on a connection beyond it gets 503.
+        header_timeout_s: a new connection must send a request's headers within this many seconds.
+        keep_alive_s: an idle kept-alive connection must send its next request's headers within this many seconds.
+        body_timeout_s: a request's body must arrive completely within this many seconds of its headers (408).
 
     Raises:
         UserError: port in use / not permitted, or unreadable TLS files.
     """
 
-    def __init__(self, what: str, host: str, port: int, handler_cls: type[BaseHTTPRequestHandler],
-                 tls: tuple[str, str] | None = None, **context):
+    def __init__(self, what: str, host: str, port: int, endpoint: Endpoint, tls: tuple[str, str] | None = None, *,
+                 workers: int = 8, max_connections: int = 1024, header_timeout_s: float = 10.0,
+                 keep_alive_s: float = 60.0, body_timeout_s: float = 60.0):
+        self.what = what
+        self._sock = _bind(what, host, port)
+        self.port = self._sock.getsockname()[1]
+        self._app = _App(endpoint, workers, body_timeout_s, what)
+        config = uvicorn.Config(
+            self._app, http=_protocol_class(header_timeout_s, keep_alive_s), loop="asyncio", lifespan="off",
+            ws="none", interface="asgi3", log_config=None, access_log=False, server_header=False,
+            headers=[("server", SERVER_NAME)], limit_concurrency=max_connections,
+            timeout_keep_alive=int(keep_alive_s) or 1, timeout_graceful_shutdown=5,
+            ssl_certfile=tls[0] if tls else None, ssl_keyfile=tls[1] if tls else None)
         try:
-            self._server = _Server((host, port), handler_cls)
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise UserError(f"cannot listen for {what} on {host}:{port}: port {port} is already in use") from None
-            raise UserError(f"cannot listen for {what} on {host}:{port}: {exc.strerror}") from None
-        if tls:
-            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            try:
-                ctx.load_cert_chain(tls[0], tls[1])
-            except (OSError, ssl.SSLError) as exc:
-                self._server.server_close()
-                raise UserError(f"cannot load TLS certificate/key for {what}: {exc}") from None
-            self._server.socket = ctx.wrap_socket(self._server.socket, server_side=True)
-        for k, v in context.items():
-            setattr(self._server, k, v)
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
+            config.load()
+        except (OSError, ssl.SSLError) as exc:
+            self._sock.close()
+            raise UserError(f"cannot load TLS certificate/key for {what}: {exc}") from None
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]},
                                         name=f"http-{what}", daemon=True)
 
     def start(self) -> None:
+        """Start serving (the socket is already listening: connections made before this wait in its backlog)."""
         self._thread.start()
 
-    def stop(self) -> None:
-        """Stop accepting connections and close the socket (in-flight handlers finish on their threads)."""
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop accepting, close idle connections, let in-flight requests finish (5 s at most), close the socket."""
         if self._thread.is_alive():
-            self._server.shutdown()
-        self._server.server_close()
+            self._server.should_exit = True
+            self._thread.join(timeout_s)
+        self._sock.close()
+        self._app.pool.shutdown(wait=False)
 
 
-class QuietHandler(BaseHTTPRequestHandler):
-    """HTTP/1.1 keep-alive handler base that logs through nothing (the collector has its own metrics)."""
-
-    protocol_version = "HTTP/1.1"
-    server_version = "vllm-otel-collector"
-    sys_version = ""
-    timeout = 60
-
-    def log_message(self, format, *args):  # noqa: A002 - stdlib signature
-        return
-
-    def send_body(self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-        if self.command != "HEAD":
-            try:
-                self.wfile.write(body)
-            except (BrokenPipeError, ConnectionResetError, socket.timeout):
-                self.close_connection = True
+# uvicorn logs each bad request line at WARNING; a collector facing the network answers them and moves on.
+if logging.getLogger("uvicorn.error").level == logging.NOTSET:
+    logging.getLogger("uvicorn.error").setLevel(logging.ERROR)

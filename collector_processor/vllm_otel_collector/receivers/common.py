@@ -17,12 +17,16 @@ __all__ = ["json_to_protobuf", "response_for", "response_to_json", "token_ok"]
 
 
 def token_ok(expected: str | None, authorization: str | None) -> bool:
-    """True when no token is configured, or ``authorization`` is exactly ``Bearer <expected>`` (constant time)."""
+    """True when no token is configured, or ``authorization`` is ``Bearer <expected>``: the scheme in any letter case
+    and followed by one or more spaces (RFC 7235 §2.1: ``credentials = auth-scheme 1*SP token68``), the token
+    compared exactly, in constant time."""
     if not expected:
         return True
     if not authorization:
         return False
-    return hmac.compare_digest(authorization.encode(), f"Bearer {expected}".encode())
+    scheme, _, credentials = authorization.strip().partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(credentials.lstrip(" ").encode("utf-8", "replace"),
+                                                              expected.encode())
 
 
 def response_for(kind: str, batch) -> object:
