@@ -1,15 +1,13 @@
 """The :class:`Collector`: wires store, spool, pipeline, forwarder, receivers and read API from a :class:`Config`.
 
-Usable in-process (tests, the demo) and by ``vllm-otel collector``. Plug-ins: when the module
-``vllm_otel_collector.analytics`` exists and defines ``plugins(config) -> dict``, its ``processors`` (objects with
-``process(traces) -> [(table, columns)]``), ``periodic`` (``[(interval_s, job(store, now_s))]``) and ``routes``
-(``{path: handler(store, query) -> (status, body)}``) are registered; without the module the collector runs without
-them. Extra processors/periodic jobs/routes can also be passed to the constructor.
+Usable in-process (tests, the demo) and by ``vllm-otel collector``. Plug-ins (:mod:`vllm_otel_collector.plugins`)
+are found through the entry-point group ``vllm_otel.collector_plugins``; each enabled one has its migrations applied
+and its processors, periodic jobs and routes registered (``load_analytics: false`` disables ``analytics``). Extra
+processors/periodic jobs/routes can also be passed to the constructor.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import threading
 import time
@@ -19,28 +17,23 @@ from vllm_otel_collector.api import RouteHandler, api_server
 from vllm_otel_collector.config import Config, parse_listen
 from vllm_otel_collector.convert import Limits
 from vllm_otel_collector.forwarder import Forwarder
-from vllm_otel_collector.pipeline import PeriodicJob, Pipeline, Processor
+from vllm_otel_collector.pipeline import Pipeline
+from vllm_otel_collector.plugins import ENTRY_POINT_GROUP, CollectorPlugin, PeriodicJob, Processor, installed_plugins
 from vllm_otel_collector.receivers.grpc_receiver import GrpcReceiver
 from vllm_otel_collector.receivers.http_receiver import http_receiver
 from vllm_otel_collector.selfmetrics import SelfMetrics
 from vllm_otel_collector.spool import Spool
-from vllm_otel_collector.store import CORE_MAX_VERSION, Store, migrate, redact_dsn, schema_is_current
+from vllm_otel_collector.store import CORE, Store, migrate, redact_dsn, schema_is_current
 
 log = logging.getLogger(__name__)
 
-PLUGIN_MODULE = "vllm_otel_collector.analytics"
-
-
-def load_plugins(config: Config) -> dict:
-    """``vllm_otel_collector.analytics.plugins(config)`` or ``{}`` when that module or function does not exist."""
-    try:
-        module = importlib.import_module(PLUGIN_MODULE)
-    except ModuleNotFoundError as exc:
-        if exc.name and PLUGIN_MODULE.startswith(exc.name):
-            return {}
-        raise
-    factory = getattr(module, "plugins", None)
-    return dict(factory(config) or {}) if callable(factory) else {}
+def enabled_plugins(config: Config) -> list[CollectorPlugin]:
+    """The installed plug-ins this config enables (all but ``analytics`` when ``load_analytics`` is false)."""
+    found = [p for p in installed_plugins() if config.load_analytics or p.name != "analytics"]
+    if config.load_analytics and "analytics" not in {p.name for p in found}:
+        log.warning("analytics plug-in not found under the entry-point group %s (stale *.egg-info on sys.path, or "
+                    "vllm-otel not installed): raw OTLP storage only", ENTRY_POINT_GROUP)
+    return found
 
 
 class Collector:
@@ -65,7 +58,7 @@ class Collector:
         self._spool: Spool | None = None
         self._ready = threading.Event()
         self._stopped = False
-        self._max_version: int | None = None
+        self._sources = [CORE]
 
     def start(self) -> "Collector":
         """Open the store, apply migrations, replay the spool, start writer, forwarder, receivers and the read API.
@@ -76,12 +69,14 @@ class Collector:
         cfg = self.config
         try:
             self.store = Store(cfg.dsn, database=cfg.database)
-            self._max_version = None if cfg.load_analytics else CORE_MAX_VERSION
-            migrate(self.store, cluster=cfg.cluster, ttl_days=cfg.ttl_days, max_version=self._max_version)
-            plugins = load_plugins(cfg) if cfg.load_analytics else {}
-            processors = list(plugins.get("processors", [])) + self._extra[0]
-            periodic = list(plugins.get("periodic", [])) + self._extra[1]
-            self.routes = {**dict(plugins.get("routes", {})), **self._extra[2]}
+            plugins = enabled_plugins(cfg)
+            self._sources = [CORE] + [p.migrations for p in plugins if p.migrations is not None]
+            migrate(self.store, cluster=cfg.cluster, ttl_days=cfg.ttl_days, sources=self._sources)
+            parts = [p.create(cfg) for p in plugins]
+            processors = [x for part in parts for x in part.processors] + self._extra[0]
+            periodic = [x for part in parts for x in part.periodic] + self._extra[1]
+            self.routes = {k: v for part in parts for k, v in part.routes.items()}
+            self.routes.update(self._extra[2])
             self._spool = Spool(Path(cfg.data_dir) / "spool", max_bytes=cfg.spool.max_bytes, fsync=cfg.spool.fsync)
             if cfg.forward.endpoint:
                 f = cfg.forward
@@ -142,7 +137,7 @@ class Collector:
             return False, {"reason": "not started"}
         if not self.store.ping():
             return False, {"reason": "store unreachable"}
-        if not schema_is_current(self.store, max_version=self._max_version):
+        if not schema_is_current(self.store, sources=self._sources):
             return False, {"reason": "migrations not applied"}
         return True, {"queued_rows": self.pipeline.queued_rows, "spool_bytes": self._spool.bytes}
 

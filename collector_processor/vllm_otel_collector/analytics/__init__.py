@@ -1,12 +1,14 @@
 """Processor analytics (issue 5): derived rows, performance levels, statistics, alert rules, rollups, read API.
 
-The collector loads this package as its plug-in: :func:`plugins` returns
+A collector plug-in (:mod:`vllm_otel_collector.plugins`): registered as ``analytics`` under the entry-point group
+``vllm_otel.collector_plugins`` (:data:`PLUGIN`); ``load_analytics: false`` / ``--no-analytics`` leaves it out.
+:func:`plugins` builds its parts:
 
 - ``processors``: :class:`~.derive.AnalyticsProcessor` — ``llm_requests`` and ``span_levels`` rows per span batch;
 - ``periodic``: alert evaluation (``evaluation_interval_seconds``), model-load assembly (30 s), retention check (5 min);
 - ``routes``: ``/api/v1/stats``, ``/api/v1/alerts``, ``/api/v1/requests``, ``/api/v1/model_loads``, ``/api/v1/engine``.
 
-Schema: migrations ``0100``–``0103`` in ``store/migrations``. Configuration: :class:`~.config.AnalyticsConfig`
+Schema: its own migrations, ``analytics/migrations/`` (versions 0100–0199, applied by the core's runner). Configuration: :class:`~.config.AnalyticsConfig`
 (the collector config's ``analytics:`` mapping; ``analytics: {file: path.yaml}`` reads a separate file).
 See ``docs/analytics.md``.
 """
@@ -14,6 +16,7 @@ See ``docs/analytics.md``.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from vllm_otel_collector.analytics.alerts import AlertManager
@@ -24,10 +27,13 @@ from vllm_otel_collector.analytics.derive import AnalyticsProcessor
 from vllm_otel_collector.analytics.levels import Thresholds
 from vllm_otel_collector.analytics.loads import assemble_pending
 from vllm_otel_collector.analytics.retention import apply_retention
+from vllm_otel_collector.plugins import MigrationSource, PluginParts
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AnalyticsConfig", "AnalyticsProcessor", "AlertManager", "Thresholds", "plugins"]
+__all__ = ["AnalyticsConfig", "AnalyticsProcessor", "AlertManager", "PLUGIN", "Thresholds", "plugins"]
+
+MIGRATIONS = MigrationSource("analytics", Path(__file__).with_name("migrations"), 100, 199)
 
 
 def plugins(config: Any = None) -> dict[str, Any]:
@@ -56,3 +62,17 @@ def plugins(config: Any = None) -> dict[str, Any]:
                      (300.0, retention)],
         "routes": {**make_routes(cfg.stats_window_seconds, cfg.sla_seconds), "/api/v1/engine": engine_route},
     }
+
+
+class AnalyticsPlugin:
+    """The :class:`~vllm_otel_collector.plugins.CollectorPlugin` the entry point names."""
+
+    name = "analytics"
+    migrations = MIGRATIONS
+
+    def create(self, config: Any) -> PluginParts:
+        """Parts for a collector with ``config`` (its ``analytics:`` section). Raises ``UserError``."""
+        return PluginParts(**plugins(config))
+
+
+PLUGIN = AnalyticsPlugin()

@@ -1,4 +1,9 @@
-"""Versioned schema migrations: SQL templates in ``store/migrations/NNNN_name.sql``, recorded in ``schema_migrations``.
+"""Versioned schema migrations: SQL templates in ``NNNN_name.sql`` files, recorded in ``schema_migrations``.
+
+Each folder of migrations is a :class:`~vllm_otel_collector.plugins.MigrationSource` with an owner and a version
+range: the core's ``store/migrations/`` (0001–0099, :data:`CORE`) and each plug-in's own folder (analytics:
+``analytics/migrations/``, 0100–0199). One runner (:func:`migrate`) applies them all in version order; the rows in
+``schema_migrations`` are the same whichever folder a version comes from.
 
 File format: statements separated by a line that ends with ``;``. ``--`` comment lines are ignored. Placeholders
 (``string.Template`` syntax, so ClickHouse's own ``{macro}`` braces stay untouched):
@@ -10,8 +15,7 @@ File format: statements separated by a line that ends with ``;``. ``--`` comment
 * ``${ttl_Timestamp}`` / ``${ttl_TimeUnix}`` / ``${ttl_Start}`` — empty, or ``TTL toDateTime(<col>) + toIntervalDay(N)``
   when a TTL in days is configured (named after the column the TTL is computed from).
 
-Versions 0001–0099 belong to the collector core, 0100+ to analytics; every file in the directory is applied in version
-order. Each statement must be idempotent (``IF NOT EXISTS``) so that a migration interrupted half-way re-runs cleanly.
+Each statement must be idempotent (``IF NOT EXISTS``) so that a migration interrupted half-way re-runs cleanly.
 """
 
 from __future__ import annotations
@@ -22,13 +26,17 @@ import re
 import string
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 from vllm_otel_collector.errors import UserError
+from vllm_otel_collector.plugins import MigrationSource, plugin_migrations
 from vllm_otel_collector.store.store import Store
 
 log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+CORE_MAX_VERSION = 99  # 0001-0099: collector core tables; plug-ins above (analytics 0100-0199)
+CORE = MigrationSource("core", MIGRATIONS_DIR, 1, CORE_MAX_VERSION)
 _FILE_RE = re.compile(r"^(\d{4})_([A-Za-z0-9_]+)\.sql$")
 _TTL_RE = re.compile(r"\$\{ttl_([A-Za-z]+)\}")
 
@@ -40,6 +48,7 @@ class Migration:
     version: int
     name: str
     template: str
+    owner: str = "core"
 
     @property
     def checksum(self) -> str:
@@ -73,17 +82,34 @@ class Migration:
         return statements
 
 
-def load_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
-    """All ``NNNN_name.sql`` files in ``directory``, sorted by version. Raises ``UserError`` on duplicate versions."""
+def all_sources() -> list[MigrationSource]:
+    """The core's folder and every installed plug-in's (enabled or not)."""
+    return [CORE, *plugin_migrations()]
+
+
+def load_migrations(sources: MigrationSource | Iterable[MigrationSource] | None = None) -> list[Migration]:
+    """The migrations of ``sources`` (default: :func:`all_sources`), sorted by version.
+
+    Raises:
+        UserError: a file not named ``NNNN_name.sql``, a version outside its folder's range, or a duplicate version.
+    """
+    if sources is None:
+        sources = all_sources()
+    elif isinstance(sources, MigrationSource):
+        sources = [sources]
     found: dict[int, Migration] = {}
-    for path in sorted(directory.glob("*.sql")):
-        m = _FILE_RE.match(path.name)
-        if not m:
-            raise UserError(f"migration file {path.name!r} is not named NNNN_name.sql")
-        version = int(m.group(1))
-        if version in found:
-            raise UserError(f"two migrations with version {version:04d}: {found[version].name} and {m.group(2)}")
-        found[version] = Migration(version, m.group(2), path.read_text(encoding="utf-8"))
+    for source in sources:
+        for path in sorted(Path(source.directory).glob("*.sql")):
+            m = _FILE_RE.match(path.name)
+            if not m:
+                raise UserError(f"migration file {path.name!r} is not named NNNN_name.sql")
+            version = int(m.group(1))
+            if not source.owns(version):
+                raise UserError(f"migration {path.name} is outside the {source.owner} range "
+                                f"{source.first:04d}-{source.last:04d}")
+            if version in found:
+                raise UserError(f"two migrations with version {version:04d}: {found[version].name} and {m.group(2)}")
+            found[version] = Migration(version, m.group(2), path.read_text(encoding="utf-8"), source.owner)
     return [found[v] for v in sorted(found)]
 
 
@@ -99,22 +125,36 @@ def applied_versions(store: Store) -> dict[int, str]:
     return {int(v): n for v, n in rows}
 
 
-CORE_MAX_VERSION = 99  # 0001-0099: collector core tables; 0100+: analytics
+def _newer(done: dict[int, str], known: list[MigrationSource], migrations: list[Migration]) -> list[int]:
+    """Recorded versions this code does not know: above the newest file of the folder whose range holds them, or
+    in no known range and above every known file."""
+    newest = max((m.version for m in migrations), default=0)
+    out = []
+    for v in done:
+        owner = next((s for s in known if s.owns(v)), None)
+        mine = [m.version for m in migrations if owner is not None and m.owner == owner.owner]
+        if v > (max(mine, default=owner.first - 1) if owner is not None else newest):
+            out.append(v)
+    return sorted(out)
 
 
 def migrate(store: Store, cluster: str | None = None, ttl_days: int = 0,
-            directory: Path = MIGRATIONS_DIR, max_version: int | None = None) -> list[int]:
-    """Apply every migration not yet recorded; return the versions applied now (empty when up to date).
+            sources: Iterable[MigrationSource] | None = None, max_version: int | None = None) -> list[int]:
+    """Apply every migration of ``sources`` (default: :func:`all_sources`) not yet recorded; return the versions
+    applied now (empty when up to date).
 
-    ``max_version`` limits which migrations are applied (``CORE_MAX_VERSION`` = core tables only, used when the
-    analytics plug-in is disabled); the "newer schema" check still considers every migration file.
+    ``max_version`` further limits which migrations are applied (``CORE_MAX_VERSION`` = core tables only). The
+    "newer schema" check considers every installed folder, applied or not (a database that a plug-in's newer version
+    migrated is refused even when that plug-in is disabled here).
 
     Raises:
         UserError: the database holds a migration newer than any this code knows (a newer collector created it),
             or a migration statement fails (message names the version and the first line of the server error).
     """
-    migrations = load_migrations(directory)
-    known = {m.version for m in migrations}
+    apply = list(all_sources() if sources is None else sources)
+    known = apply + [s for s in all_sources() if s.owner not in {a.owner for a in apply}]
+    every = load_migrations(known)
+    migrations = [m for m in every if m.owner in {a.owner for a in apply}]
     on_cluster = f"ON CLUSTER `{cluster}`" if cluster else ""
     engine = "ReplicatedMergeTree" if cluster else "MergeTree"
     store.command(
@@ -122,11 +162,12 @@ def migrate(store: Store, cluster: str | None = None, ttl_days: int = 0,
         f"applied_at DateTime64(3) DEFAULT now64(3)) ENGINE = {engine} ORDER BY version"
     )
     done = applied_versions(store)
-    newer = sorted(v for v in done if v > max(known, default=0))
+    newer = _newer(done, known, every)
     if newer:
         raise UserError(
             f"database {store.database!r} has schema version {newer[-1]:04d} ({done[newer[-1]]}), newer than this "
-            f"collector knows (up to {max(known, default=0):04d}); upgrade vllm-otel or use another database"
+            f"collector knows (up to {max((m.version for m in every), default=0):04d}); upgrade vllm-otel or use "
+            f"another database"
         )
     applied = []
     for mig in migrations:
@@ -145,11 +186,13 @@ def migrate(store: Store, cluster: str | None = None, ttl_days: int = 0,
     return applied
 
 
-def schema_is_current(store: Store, directory: Path = MIGRATIONS_DIR, max_version: int | None = None) -> bool:
-    """True when every known migration (up to ``max_version``) is recorded (used by ``/readyz``)."""
+def schema_is_current(store: Store, sources: Iterable[MigrationSource] | None = None,
+                      max_version: int | None = None) -> bool:
+    """True when every migration of ``sources`` (default: all installed; up to ``max_version``) is recorded (used by
+    ``/readyz``)."""
     try:
         done = applied_versions(store)
     except Exception:  # noqa: BLE001 - readiness probe
         return False
-    return all(m.version in done for m in load_migrations(directory)
+    return all(m.version in done for m in load_migrations(sources)
                if max_version is None or m.version <= max_version)
