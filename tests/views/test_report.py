@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 import subprocess
 import sys
 
@@ -12,10 +13,37 @@ from vllm_otel_collector.errors import UserError
 from vllm_otel_collector.views.data import alert_intervals, collect, parse_since
 from vllm_otel_collector.views.html import write_report
 
-PLOTS = ("ttft-hist", "tpot-hist", "latency-time", "tokens-time", "phase-waterfall", "load-waterfall",
-         "alerts-timeline")
+PLOTS = ("ttft-hist", "tpot-hist", "ttft-heatmap", "tpot-heatmap", "e2e-heatmap", "latency-time", "tokens-time",
+         "phase-waterfall", "load-waterfall", "load-cold-warm", "alerts-timeline")
+#: No network: every host resolves to nothing, so any fetch of plotly.js from a CDN (or anything else) fails loudly.
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--window-size=1400,1800")
+                  "--disable-component-update", "--disable-sync", "--window-size=1400,1800",
+                  "--host-resolver-rules=MAP * ~NOTFOUND", "--proxy-server=http://127.0.0.1:9")
+ARTIFACTS = Path(__file__).resolve().parents[2] / "data" / "test-artifacts"
+
+# For each chart: labels (tick labels, axis titles, legend, colorbar, annotations) whose box leaves the chart's SVG,
+# and whether the legend box overlaps the plot area.
+CLIPPED_JS = """
+var out = [];
+document.querySelectorAll('div.chart').forEach(function(gd) {
+  var svg = gd.querySelector('svg.main-svg'); if (!svg) { out.push([gd.id, 'no svg', '']); return; }
+  var box = svg.getBoundingClientRect();
+  gd.querySelectorAll('.xtick text, .ytick text, .g-xtitle text, .g-ytitle text, .legend, .colorbar, '
+                      + '.annotation-text, .cbaxis text').forEach(function(el) {
+    var r = el.getBoundingClientRect();
+    if (r.width === 0 && r.height === 0) return;
+    if (r.left < box.left - 1 || r.right > box.right + 1 || r.top < box.top - 1 || r.bottom > box.bottom + 1)
+      out.push([gd.id, el.getAttribute('class') || el.tagName, (el.textContent || '').slice(0, 40)]);
+  });
+  var legend = gd.querySelector('.legend'), plot = gd.querySelector('.nsewdrag');
+  if (legend && plot) {
+    var l = legend.getBoundingClientRect(), p = plot.getBoundingClientRect();
+    if (l.width > 0 && l.left < p.right && l.right > p.left && l.top < p.bottom && l.bottom > p.top)
+      out.push([gd.id, 'legend over the plot area', '']);
+  }
+});
+return out;
+"""
 
 
 def test_parse_since():
@@ -81,37 +109,100 @@ def chrome():
 
 
 def _open(chrome, path):
+    """Load ``path``, wait until every chart is drawn; returns the console errors."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
     chrome.get(path.as_uri())
-    errors = [e for e in chrome.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
-    return errors
+    WebDriverWait(chrome, 60).until(
+        lambda d: d.find_element("tag name", "body").get_attribute("data-ready") == "1")
+    return [e for e in chrome.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
 
 
-def test_report_renders_every_plot_in_chromium(filled, chrome, tmp_path):
+def _js(chrome, expr: str):
+    return chrome.execute_script(f"return {expr};")
+
+
+def _screenshot(chrome, name: str) -> Path:
+    """Full-page PNG under data/test-artifacts/ (gitignored); returns its path."""
+    height = _js(chrome, "document.documentElement.scrollHeight")
+    chrome.set_window_size(1400, height + 120)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    out = ARTIFACTS / name
+    out.write_bytes(chrome.get_screenshot_as_png())
+    chrome.set_window_size(1400, 1800)
+    return out
+
+
+def test_report_renders_every_chart_in_chromium(filled, chrome, tmp_path):
     from selenium.webdriver.common.by import By
 
     store, info = filled
     out = write_report(store, tmp_path / "report.html", since=info.start - 60, until=info.now + 60)
     page = out.read_text()
-    assert "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "") and "https://" not in page
+    assert "<script src" not in page and "<link" not in page  # plotly.js is inlined, nothing to fetch
     assert _open(chrome, out) == []
+    assert _js(chrome, "performance.getEntriesByType('resource').length") == 0  # opened without network
     body = chrome.find_element(By.TAG_NAME, "body")
-    assert body.get_attribute("data-ready") == "1" and body.get_attribute("data-plots") == str(len(PLOTS))
-    expected_marks = {"ttft-hist": "rect.bar", "tpot-hist": "rect.bar", "latency-time": "circle.point",
-                      "tokens-time": "path.series", "phase-waterfall": "rect.bar", "load-waterfall": "rect.bar",
-                      "alerts-timeline": "rect.bar"}
+    assert body.get_attribute("data-plots") == str(len(PLOTS))
+    marks = {"ttft-hist": "g.trace.bars path", "tpot-hist": "g.trace.bars path", "ttft-heatmap": "g.hm image",
+             "tpot-heatmap": "g.hm image", "e2e-heatmap": "g.hm image", "latency-time": "g.trace.scatter path.point",
+             "tokens-time": "g.trace.scatter path.js-line", "phase-waterfall": "g.trace.bars path",
+             "load-waterfall": "g.trace.bars path", "load-cold-warm": "g.trace.bars path",
+             "alerts-timeline": "g.trace.bars path"}
     for plot_id in PLOTS:
         el = chrome.find_element(By.ID, plot_id)
         assert el.get_attribute("data-empty") == "false", plot_id
-        assert el.size["width"] > 300 and el.size["height"] > 100, plot_id
-        assert el.find_elements(By.CSS_SELECTOR, expected_marks[plot_id]), plot_id
-        png = el.screenshot_as_png
-        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 2000, plot_id
-    assert len(chrome.find_elements(By.CSS_SELECTOR, "#latency-time circle.point")) == info.requests  # one dot per request
-    waterfall_rows = chrome.find_elements(By.CSS_SELECTOR, "#phase-waterfall rect.bar")
-    assert len(waterfall_rows) == 12 * 3
-    assert len(chrome.find_elements(By.CSS_SELECTOR, "#alerts-timeline rect.bar")) == 2
-    full = chrome.get_screenshot_as_png()
-    assert len(full) > 50_000
+        assert el.size["width"] > 500 and el.size["height"] >= 300, plot_id
+        assert el.find_elements(By.CSS_SELECTOR, marks[plot_id]), plot_id
+    assert _js(chrome, "document.querySelectorAll('#latency-time path.point').length") == info.requests
+    # every request is counted once in each heatmap
+    for hm in ("ttft-heatmap", "tpot-heatmap", "e2e-heatmap"):
+        z = _js(chrome, f"document.getElementById('{hm}').data[0].z")
+        assert sum(c or 0 for row in z for c in row) == info.requests, hm
+    # the slowest requests' phases, labelled with trace ids; the slowest first with its full id in the hover
+    traces = _js(chrome, "document.getElementById('phase-waterfall').data.map(t => [t.name, t.y.length, t.customdata[0]])")
+    assert traces == [[p, 12, f"trace {info.slowest_trace}"] for p in ("queue", "prefill", "decode")]
+    ticks = sorted(chrome.find_elements(By.CSS_SELECTOR, "#phase-waterfall .ytick text"), key=lambda t: t.location["y"])
+    assert len(ticks) == 12 and ticks[0].text.startswith(info.slowest_trace[:12])  # the slowest on top
+    # cold (41.5 s, compile 12 s) next to warm (17.2 s, compile 2.5 s) for the same model
+    cw = _js(chrome, "document.getElementById('load-cold-warm').data.map(t => [t.name, t.y])")
+    assert dict((n, [round(v, 2) if v is not None else None for v in y]) for n, y in cw) == {
+        "weights": [0.4, 0.2], "compile": [12.0, 2.5], "kv_cache": [1.1, 0.9], "warmup": [3.0, 1.5],
+        "other": [25.0, 12.1]}
+    assert "2.4× faster" in chrome.find_element(By.CSS_SELECTOR, "#load-cold-warm .annotation-text").text
+    assert len(_js(chrome, "document.getElementById('alerts-timeline').data.flatMap(t => t.y)")) == 2
+    assert chrome.execute_script(CLIPPED_JS) == []
+    shot = _screenshot(chrome, "report.png")
+    assert shot.stat().st_size > 100_000
+
+
+def test_report_is_interactive(filled, chrome, tmp_path):
+    """Hover shows values, a legend click hides a series, a drag zooms (real input events through WebDriver)."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    store, info = filled
+    out = write_report(store, tmp_path / "report.html", since=info.start - 60, until=info.now + 60)
+    assert _open(chrome, out) == []
+    chrome.execute_script("document.getElementById('phase-waterfall').scrollIntoView()")
+    bar = chrome.find_elements(By.CSS_SELECTOR, "#phase-waterfall g.trace.bars path")[-1]  # a decode bar
+    ActionChains(chrome).move_to_element(bar).perform()
+    hover = chrome.find_element(By.CSS_SELECTOR, "#phase-waterfall .hoverlayer .hovertext").text
+    assert hover.startswith("trace ") and "decode" in hover and " s" in hover
+    chrome.execute_script("document.getElementById('latency-time').scrollIntoView()")
+    first = chrome.find_elements(By.CSS_SELECTOR, "#latency-time .legend .traces .legendtoggle")[0]
+    ActionChains(chrome).click(first).perform()
+    # Plotly applies a single legend click after its double-click delay (300 ms)
+    WebDriverWait(chrome, 5).until(
+        lambda d: _js(d, "document.getElementById('latency-time').data[0].visible") == "legendonly")
+    plot = chrome.find_element(By.CSS_SELECTOR, "#tokens-time .nsewdrag")
+    before = _js(chrome, "document.getElementById('tokens-time').layout.xaxis.range")
+    chrome.execute_script("arguments[0].scrollIntoView()", plot)
+    ActionChains(chrome).move_to_element_with_offset(plot, -100, 0).click_and_hold().move_by_offset(150, 0)\
+        .release().perform()
+    after = _js(chrome, "document.getElementById('tokens-time').layout.xaxis.range")
+    assert after != before and _js(chrome, "document.getElementById('tokens-time').layout.xaxis.autorange") is False
 
 
 def test_empty_window_still_renders(filled, chrome, tmp_path):
@@ -123,6 +214,9 @@ def test_empty_window_still_renders(filled, chrome, tmp_path):
     for plot_id in PLOTS:
         el = chrome.find_element(By.ID, plot_id)
         assert el.get_attribute("data-empty") == "true" and el.size["height"] > 100, plot_id
+        assert "no data in this window" in el.text, plot_id
+    assert chrome.execute_script(CLIPPED_JS) == []
+    _screenshot(chrome, "report-empty.png")
 
 
 def test_report_cli_bad_since_is_one_line(tmp_path):

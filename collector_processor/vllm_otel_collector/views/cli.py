@@ -13,7 +13,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add ``report`` and ``top`` to the root parser's ``sub``."""
     p = sub.add_parser("report", help="write a self-contained HTML report (plots) from ClickHouse",
                        description="Read llm_requests, rollups, model loads and alerts from ClickHouse and write one "
-                                   "self-contained HTML page (inline SVG; opens offline).")
+                                   "self-contained, interactive HTML page (Plotly, plotly.js inlined; opens offline).")
     p.add_argument("--out", type=Path, default=Path("report.html"), help="output file (default report.html)")
     p.add_argument("--since", default="24h", help="start: duration back from now (30m, 6h, 2d), ISO time or unix s "
                                                   "(default 24h)")

@@ -1,53 +1,56 @@
-"""``vllm-otel report``: one self-contained HTML page (inline CSS, SVG and a few lines of JS; nothing fetched).
+"""``vllm-otel report``: one self-contained, interactive HTML page (Plotly; plotly.js inlined, nothing fetched).
 
-Plots (ids are stable, the browser test looks them up): ``ttft-hist`` and ``tpot-hist`` (distributions),
-``latency-time`` (e2e latency over time coloured by performance level), ``tokens-time`` (output tokens/s per minute),
-``phase-waterfall`` (queue → prefill → decode of the slowest requests), ``load-waterfall`` (model-load phases per
-engine start), ``alerts-timeline`` (firing intervals). Units: seconds; tokens per second.
+Charts (element ids are stable, the browser test looks them up): ``ttft-hist`` and ``tpot-hist`` (distributions),
+``ttft-heatmap``, ``tpot-heatmap``, ``e2e-heatmap`` (distribution over time: requests per time column × log latency
+bucket), ``latency-time`` (e2e per request coloured by performance level), ``tokens-time`` (output tokens/s),
+``phase-waterfall`` (queue → prefill → decode of the slowest requests, labelled by trace id), ``load-waterfall``
+(model-load phases per engine start), ``load-cold-warm`` (a cold start next to a warm one — compile cache hit — per
+model), ``alerts-timeline`` (firing intervals). Every chart has hover values, zoom/pan and legend toggles (Plotly's
+own). Units: seconds; tokens per second. The body gets ``data-plots`` (chart count) and ``data-ready="1"`` once every
+chart is drawn.
 """
 
 from __future__ import annotations
 
 import html
+import json
 import math
 import os
 import tempfile
 import time
 from pathlib import Path
 
-from vllm_otel_collector.views import svg
+from vllm_otel_collector.views import charts
 from vllm_otel_collector.views.data import ReportData, alert_intervals, collect
 
 #: Default window when no ``since`` is given: the last 24 hours.
 DEFAULT_WINDOW_S = 24 * 3600
 SLOWEST_N = 12
 
+# The modebar (zoom, pan, reset, PNG) is moved up into the chart's title row so that it never covers a legend.
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:24px;color:#222;background:#fafafa}
 h1{font-size:22px;margin:0 0 4px}h2{font-size:15px;margin:0 0 6px}.sub{color:#666;font-size:13px;margin-bottom:16px}
-.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(660px,1fr));gap:16px}
-figure{background:#fff;border:1px solid #ddd;border-radius:6px;padding:10px;margin:0}
-figcaption{font-size:12px;color:#555;margin-top:4px}
+.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(640px,1fr));gap:16px}
+figure{background:#fff;border:1px solid #ddd;border-radius:6px;padding:10px;margin:0;min-width:0}
+figcaption{font-size:12px;color:#555;margin-top:4px}.chart{width:100%}
+.js-plotly-plot .plotly .modebar{top:-27px!important}
+
 table{border-collapse:collapse;font-size:13px;background:#fff}td,th{border:1px solid #ddd;padding:4px 8px;text-align:right}
 th{background:#f0f0f0}td:first-child,th:first-child{text-align:left}.kpis{margin-bottom:16px}
 """
 
-# Inline, no dependencies: marks the page ready once every plot has a laid-out SVG (the browser test waits on it).
+# Draws every chart from its JSON spec; marks the page ready when all are drawn (the browser test waits on it).
 _JS = """
-(function(){var plots=document.querySelectorAll('svg.plot');var ok=0;
-plots.forEach(function(p){var r=p.getBoundingClientRect();if(r.width>0&&r.height>0){ok++;}});
-document.body.setAttribute('data-plots',String(plots.length));document.body.setAttribute('data-ready',ok===plots.length?'1':'0');})();
+(function(){var divs=document.querySelectorAll('div.chart'),n=divs.length,done=0;
+document.body.setAttribute('data-plots',String(n));document.body.setAttribute('data-ready',n?'0':'1');
+divs.forEach(function(d){var f=JSON.parse(document.getElementById('spec-'+d.id).textContent);
+Plotly.newPlot(d,f.data,f.layout,{responsive:true,displaylogo:false,scrollZoom:false}).then(function(){
+done++;if(done===n){document.body.setAttribute('data-ready','1');}});});})();
 """
 
 
-def _q(values: list[float], q: float) -> float | None:
-    vals = sorted(v for v in values if v is not None)
-    if not vals:
-        return None
-    pos = (len(vals) - 1) * q
-    lo = int(pos)
-    hi = min(lo + 1, len(vals) - 1)
-    return vals[lo] + (vals[hi] - vals[lo]) * (pos - lo)
+_q = charts.quantile
 
 
 def _kpis(d: ReportData) -> str:
@@ -83,7 +86,7 @@ def _throughput(d: ReportData) -> tuple[list[tuple[float, float]], str]:
     span = reqs[-1]["Timestamp"] - reqs[0]["Timestamp"] if reqs else 0.0
     if not reqs or span >= 1800 or d.truncated:
         return d.throughput, "Generated tokens per second, per minute (1m rollup)."
-    step = next((s for s in (1, 2, 5, 10, 15, 30, 60) if span / s <= 60), 60)
+    step = min(charts.time_step(span), 60)
     first = math.floor(reqs[0]["Timestamp"] / step) * step
     sums = [0.0] * (int((reqs[-1]["Timestamp"] - first) // step) + 1)
     for r in reqs:
@@ -99,51 +102,79 @@ def _first_seen(d: ReportData) -> float:
     return min(times) if times else d.since
 
 
-def _figure(title: str, plot: str, caption: str) -> str:
-    return f"<figure><h2>{html.escape(title)}</h2>{plot}<figcaption>{html.escape(caption)}</figcaption></figure>"
+def cold_warm_pairs(loads: list[dict]) -> list[tuple[str, dict, dict]]:
+    """``(model, cold, warm)`` per model that has both: its newest load with a compile cache miss
+    (``CompileCacheHit == 0``) and its newest with a hit (``== 1``); loads oldest first."""
+    newest: dict[tuple[str, int], dict] = {}
+    for ld in loads:
+        if ld["CompileCacheHit"] in (0, 1):
+            newest[(ld["Model"], ld["CompileCacheHit"])] = ld
+    models = sorted({m for m, _ in newest})
+    return [(m, newest[(m, 0)], newest[(m, 1)]) for m in models if (m, 0) in newest and (m, 1) in newest]
 
 
-def render_html(d: ReportData) -> str:
-    """The page for ``d`` as one string (UTF-8, no external references)."""
+def _figure(chart_id: str, title: str, fig, caption: str) -> str:
+    spec = fig.to_json().replace("</", "<\\/")  # inside <script>: no closing tag from a label
+    empty = "true" if not fig.data else "false"
+    return (f"<figure><h2>{html.escape(title)}</h2><div class=\"chart\" id=\"{chart_id}\" data-empty=\"{empty}\">"
+            f"</div><script type=\"application/json\" id=\"spec-{chart_id}\">{spec}</script>"
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
+def _figures(d: ReportData) -> list[str]:
     reqs = d.requests
     slowest = sorted((r for r in reqs if r["E2E"] is not None), key=lambda r: r["E2E"], reverse=True)[:SLOWEST_N]
-    phase_rows = [(f"…{r['TraceId'][-8:]} {r['E2E']:.2f}s",
+    phase_rows = [(f"{r['TraceId'][:12]}… {r['E2E']:.2f} s", f"trace {r['TraceId']}",
                    [("queue", r["Queue"]), ("prefill", r["Prefill"]), ("decode", r["Decode"])]) for r in slowest]
     throughput, throughput_caption = _throughput(d)
     load_rows = []
     for ld in d.loads:
-        known = [("weights", ld["WeightsSeconds"]), ("compile", ld["CompileSeconds"]),
-                 ("kv_cache", ld["KVCacheSeconds"]), ("warmup", ld["WarmupSeconds"])]
-        other = (ld["LoadSeconds"] or 0) - sum(v or 0 for _, v in known)
-        hit = {1: " (compile cache hit)", 0: " (cold compile)"}.get(ld["CompileCacheHit"], "")
+        hit = {1: " (cache hit)", 0: " (cold compile)"}.get(ld["CompileCacheHit"], "")
         label = f"{time.strftime('%m-%d %H:%M', time.localtime(ld['Timestamp']))} {ld['Model']}{hit}"
-        load_rows.append((label, known + ([("other", other)] if other > 0.01 else [])))
-    figures = [
-        _figure("TTFT distribution", svg.histogram("ttft-hist", (r["TTFT"] for r in reqs), "time to first token (s)"),
-                "Time to first token per request; dashed lines at p50 and p95."),
-        _figure("TPOT distribution", svg.histogram("tpot-hist", (r["TPOT"] for r in reqs), "time per output token (s)"),
+        load_rows.append((label, f"trace {ld['TraceId']}, load {ld['LoadSeconds']:.1f} s", charts.load_phases(ld)))
+    pairs = cold_warm_pairs(d.loads)
+    heat = [("ttft-heatmap", "TTFT", "TTFT (s)"), ("tpot-heatmap", "TPOT", "TPOT (s)"),
+            ("e2e-heatmap", "E2E", "e2e latency (s)")]
+    return [
+        _figure("ttft-hist", "TTFT distribution", charts.histogram((r["TTFT"] for r in reqs),
+                                                                   "time to first token (s)", "TTFT"),
+                "Time to first token per request; dashed line p50, dotted p95."),
+        _figure("tpot-hist", "TPOT distribution", charts.histogram((r["TPOT"] for r in reqs),
+                                                                   "time per output token (s)", "TPOT"),
                 "Time per output token after the first."),
-        _figure("Latency over time", svg.scatter_levels(
-            "latency-time", [(r["Timestamp"], r["E2E"], r["E2ELevel"]) for r in reqs], "e2e latency (s)"),
-                "End-to-end latency per request, coloured by its performance level."),
-        _figure("Tokens per second", svg.line("tokens-time", throughput, "output tokens/s"), throughput_caption),
-        _figure(f"Slowest {len(phase_rows)} requests: where time went",
-                svg.waterfall("phase-waterfall", phase_rows, "seconds"),
-                "Queue → prefill → decode of the slowest requests (trace id prefix, e2e)."),
-        _figure("Model loads", svg.waterfall("load-waterfall", load_rows, "seconds"),
+        *[_figure(cid, f"{col} distribution over time", charts.heatmap([(r["Timestamp"], r[col]) for r in reqs], yt),
+                  f"Requests per time column and {col} bucket (log scale, {charts.BUCKETS_PER_DECADE} buckets per "
+                  "decade), from the request rows.") for cid, col, yt in heat],
+        _figure("latency-time", "Latency over time", charts.latency_levels(reqs),
+                "End-to-end latency per request, coloured by its performance level (click a legend entry to hide "
+                "it; hover for the trace id)."),
+        _figure("tokens-time", "Tokens per second", charts.line(throughput, "output tokens/s", "tokens/s"),
+                throughput_caption),
+        _figure("phase-waterfall", f"Slowest {len(phase_rows)} requests: where time went",
+                charts.phase_bars(phase_rows, "seconds"),
+                "Queue → prefill → decode of the slowest requests (trace id prefix and e2e; hover for the full id)."),
+        _figure("load-waterfall", "Model loads", charts.phase_bars(load_rows, "seconds"),
                 "Engine start phases per model load (weights, compile, KV cache, warm-up)."),
-        _figure("Alerts", svg.timeline("alerts-timeline", alert_intervals(d.alerts, d.since, d.until),
-                                       _first_seen(d), d.until),
+        _figure("load-cold-warm", "Cold vs warm start", charts.cold_vs_warm(pairs),
+                "Per model: its newest start with a compile cache miss next to its newest with a hit."),
+        _figure("alerts-timeline", "Alerts", charts.timeline(alert_intervals(d.alerts, d.since, d.until),
+                                                             _first_seen(d), d.until),
                 "Firing intervals per rule (red critical, orange warning)."),
     ]
+
+
+def render_html(d: ReportData) -> str:
+    """The page for ``d`` as one string (UTF-8; plotly.js inlined, no external references)."""
+    from plotly.offline import get_plotlyjs
+
     window = (f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(d.since))} – "
               f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(d.until))}")
-    note = f" (newest {len(reqs)} requests shown)" if d.truncated else ""
+    note = f" (newest {len(d.requests)} requests shown)" if d.truncated else ""
     return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-            f"<title>vllm-otel report</title><style>{_CSS}</style></head><body>"
+            f"<title>vllm-otel report</title><style>{_CSS}</style><script>{get_plotlyjs()}</script></head><body>"
             f"<h1>vLLM serving report</h1><div class=\"sub\">{html.escape(window)}{note}</div>"
-            f"{_kpis(d)}<div class=\"grid\">{''.join(figures)}</div><script>{_JS}</script></body></html>")
+            f"{_kpis(d)}<div class=\"grid\">{''.join(_figures(d))}</div><script>{_JS}</script></body></html>")
 
 
 def write_report(store, out: str | Path, since: float | None = None, until: float | None = None) -> Path:
