@@ -2,18 +2,20 @@
 
 Bucket boundaries are the GenAI semantic conventions' advisories
 (https://opentelemetry.io/docs/specs/semconv/gen-ai/gen-ai-metrics/): seconds for latencies, tokens for usage.
-Engine gauges read the latest snapshot written by :mod:`.stat_logger`; process/GPU gauges are observed on collection.
+vLLM's engine metric set lives in :mod:`.engine_metrics`; process/GPU instruments are observed on collection
+(semconv types: ``process.cpu.utilization`` / ``hw.gpu.utilization`` gauges, ``process.memory.usage`` /
+``hw.gpu.memory.usage`` up-down counters).
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
+from opentelemetry.instrumentation.vllm import engine_metrics
 from opentelemetry.instrumentation.vllm import semconv as sc
 
 TTFT_BUCKETS = [0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0]
@@ -22,21 +24,11 @@ DURATION_BUCKETS = [0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 
 TOKEN_BUCKETS = [1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864]
 
 
-@dataclass
-class EngineSnapshot:
-    """Latest scheduler numbers per engine index, written by the stat logger, read by the observable gauges."""
-
-    kv_cache_usage: dict[int, float] = field(default_factory=dict)  # ratio 0..1
-    running: dict[int, int] = field(default_factory=dict)
-    waiting: dict[int, int] = field(default_factory=dict)
-    model: str = ""
-
-
 class Instruments:
-    """All instruments; ``snapshot`` feeds the engine gauges. Construction registers the observable callbacks."""
+    """The request-path instruments (recorded by :mod:`.record`), the process/GPU observers, and the engine metric
+    set (:mod:`.engine_metrics`, bound to the same meter). Construction registers the observable callbacks."""
 
     def __init__(self, meter: Meter) -> None:
-        self.snapshot = EngineSnapshot()
         self.ttft = meter.create_histogram(sc.METRIC_TTFT, unit="s", description="Time to first token",
                                            explicit_bucket_boundaries_advisory=TTFT_BUCKETS)
         self.tpot = meter.create_histogram(sc.METRIC_TPOT, unit="s", description="Time per output token after the first",
@@ -45,7 +37,7 @@ class Instruments:
                                                description="Request duration, arrival to last token",
                                                explicit_bucket_boundaries_advisory=DURATION_BUCKETS)
         self.token_usage = meter.create_histogram(sc.METRIC_TOKEN_USAGE, unit="{token}",
-                                                  description="Tokens per request by gen_ai.token.type",
+                                                  description="Tokens per client request by gen_ai.token.type",
                                                   explicit_bucket_boundaries_advisory=TOKEN_BUCKETS)
         self.requests = meter.create_counter(sc.METRIC_REQUESTS, unit="{request}",
                                              description="Finished requests by vllm.finish_reason")
@@ -53,46 +45,24 @@ class Instruments:
                                             description="Requests ended by the instrumentation after the timeout")
         self.hook_errors = meter.create_counter(sc.METRIC_HOOK_ERRORS, unit="{error}",
                                                 description="Exceptions caught in vllm-otel hooks")
-        self.preemptions = meter.create_counter(sc.METRIC_PREEMPTIONS, unit="{preemption}",
-                                                description="Requests preempted by the scheduler")
-        self.prefix_queries = meter.create_counter(sc.METRIC_PREFIX_CACHE_QUERIES, unit="{token}",
-                                                   description="Prefix cache queried tokens")
-        self.prefix_hits = meter.create_counter(sc.METRIC_PREFIX_CACHE_HITS, unit="{token}",
-                                                description="Prefix cache hit tokens")
-        meter.create_observable_gauge(sc.METRIC_KV_CACHE_USAGE, [self._kv_usage], unit="1",
-                                      description="KV cache usage ratio (0..1)")
-        meter.create_observable_gauge(sc.METRIC_RUNNING, [self._running], unit="{request}",
-                                      description="Requests running in the engine")
-        meter.create_observable_gauge(sc.METRIC_WAITING, [self._waiting], unit="{request}",
-                                      description="Requests waiting in the scheduler queue")
+        engine_metrics.AGGREGATOR.bind(meter)
         self._process = _ProcessObserver()
         meter.create_observable_gauge(sc.METRIC_PROCESS_CPU, [self._process.cpu], unit="1",
-                                      description="Process CPU utilization since the last collection (1 = one core)")
-        meter.create_observable_gauge(sc.METRIC_PROCESS_RSS, [self._process.rss], unit="By",
-                                      description="Process resident set size")
+                                      description="Process CPU utilization since the last collection, as a fraction "
+                                                  "of the CPUs available to the process (semconv)")
+        meter.create_observable_up_down_counter(sc.METRIC_PROCESS_RSS, [self._process.rss], unit="By",
+                                                description="Process resident set size")
         self._gpu = _NvmlObserver.create()
         if self._gpu is not None:
             meter.create_observable_gauge(sc.METRIC_GPU_UTILIZATION, [self._gpu.utilization], unit="1",
                                           description="GPU utilization (NVML)")
-            meter.create_observable_gauge(sc.METRIC_GPU_MEMORY_USED, [self._gpu.memory_used], unit="By",
-                                          description="GPU memory used (NVML)")
-
-    def _engine_obs(self, values: dict[int, Any]) -> Iterable[Observation]:
-        model = self.snapshot.model
-        return [Observation(v, {"vllm.engine.index": i, sc.REQUEST_MODEL: model}) for i, v in list(values.items())]
-
-    def _kv_usage(self, _: CallbackOptions) -> Iterable[Observation]:
-        return self._engine_obs(self.snapshot.kv_cache_usage)
-
-    def _running(self, _: CallbackOptions) -> Iterable[Observation]:
-        return self._engine_obs(self.snapshot.running)
-
-    def _waiting(self, _: CallbackOptions) -> Iterable[Observation]:
-        return self._engine_obs(self.snapshot.waiting)
+            meter.create_observable_up_down_counter(sc.METRIC_GPU_MEMORY_USED, [self._gpu.memory_used], unit="By",
+                                                    description="GPU memory used (NVML)")
 
 
 class _ProcessObserver:
-    """psutil-based CPU utilization (delta since last collection, in cores) and RSS of this process."""
+    """psutil-based CPU utilization (delta since the last collection divided by elapsed time and by the CPUs available
+    to the process, 0..1, as ``process.cpu.utilization`` is defined) and RSS (bytes) of this process."""
 
     def __init__(self) -> None:
         import psutil
@@ -100,13 +70,17 @@ class _ProcessObserver:
         self._proc = psutil.Process(os.getpid())
         self._lock = threading.Lock()
         self._proc.cpu_percent(None)  # prime the delta
+        try:
+            self._cpus = max(len(os.sched_getaffinity(0)), 1)
+        except (AttributeError, OSError):  # not Linux
+            self._cpus = max(os.cpu_count() or 1, 1)
 
     def cpu(self, _: CallbackOptions) -> Iterable[Observation]:
         with self._lock:
-            return [Observation(self._proc.cpu_percent(None) / 100.0, {"process.pid": os.getpid()})]
+            return [Observation(self._proc.cpu_percent(None) / 100.0 / self._cpus, {sc.PROCESS_PID: os.getpid()})]
 
     def rss(self, _: CallbackOptions) -> Iterable[Observation]:
-        return [Observation(self._proc.memory_info().rss, {"process.pid": os.getpid()})]
+        return [Observation(self._proc.memory_info().rss, {sc.PROCESS_PID: os.getpid()})]
 
 
 class _NvmlObserver:
@@ -128,9 +102,9 @@ class _NvmlObserver:
             return None
 
     def utilization(self, _: CallbackOptions) -> Iterable[Observation]:
-        return [Observation(self._nvml.nvmlDeviceGetUtilizationRates(h).gpu / 100.0, {"hw.id": str(i)})
+        return [Observation(self._nvml.nvmlDeviceGetUtilizationRates(h).gpu / 100.0, {sc.HW_ID: str(i)})
                 for i, h in enumerate(self._handles)]
 
     def memory_used(self, _: CallbackOptions) -> Iterable[Observation]:
-        return [Observation(self._nvml.nvmlDeviceGetMemoryInfo(h).used, {"hw.id": str(i)})
+        return [Observation(self._nvml.nvmlDeviceGetMemoryInfo(h).used, {sc.HW_ID: str(i)})
                 for i, h in enumerate(self._handles)]

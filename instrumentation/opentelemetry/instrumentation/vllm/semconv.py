@@ -16,6 +16,8 @@ from typing import Final
 
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as _ga
 from opentelemetry.semconv._incubating.metrics import gen_ai_metrics as _gm
+from opentelemetry.semconv._incubating.metrics import hw_metrics as _hw
+from opentelemetry.semconv._incubating.metrics import process_metrics as _pm
 
 # ---- GenAI semconv attributes -------------------------------------------------------------------------------------
 OPERATION_NAME: Final = _ga.GEN_AI_OPERATION_NAME  # "chat" | "text_completion"
@@ -116,21 +118,94 @@ LOAD_WARMUP_SECONDS: Final = "vllm.warmup.seconds"
 LOAD_COLD_START_SECONDS: Final = "vllm.cold_start_seconds"  # process start -> ready to serve, on the root span
 LOAD_TOTAL_SECONDS: Final = "vllm.load.total_seconds"
 
-# ---- Metrics ------------------------------------------------------------------------------------------------------
+# ---- Metrics: request path (one point per client request, recorded by :mod:`.record`) -----------------------------
+#: GenAI semconv server metrics (semantic-conventions-genai ``model/gen-ai/metrics.yaml``), seconds, with the
+#: conventions' bucket advisories (see :mod:`.instruments`).
 METRIC_TTFT: Final = _gm.GEN_AI_SERVER_TIME_TO_FIRST_TOKEN
 METRIC_TPOT: Final = _gm.GEN_AI_SERVER_TIME_PER_OUTPUT_TOKEN
 METRIC_REQUEST_DURATION: Final = _gm.GEN_AI_SERVER_REQUEST_DURATION
-METRIC_TOKEN_USAGE: Final = _gm.GEN_AI_CLIENT_TOKEN_USAGE.replace("client", "server")  # gen_ai.server.token.usage
-METRIC_REQUESTS: Final = "vllm.requests"  # counter by vllm.finish_reason
-METRIC_KV_CACHE_USAGE: Final = "vllm.kv_cache.usage"  # ratio 0..1
-METRIC_RUNNING: Final = "vllm.requests.running"
-METRIC_WAITING: Final = "vllm.requests.waiting"
-METRIC_PREEMPTIONS: Final = "vllm.preemptions"
-METRIC_PREFIX_CACHE_QUERIES: Final = "vllm.prefix_cache.queries"
-METRIC_PREFIX_CACHE_HITS: Final = "vllm.prefix_cache.hits"
+#: Tokens per request by ``gen_ai.token.type``. The conventions define token usage for clients only
+#: (``gen_ai.client.token.usage``); the server-side histogram is ours, so it lives under ``vllm.*``.
+METRIC_TOKEN_USAGE: Final = "vllm.request.token.usage"
+METRIC_REQUESTS: Final = "vllm.requests"  # counter by vllm.finish_reason (client requests, incl. abort/timeout/error)
 METRIC_ZOMBIES: Final = "vllm.requests.timed_out"
 METRIC_HOOK_ERRORS: Final = "vllm_otel.instrumentation.errors"
-METRIC_GPU_UTILIZATION: Final = "hw.gpu.utilization"
-METRIC_GPU_MEMORY_USED: Final = "hw.gpu.memory.usage"
-METRIC_PROCESS_CPU: Final = "process.cpu.utilization"
-METRIC_PROCESS_RSS: Final = "process.memory.usage"
+
+# ---- Metrics: vLLM's engine metric set, mirrored from its stat-logger stats (:mod:`.engine_metrics`) ------------
+# One OTel instrument per Prometheus metric of ``vllm/v1/metrics/loggers.py`` (name in the trailing comment), same
+# meaning and unit; attributes VLLM_ENGINE_INDEX + REQUEST_MODEL (+ the label below). vLLM's TTFT, e2e latency and
+# per-request TPOT histograms map to the GenAI semconv metrics above (recorded per client request).
+VLLM_ENGINE_INDEX: Final = "vllm.engine.index"  # data-parallel engine rank (Prometheus label "engine")
+VLLM_WAITING_REASON: Final = "vllm.waiting.reason"  # "capacity" | "deferred"
+VLLM_KV_FETCH_STAGE: Final = "vllm.kv_fetch.stage"  # "waiting_to_start" | "in_progress" | "completed_waiting"
+VLLM_SLEEP_STATE: Final = "vllm.sleep_state"  # "awake" | "weights_offloaded" | "discard_all"
+VLLM_PROMPT_SOURCE: Final = "vllm.prompt_tokens.source"  # "local_compute" | "local_cache_hit" | "external_kv_transfer"
+VLLM_CACHE_SOURCE: Final = "vllm.cache.source"  # "device" | "host" | "p2p" | "disk" | "external_unspecified"
+VLLM_ADMISSION_REASON: Final = "vllm.admission.reason"  # "max_num_queued_reqs" | "max_num_queued_tokens"
+VLLM_WATERMARK_STATUS: Final = "vllm.watermark.status"  # "watermarked" | "skipped" | "not_watermarked"
+VLLM_SPEC_POSITION: Final = "vllm.spec_decode.position"  # draft position, int from 0
+VLLM_CACHE_CONFIG_PREFIX: Final = "vllm.cache_config."  # + CacheConfig field, on METRIC_CACHE_CONFIG_INFO
+
+# gauges (latest value per engine)
+METRIC_RUNNING: Final = "vllm.requests.running"  # vllm:num_requests_running
+METRIC_WAITING: Final = "vllm.requests.waiting"  # vllm:num_requests_waiting (capacity + deferred)
+METRIC_WAITING_BY_REASON: Final = "vllm.requests.waiting.by_reason"  # vllm:num_requests_waiting_by_reason
+METRIC_KV_FETCH_BY_STAGE: Final = "vllm.requests.kv_fetch.by_stage"  # vllm:num_requests_kv_fetch_by_stage
+METRIC_SLEEP_STATE: Final = "vllm.engine.sleep_state"  # vllm:engine_sleep_state
+METRIC_KV_CACHE_USAGE: Final = "vllm.kv_cache.usage"  # vllm:kv_cache_usage_perc (ratio 0..1)
+METRIC_LORA_RUNNING: Final = "vllm.lora.requests.running"  # vllm:lora_requests_info running_lora_adapters
+METRIC_LORA_WAITING: Final = "vllm.lora.requests.waiting"  # vllm:lora_requests_info waiting_lora_adapters
+METRIC_LORA_MAX: Final = "vllm.lora.max_adapters"  # vllm:lora_requests_info max_lora
+METRIC_CACHE_CONFIG_INFO: Final = "vllm.cache_config.info"  # vllm:cache_config_info (value 1)
+# counters (cumulative)
+METRIC_PREFIX_CACHE_QUERIES: Final = "vllm.prefix_cache.queries"  # vllm:prefix_cache_queries
+METRIC_PREFIX_CACHE_HITS: Final = "vllm.prefix_cache.hits"  # vllm:prefix_cache_hits
+METRIC_EXTERNAL_PREFIX_CACHE_QUERIES: Final = "vllm.prefix_cache.external.queries"  # vllm:external_prefix_cache_queries
+METRIC_EXTERNAL_PREFIX_CACHE_HITS: Final = "vllm.prefix_cache.external.hits"  # vllm:external_prefix_cache_hits
+METRIC_MM_CACHE_QUERIES: Final = "vllm.mm_cache.queries"  # vllm:mm_cache_queries
+METRIC_MM_CACHE_HITS: Final = "vllm.mm_cache.hits"  # vllm:mm_cache_hits
+METRIC_PREEMPTIONS: Final = "vllm.preemptions"  # vllm:num_preemptions
+METRIC_PROMPT_TOKENS: Final = "vllm.prompt_tokens"  # vllm:prompt_tokens
+METRIC_PROMPT_TOKENS_BY_SOURCE: Final = "vllm.prompt_tokens.by_source"  # vllm:prompt_tokens_by_source
+METRIC_PROMPT_TOKENS_CACHED: Final = "vllm.prompt_tokens.cached"  # vllm:prompt_tokens_cached
+METRIC_PROMPT_TOKENS_CACHED_BY_SOURCE: Final = "vllm.prompt_tokens.cached.by_source"  # ..._cached_by_source
+METRIC_GENERATION_TOKENS: Final = "vllm.generation_tokens"  # vllm:generation_tokens
+METRIC_REQUEST_SUCCESS: Final = "vllm.request.success"  # vllm:request_success (per sequence, by finish reason)
+METRIC_ADMISSION_REJECTIONS: Final = "vllm.admission.rejections"  # vllm:admission_rejections
+METRIC_CORRUPTED_REQUESTS: Final = "vllm.requests.corrupted"  # vllm:corrupted_requests
+METRIC_WATERMARK_REQUESTS: Final = "vllm.requests.watermark"  # vllm:watermark_requests
+METRIC_SPEC_DRAFTS: Final = "vllm.spec_decode.drafts"  # vllm:spec_decode_num_drafts
+METRIC_SPEC_DRAFT_TOKENS: Final = "vllm.spec_decode.draft_tokens"  # vllm:spec_decode_num_draft_tokens
+METRIC_SPEC_ACCEPTED_TOKENS: Final = "vllm.spec_decode.accepted_tokens"  # vllm:spec_decode_num_accepted_tokens
+METRIC_SPEC_ACCEPTED_PER_POS: Final = "vllm.spec_decode.accepted_tokens.by_position"  # ..._per_pos
+METRIC_PERF_FLOPS: Final = "vllm.perf.estimated_flops_per_gpu"  # vllm:estimated_flops_per_gpu_total
+METRIC_PERF_READ_BYTES: Final = "vllm.perf.estimated_read_bytes_per_gpu"  # vllm:estimated_read_bytes_per_gpu_total
+METRIC_PERF_WRITE_BYTES: Final = "vllm.perf.estimated_write_bytes_per_gpu"  # ..._write_bytes_per_gpu_total
+METRIC_ENGINE_STATS_DROPPED: Final = "vllm_otel.engine_stats.dropped"  # ours: engine steps dropped (queue full)
+METRIC_ENGINE_VALUES_REJECTED: Final = "vllm_otel.engine_stats.rejected_values"  # ours: NaN/±Inf/negative values
+VLLM_OTEL_METRIC: Final = "vllm_otel.metric"  # attribute of METRIC_ENGINE_VALUES_REJECTED: the metric it was for
+# histograms
+METRIC_REQ_PROMPT_TOKENS: Final = "vllm.request.prompt_tokens"  # vllm:request_prompt_tokens
+METRIC_REQ_GENERATION_TOKENS: Final = "vllm.request.generation_tokens"  # vllm:request_generation_tokens
+METRIC_ITERATION_TOKENS: Final = "vllm.iteration.tokens"  # vllm:iteration_tokens_total
+METRIC_REQ_MAX_GENERATION_TOKENS: Final = "vllm.request.max_num_generation_tokens"  # ..._max_num_generation_tokens
+METRIC_REQ_PARAMS_N: Final = "vllm.request.params.n"  # vllm:request_params_n
+METRIC_REQ_PARAMS_MAX_TOKENS: Final = "vllm.request.params.max_tokens"  # vllm:request_params_max_tokens
+METRIC_INTER_TOKEN_LATENCY: Final = "vllm.inter_token_latency"  # vllm:inter_token_latency_seconds
+METRIC_REQ_QUEUE_TIME: Final = "vllm.request.queue_time"  # vllm:request_queue_time_seconds
+METRIC_REQ_INFERENCE_TIME: Final = "vllm.request.inference_time"  # vllm:request_inference_time_seconds
+METRIC_REQ_PREFILL_TIME: Final = "vllm.request.prefill_time"  # vllm:request_prefill_time_seconds
+METRIC_REQ_DECODE_TIME: Final = "vllm.request.decode_time"  # vllm:request_decode_time_seconds
+METRIC_REQ_PREEMPTIONS: Final = "vllm.request.preemptions"  # vllm:request_num_preemptions
+METRIC_REQ_PREFILL_KV_COMPUTED: Final = "vllm.request.prefill_kv_computed_tokens"  # ..._prefill_kv_computed_tokens
+METRIC_KV_BLOCK_LIFETIME: Final = "vllm.kv_block.lifetime"  # vllm:kv_block_lifetime_seconds
+METRIC_KV_BLOCK_IDLE_BEFORE_EVICT: Final = "vllm.kv_block.idle_before_evict"  # ..._idle_before_evict_seconds
+METRIC_KV_BLOCK_REUSE_GAP: Final = "vllm.kv_block.reuse_gap"  # vllm:kv_block_reuse_gap_seconds
+
+# ---- Metrics: process and GPU (semconv system metrics) ------------------------------------------------------------
+METRIC_GPU_UTILIZATION: Final = _hw.HW_GPU_UTILIZATION  # gauge, 1
+METRIC_GPU_MEMORY_USED: Final = _hw.HW_GPU_MEMORY_USAGE  # updowncounter, By
+METRIC_PROCESS_CPU: Final = _pm.PROCESS_CPU_UTILIZATION  # gauge, 1
+METRIC_PROCESS_RSS: Final = _pm.PROCESS_MEMORY_USAGE  # updowncounter, By
+PROCESS_PID: Final = "process.pid"
+HW_ID: Final = "hw.id"
