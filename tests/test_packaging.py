@@ -6,6 +6,7 @@ Builds both wheels for real (pip, no network: build dependencies from the venv) 
 from __future__ import annotations
 
 import ast
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -43,11 +44,23 @@ def _metadata(wheel: Path) -> tuple[dict, list[str], str]:
     return meta, names, eps
 
 
+def _source_copy(dest: Path) -> Path:
+    """The checkout's sources copied to ``dest``: a build in place would leave ``*.egg-info`` in the repo root, whose
+    stale entry points ``importlib.metadata`` then finds on ``sys.path`` before the installed ones."""
+    ignore = shutil.ignore_patterns(".venv", ".git", "data", "build", "*.egg-info", "__pycache__", "*.so", ".hypothesis")
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, dest / name)
+    for name in ("instrumentation", "collector_processor", "inference"):
+        shutil.copytree(ROOT / name, dest / name, ignore=ignore)
+    return dest
+
+
 @pytest.fixture(scope="module")
 def wheels(tmp_path_factory):
+    src = _source_copy(tmp_path_factory.mktemp("src"))
     out = tmp_path_factory.mktemp("wheels")
-    instr = _build(ROOT / "instrumentation", out / "instr")
-    root = _build(ROOT, out / "root")
+    instr = _build(src / "instrumentation", out / "instr")
+    root = _build(src, out / "root")
     return instr, root
 
 
