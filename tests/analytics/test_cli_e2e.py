@@ -85,7 +85,7 @@ def test_spans_to_cli(collector, capsys, tmp_path):
 
 def test_cli_user_errors(capsys):
     assert main(["stats", "--api", "http://127.0.0.1:9"]) == 2
-    assert "cannot reach the collector API" in capsys.readouterr().err
+    assert "cannot reach the collector read API at http://127.0.0.1:9" in capsys.readouterr().err
     assert main(["export", "--format", "parquet", "--api", "http://127.0.0.1:9"]) == 2
     assert "give --output FILE" in capsys.readouterr().err
 

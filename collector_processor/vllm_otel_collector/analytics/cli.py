@@ -1,8 +1,9 @@
 """``vllm-otel stats``, ``vllm-otel alerts``, ``vllm-otel export``.
 
 Each reads either a running collector's read API (``--api URL``, default ``http://127.0.0.1:4319``, bearer token from
-``--token`` or ``VLLM_OTEL_API_TOKEN``) or ClickHouse directly (``--clickhouse DSN``), through the same route
-handlers (:mod:`.api`), so both give identical answers. Human tables (rich) by default, ``--json`` for machines.
+``--token`` or ``VLLM_OTEL_API_TOKEN``) or ClickHouse directly (``--clickhouse DSN`` or ``--data-dir DIR``), through
+the same route handlers (:mod:`.api`), so both give identical answers; flags, store opening and the HTTP client are
+:mod:`vllm_otel_collector.api.client`'s. Human tables (rich) by default, ``--json`` for machines.
 """
 
 from __future__ import annotations
@@ -11,22 +12,19 @@ import argparse
 import csv
 import io
 import json
-import os
 import sys
 import time
 from typing import Any
 
+from vllm_otel_collector.api.client import DEFAULT_API, add_source_args
+from vllm_otel_collector.api.client import fetch as fetch_source
 from vllm_otel_collector.errors import UserError
 
-DEFAULT_API = "http://127.0.0.1:4319"
+__all__ = ["DEFAULT_API", "export_bytes", "fetch", "register"]
 
 
 def _source_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("source (one of)")
-    g.add_argument("--api", metavar="URL", help=f"collector read API (default {DEFAULT_API})")
-    g.add_argument("--clickhouse", metavar="DSN", help="read ClickHouse directly: chdb:///abs/path or http(s)://...")
-    g.add_argument("--database", help="ClickHouse database with --clickhouse (default otel)")
-    g.add_argument("--token", help="bearer token for --api (default $VLLM_OTEL_API_TOKEN)")
+    add_source_args(p)
     p.add_argument("--service", default="", help="only this service.name")
     p.add_argument("--model", default="", help="only this model")
 
@@ -68,43 +66,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 # ---- data source -----------------------------------------------------------------------------------------------------
 def fetch(args: argparse.Namespace, route: str, query: dict[str, Any]) -> dict:
-    """GET ``route`` with ``query`` from the API, or run the same handler on a Store opened from ``--clickhouse``.
+    """GET ``route`` with ``query`` from the API, or run the analytics handler on the store ``args`` select.
 
     Raises ``UserError`` when the source is unreachable or answers an error.
     """
-    query = {k: str(v) for k, v in query.items() if v not in (None, "")}
-    if args.clickhouse:
-        if args.api:
-            raise UserError("give either --api or --clickhouse, not both")
-        from vllm_otel_collector.analytics.api import make_routes
-        from vllm_otel_collector.store import Store
+    from vllm_otel_collector.analytics.api import make_routes
 
-        store = Store(args.clickhouse, database=args.database)
-        try:
-            status, body = make_routes()[route](store, query)
-        except ValueError as exc:
-            raise UserError(str(exc)) from None
-        except Exception as exc:  # noqa: BLE001 - e.g. tables missing: the collector never ran on this database
-            raise UserError(f"query failed on {store!r}: {str(exc).splitlines()[0][:300]}") from None
-        finally:
-            store.close()
-        return body
-    import httpx
-
-    url = (args.api or DEFAULT_API).rstrip("/") + route
-    token = args.token or os.environ.get("VLLM_OTEL_API_TOKEN")
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    try:
-        resp = httpx.get(url, params=query, headers=headers, timeout=60)
-    except httpx.HTTPError as exc:
-        raise UserError(f"cannot reach the collector API at {url}: {exc}") from None
-    try:
-        body = resp.json()
-    except ValueError:
-        body = {"error": resp.text[:200]}
-    if resp.status_code != 200:
-        raise UserError(f"{url} answered HTTP {resp.status_code}: {body.get('error', body)}")
-    return body
+    return fetch_source(args, route, query, make_routes())
 
 
 def _print_json(body: Any) -> None:

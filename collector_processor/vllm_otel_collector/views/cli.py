@@ -6,6 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
+from vllm_otel_collector.api.client import DEFAULT_API, add_source_args, open_store
 from vllm_otel_collector.errors import UserError
 
 
@@ -18,38 +19,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--since", default="24h", help="start: duration back from now (30m, 6h, 2d), ISO time or unix s "
                                                   "(default 24h)")
     p.add_argument("--until", default=None, help="end: ISO time or unix seconds (default now)")
-    p.add_argument("--clickhouse", metavar="DSN",
-                   help="chdb:///abs/path or http(s)://user:pass@host:8123 (default the collector's embedded store)")
-    p.add_argument("--database", help="ClickHouse database (default otel)")
-    p.add_argument("--data-dir", metavar="DIR", help="the collector's data dir (for the default embedded store)")
+    add_source_args(p, api=False)
     p.set_defaults(func=run_report)
 
     p = sub.add_parser("top", help="live terminal view: request rate, p95 TTFT/TPOT, tokens/s, KV cache, alerts",
                        description="Refresh from the collector's read API (/api/v1/stats, /api/v1/alerts, "
                                    "/api/v1/engine) every --interval seconds; Ctrl-C quits.")
-    p.add_argument("--api", default="http://127.0.0.1:4319", metavar="URL", help="read API (default %(default)s)")
+    add_source_args(p, store=False)
     p.add_argument("--window", type=float, default=60.0, help="statistics window in seconds (default 60)")
     p.add_argument("--interval", type=float, default=2.0, help="refresh period in seconds (default 2)")
-    p.add_argument("--token", help="bearer token (default $VLLM_OTEL_API_TOKEN)")
     p.add_argument("--once", action="store_true", help="print one frame and exit")
     p.set_defaults(func=run_top_cmd)
-
-
-def _open_store(args: argparse.Namespace):
-    from vllm_otel_collector.config import load_config
-    from vllm_otel_collector.store import Store
-
-    cfg = load_config(None, clickhouse=args.clickhouse, database=args.database, data_dir=args.data_dir)
-    dsn = cfg.dsn
-    if dsn.startswith("chdb://") and not Path(dsn[len("chdb://"):]).exists():
-        raise UserError(f"no embedded store at {dsn[len('chdb://'):]} (run the collector or the demo first, "
-                        "or pass --clickhouse)")
-    try:
-        return Store(dsn, database=cfg.database)
-    except UserError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - connection errors of many kinds: one line for the user
-        raise UserError(f"cannot open ClickHouse: {(str(exc).splitlines() or [type(exc).__name__])[0][:300]}") from None
 
 
 def run_report(args: argparse.Namespace) -> int:
@@ -61,7 +41,7 @@ def run_report(args: argparse.Namespace) -> int:
     until = now if args.until is None else parse_since(args.until, now)
     if since >= until:
         raise UserError("--since must be before --until")
-    store = _open_store(args)
+    store = open_store(args)
     try:
         path = write_report(store, args.out, since=since, until=until)
     finally:
@@ -75,4 +55,5 @@ def run_top_cmd(args: argparse.Namespace) -> int:
 
     if args.window <= 0 or args.interval <= 0:
         raise UserError("--window and --interval must be positive")
-    return run_top(args.api, window=args.window, interval=args.interval, once=args.once, token=args.token)
+    return run_top(args.api or DEFAULT_API, window=args.window, interval=args.interval, once=args.once,
+                   token=args.token)

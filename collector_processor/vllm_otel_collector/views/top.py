@@ -10,7 +10,6 @@ Sources (all on the read API, default ``http://127.0.0.1:4319``):
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,9 +18,9 @@ from rich.console import Console, Group
 from rich.panel import Panel
 from rich.table import Table
 
-from vllm_otel_collector.errors import UserError
+from vllm_otel_collector.api.client import DEFAULT_API, ApiClient
 
-DEFAULT_API = "http://127.0.0.1:4319"
+__all__ = ["DEFAULT_API", "Snapshot", "fetch_snapshot", "render", "run_top"]
 @dataclass
 class Snapshot:
     """One refresh: ``groups`` from /stats, ``alerts`` firing, ``engine`` per service (None when unavailable)."""
@@ -35,29 +34,10 @@ class Snapshot:
 
 def fetch_snapshot(api: str, window: float = 60.0, token: str | None = None, timeout: float = 10.0) -> Snapshot:
     """GET the three routes. Raises :class:`UserError` when the API is unreachable or answers an error."""
-    import httpx
-
-    token = token or os.environ.get("VLLM_OTEL_API_TOKEN")
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    base = api.rstrip("/")
-
-    def get(route: str, params: dict[str, Any]) -> tuple[int, dict]:
-        try:
-            resp = httpx.get(base + route, params=params, headers=headers, timeout=timeout)
-        except httpx.HTTPError as exc:
-            raise UserError(f"cannot reach the collector read API at {base}: {exc}") from None
-        try:
-            return resp.status_code, resp.json()
-        except ValueError:
-            return resp.status_code, {"error": resp.text[:200]}
-
-    status, stats = get("/api/v1/stats", {"mode": "current", "window": window})
-    if status != 200:
-        raise UserError(f"{base}/api/v1/stats answered HTTP {status}: {stats.get('error', stats)}")
-    status, alerts = get("/api/v1/alerts", {"state": "firing"})
-    if status != 200:
-        raise UserError(f"{base}/api/v1/alerts answered HTTP {status}: {alerts.get('error', alerts)}")
-    status, engine = get("/api/v1/engine", {"window": max(window, 120)})
+    client = ApiClient(api, token, timeout)
+    stats = client.get_ok("/api/v1/stats", {"mode": "current", "window": window})
+    alerts = client.get_ok("/api/v1/alerts", {"state": "firing"})
+    status, engine = client.get("/api/v1/engine", {"window": max(window, 120)})
     return Snapshot(window=window, groups=stats.get("groups", []), alerts=alerts.get("alerts", []),
                     engine=engine.get("services") if status == 200 else None)
 
