@@ -13,8 +13,8 @@ another one. On top of that this module adds what an exposed collector needs:
 * :meth:`Endpoint.preflight` runs on the headers alone, before any byte of the body is read (auth, path, method,
   content type), so an unauthenticated client cannot make the server buffer a body,
 * a body limit (413 for a declared Content-Length above it, or as soon as a chunked body grows past it), a body
-  deadline (``body_timeout_s``, 408), a cap on bodies buffered at once (``2 * workers``, memory bound; 503 +
-  ``Retry-After`` when one cannot start within ``body_timeout_s``),
+  deadline (``body_timeout_s``, 408), a cap on the bytes of all bodies buffered at once (``max_buffered_bytes``: a
+  request that would pass it gets 503 + ``Retry-After`` at once; nobody waits for a slow client's slot),
 * a client that half-closes before its body is complete gets 400 and nothing is handed on.
 
 Binding errors become a one-line :class:`UserError` naming the port.
@@ -106,11 +106,11 @@ class _Disconnected(Exception):
 class _App:
     """The ASGI application: headers → ``preflight`` → body (limits, deadline) → ``handle`` on the pool."""
 
-    def __init__(self, endpoint: Endpoint, workers: int, body_timeout_s: float, what: str):
+    def __init__(self, endpoint: Endpoint, workers: int, body_timeout_s: float, max_buffered_bytes: int, what: str):
         self.endpoint, self.body_timeout_s, self.what = endpoint, body_timeout_s, what
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"http-{what}")
-        self._bodies_at_once = 2 * workers
-        self._bodies: asyncio.Semaphore | None = None  # created on the loop
+        self.max_buffered_bytes = max(max_buffered_bytes, endpoint.max_body_bytes)
+        self.buffered = 0  # bytes of request bodies held right now (touched on the loop thread only)
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -132,26 +132,24 @@ class _App:
             return await _send(send, resp, close=not _drainable(headers, declared))
         if declared is not None and declared > ep.max_body_bytes:
             return await _send(send, ep.error(req, 413, f"body over {ep.max_body_bytes} bytes"), close=True)
-        if self._bodies is None:
-            self._bodies = asyncio.Semaphore(self._bodies_at_once)
-        deadline = time.monotonic() + self.body_timeout_s
-        try:
-            await asyncio.wait_for(self._bodies.acquire(), self.body_timeout_s)
-        except asyncio.TimeoutError:
-            return await _send(send, ep.error(req, 503, "server busy, retry later", {"Retry-After": "1"}), close=True)
+        held = [0]
         try:
             try:
-                req.body = await self._read_body(receive, ep.max_body_bytes, deadline)
+                req.body = await self._read_body(receive, ep.max_body_bytes, time.monotonic() + self.body_timeout_s,
+                                                 held)
             except _Disconnected:
                 return  # nothing is handed on; the client is gone
             except OverflowError:
                 return await _send(send, ep.error(req, 413, f"body over {ep.max_body_bytes} bytes"), close=True)
+            except MemoryError:
+                return await _send(send, ep.error(req, 503, "too many request bodies in flight, retry later",
+                                                  {"Retry-After": "1"}), close=True)
             except asyncio.TimeoutError:
                 return await _send(send, ep.error(req, 408, f"body not received within {self.body_timeout_s:g} s"),
                                    close=True)
             resp = await asyncio.get_running_loop().run_in_executor(self.pool, self._handle, req)
         finally:
-            self._bodies.release()
+            self.buffered -= held[0]
         await _send(send, resp)
 
     def _handle(self, req: Request) -> Response:
@@ -161,10 +159,10 @@ class _App:
             log.exception("%s: unexpected error handling %s %s", self.what, req.method, req.path[:100])
             return self.endpoint.error(req, 500, f"internal error: {type(exc).__name__}")
 
-    @staticmethod
-    async def _read_body(receive, limit: int, deadline: float) -> bytes:
-        """The whole body; raises ``_Disconnected`` (client gone or body incomplete), ``OverflowError`` (over
-        ``limit``), ``asyncio.TimeoutError`` (past ``deadline``)."""
+    async def _read_body(self, receive, limit: int, deadline: float, held: list[int]) -> bytes:
+        """The whole body, counted in ``held[0]`` and :attr:`buffered`; raises ``_Disconnected`` (client gone or
+        body incomplete), ``OverflowError`` (over ``limit``), ``MemoryError`` (over ``max_buffered_bytes`` of all
+        bodies together), ``asyncio.TimeoutError`` (past ``deadline``)."""
         parts, size = [], 0
         while True:
             msg = await asyncio.wait_for(receive(), max(deadline - time.monotonic(), 0.001))
@@ -174,6 +172,10 @@ class _App:
             size += len(chunk)
             if size > limit:
                 raise OverflowError
+            if self.buffered + len(chunk) > self.max_buffered_bytes:
+                raise MemoryError
+            self.buffered += len(chunk)
+            held[0] += len(chunk)
             parts.append(chunk)
             if not msg.get("more_body", False):
                 return b"".join(parts)
@@ -274,6 +276,8 @@ class HttpServer:
         header_timeout_s: a new connection must send a request's headers within this many seconds.
         keep_alive_s: an idle kept-alive connection must send its next request's headers within this many seconds.
         body_timeout_s: a request's body must arrive completely within this many seconds of its headers (408).
+        max_buffered_bytes: bytes of request bodies held at once, all connections together (at least one
+            ``endpoint.max_body_bytes``); beyond it a request gets 503 + ``Retry-After``.
 
     Raises:
         UserError: port in use / not permitted, or unreadable TLS files.
@@ -281,11 +285,11 @@ class HttpServer:
 
     def __init__(self, what: str, host: str, port: int, endpoint: Endpoint, tls: tuple[str, str] | None = None, *,
                  workers: int = 8, max_connections: int = 1024, header_timeout_s: float = 10.0,
-                 keep_alive_s: float = 60.0, body_timeout_s: float = 60.0):
+                 keep_alive_s: float = 60.0, body_timeout_s: float = 60.0, max_buffered_bytes: int = 256 << 20):
         self.what = what
         self._sock = _bind(what, host, port)
         self.port = self._sock.getsockname()[1]
-        self._app = _App(endpoint, workers, body_timeout_s, what)
+        self._app = _App(endpoint, workers, body_timeout_s, max_buffered_bytes, what)
         config = uvicorn.Config(
             self._app, http=_protocol_class(header_timeout_s, keep_alive_s), loop="asyncio", lifespan="off",
             ws="none", interface="asgi3", log_config=None, access_log=False, server_header=False,

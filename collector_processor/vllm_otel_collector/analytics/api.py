@@ -23,11 +23,17 @@ from vllm_otel_collector.analytics.alerts import firing_state
 from vllm_otel_collector.analytics.stats import current_stats, history, rollup_window, usage_query
 
 MAX_LIMIT = 100_000
+MAX_WINDOW_S = 400 * 86400  #: the longest window a route accepts (seconds)
 STATUSES = ("ok", "error", "abort", "timeout")
 
 
-def _num(query: dict[str, str], name: str, default: float | None, lo: float = 0.0,
-         hi: float = 1e12) -> float | None:
+def number_param(query: dict[str, str], name: str, default: float | None, lo: float = 0.0,
+                 hi: float = 1e12) -> float | None:
+    """Query parameter ``name`` as a finite float in ``[lo, hi]`` (``default`` when absent or blank).
+
+    Raises:
+        ValueError: not a number, NaN, ±Inf or out of range (→ HTTP 400 with this one-line message).
+    """
     raw = query.get(name, "")
     if raw == "":
         return default
@@ -35,19 +41,19 @@ def _num(query: dict[str, str], name: str, default: float | None, lo: float = 0.
         value = float(raw)
     except ValueError:
         raise ValueError(f"parameter {name} must be a number, got {raw[:40]!r}") from None
-    if not (lo <= value <= hi) or math.isnan(value):
+    if not (lo <= value <= hi):  # False for NaN
         raise ValueError(f"parameter {name} must be between {lo:g} and {hi:g}")
     return value
 
 
 def _limit(query: dict[str, str]) -> int:
-    return int(_num(query, "limit", 100, 1, MAX_LIMIT))
+    return int(number_param(query, "limit", 100, 1, MAX_LIMIT))
 
 
 def _range(query: dict[str, str], default_seconds: float, now: float) -> tuple[float, float]:
-    until = _num(query, "until", now)
-    window = _num(query, "window", default_seconds, 1, 400 * 86400)
-    since = _num(query, "since", until - window)
+    until = number_param(query, "until", now)
+    window = number_param(query, "window", default_seconds, 1, MAX_WINDOW_S)
+    since = number_param(query, "since", until - window)
     if since >= until:
         raise ValueError("since must be before until")
     return since, until
@@ -80,12 +86,12 @@ def make_routes(default_window: int = 300, sla_seconds: float = 2.0,
         now = clock()
         if mode == "current":
             since, until = _range(query, default_window, now)
-            sla = _num(query, "sla", sla_seconds, 1e-6, 1e6)
+            sla = number_param(query, "sla", sla_seconds, 1e-6, 1e6)
             groups = current_stats(store, since, until, sla_seconds=sla, service=service, model=model)
             return 200, _clean({"mode": mode, "since": since, "until": until, "groups": groups})
         if mode == "history":
             since, until = _range(query, 3600, now)
-            step = int(_num(query, "step", 60, 60, 3600))
+            step = int(number_param(query, "step", 60, 60, 3600))
             points = history(store, since, until, step_seconds=step, service=service, model=model)
             return 200, _clean({"mode": mode, "since": since, "until": until, "step": 3600 if step >= 3600 else 60,
                                 "points": points})
@@ -115,7 +121,7 @@ def make_routes(default_window: int = 300, sla_seconds: float = 2.0,
                 " ORDER BY StartsAt DESC, Fingerprint", parameters={"fps": sorted(firing)})
             return 200, {"state": state, "alerts": _rows(res)}
         if state == "all":
-            since = _num(query, "since", 0.0)
+            since = number_param(query, "since", 0.0)
             res = store.query(
                 "SELECT Timestamp, Fingerprint, RuleName, State, Severity, Labels, Value, Threshold, WindowSeconds,"
                 " Message, Suggestion, StartsAt FROM llm_alerts WHERE Timestamp >= toDateTime64({since:Float64}, 3)"
@@ -131,8 +137,8 @@ def make_routes(default_window: int = 300, sla_seconds: float = 2.0,
         trace_id = query.get("trace_id", "").lower()
         if trace_id and (len(trace_id) != 32 or any(c not in "0123456789abcdef" for c in trace_id)):
             raise ValueError("trace_id must be 32 hex characters")
-        since = _num(query, "since", 0.0)
-        until = _num(query, "until", 4102444800.0)  # 2100-01-01: no upper bound unless asked
+        since = number_param(query, "since", 0.0)
+        until = number_param(query, "until", 4102444800.0)  # 2100-01-01: no upper bound unless asked
         res = store.query(
             "SELECT * FROM llm_requests WHERE Timestamp >= toDateTime64({since:Float64}, 9)"
             " AND Timestamp < toDateTime64({until:Float64}, 9)"
@@ -150,7 +156,7 @@ def make_routes(default_window: int = 300, sla_seconds: float = 2.0,
         res = store.query(
             "SELECT * EXCEPT AssembledAt FROM llm_model_loads FINAL"
             " WHERE Timestamp >= toDateTime64({since:Float64}, 9) ORDER BY Timestamp DESC LIMIT {limit:UInt32}",
-            parameters={"since": _num(query, "since", 0.0), "limit": _limit(query)})
+            parameters={"since": number_param(query, "since", 0.0), "limit": _limit(query)})
         return 200, {"model_loads": _rows(res)}
 
     return {"/api/v1/stats": stats, "/api/v1/alerts": alerts, "/api/v1/requests": requests,

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from opentelemetry.instrumentation.vllm import semconv as sc
 
+from vllm_otel_collector.analytics.api import MAX_WINDOW_S, number_param
+
 KV_METRIC, RUNNING_METRIC, WAITING_METRIC = sc.METRIC_KV_CACHE_USAGE, sc.METRIC_RUNNING, sc.METRIC_WAITING
 
 
 def engine_route(store, query: dict[str, str]) -> tuple[int, dict]:
     """Read API handler for ``/api/v1/engine?window=120``: newest value of the KV-cache-usage, running and waiting
-    gauges per service within the last ``window`` seconds (``otel_metrics_gauge``). Body: ``{"services": [{"service",
+    gauges per service within the last ``window`` seconds (``otel_metrics_gauge``; 1 s to 400 days, else
+    ``ValueError`` → 400). Body: ``{"services": [{"service",
     "kv_cache_usage" (0..1), "running", "waiting", "time" (unix s)}]}``."""
-    try:
-        window = float(query.get("window", "120"))
-    except ValueError:
-        raise ValueError("parameter window must be a number") from None
+    window = number_param(query, "window", 120.0, 1.0, MAX_WINDOW_S)
     rows = store.query(
         "SELECT ServiceName, argMaxIf(Value, TimeUnix, MetricName = {kv:String}), "
         "argMaxIf(Value, TimeUnix, MetricName = {run:String}), argMaxIf(Value, TimeUnix, MetricName = {wait:String}), "
