@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 EXT_STAMP := $(VENV)/.ext-built
-EXT_SRC := collector_processor/vllm_otel_collector/_otlp_native.c
+EXT_SRC := collector_processor/vllm_otel_collector/otlp/_otlp_native.c
 PYTEST_ARGS ?=
 
 .PHONY: install demo test browser toolchain bench bench-smoke grafana clean
@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml instrumentation/pyproject.toml | toolchain
 # The collector's C hot path (built by the install above; rebuilt alone when its source changes).
 $(EXT_STAMP): $(STAMP) $(EXT_SRC)
 	$(PIP) install -q --no-deps --no-build-isolation -e .
-	@$(PY) -c "import vllm_otel_collector._otlp_native" || echo "!! C extension not built: the collector uses the Python converter"
+	@$(PY) -c "import vllm_otel_collector.otlp._otlp_native" || echo "!! C extension not built: the collector uses the Python converter"
 	@touch $@
 
 # A C compiler and Python headers for that extension (Debian packages); idempotent, skipped when present.

@@ -73,8 +73,8 @@ def run(smoke: bool = False, rounds: int | None = None) -> dict:
 
     from vllm_otel_collector.collector import Collector
     from vllm_otel_collector.config import load_config
-    from vllm_otel_collector.convert import traces_from_bytes
-    from vllm_otel_collector.native import AVAILABLE, convert_traces_fast
+    from vllm_otel_collector.otlp.traces import traces_from_bytes
+    from vllm_otel_collector.otlp.native import AVAILABLE, convert_traces_fast
     from vllm_otel_collector.store import Store, migrate
 
     if not AVAILABLE:

@@ -15,7 +15,6 @@ from pathlib import Path
 
 from vllm_otel_collector.api import RouteHandler, api_server
 from vllm_otel_collector.config import Config, parse_listen
-from vllm_otel_collector.convert import Limits
 from vllm_otel_collector.forwarder import Forwarder
 from vllm_otel_collector.pipeline import Pipeline
 from vllm_otel_collector.plugins import ENTRY_POINT_GROUP, CollectorPlugin, PeriodicJob, Processor, installed_plugins
@@ -86,7 +85,7 @@ class Collector:
             self.pipeline = Pipeline(
                 self.store, self._spool, self.metrics, batch_rows=cfg.batch_rows,
                 flush_interval_s=cfg.flush_interval_s, max_queue_rows=cfg.max_queue_rows,
-                limits=Limits(**cfg.limits.model_dump()), processors=processors, periodic=periodic,
+                limits=cfg.limits, processors=processors, periodic=periodic,
                 forward=self.forwarder.submit if self.forwarder else None, retry_max_wait_s=cfg.retry_max_wait_s,
                 native=cfg.native_converter)
             self.pipeline.replay()

@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validat
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from vllm_otel_collector.errors import UserError
+from vllm_otel_collector.otlp.base import Limits
 from vllm_otel_collector.yamlfile import read_yaml
 
 
@@ -40,14 +41,6 @@ class SpoolConfig(BaseModel):
     model_config = {"extra": "forbid"}
     max_bytes: int = Field(1 << 30, gt=0, description="spool size cap, bytes; beyond it receivers push back")
     fsync: bool = Field(True, description="fsync each spooled request before acknowledging")
-
-
-class LimitsConfig(BaseModel):
-    model_config = {"extra": "forbid"}
-    max_value_chars: int = Field(16384, gt=0)
-    max_attributes: int = Field(256, gt=0)
-    max_events: int = Field(1024, gt=0)
-    max_links: int = Field(256, gt=0)
 
 
 class ForwardConfig(BaseModel):
@@ -89,7 +82,7 @@ class Config(BaseSettings):
     native_converter: bool = Field(True, description="convert trace requests with the C hot path when it is built "
                                    "(false: always the Python reference converter)")
     spool: SpoolConfig = SpoolConfig()
-    limits: LimitsConfig = LimitsConfig()
+    limits: Limits = Limits()
     forward: ForwardConfig = ForwardConfig()
     analytics: dict[str, Any] = Field(default_factory=dict, description="passed to the analytics plug-in")
     load_analytics: bool = Field(True, description="load the analytics plug-in and apply its migrations (0100+)")

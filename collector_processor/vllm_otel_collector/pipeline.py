@@ -33,11 +33,14 @@ from typing import Any, Callable, Protocol
 
 from tenacity import Retrying, retry_if_not_exception_type, stop_after_attempt, wait_exponential_jitter
 
-from vllm_otel_collector.convert import Limits, MalformedRequest, TraceBatch, concat_columns, traces_from_bytes
-from vllm_otel_collector.convert_metrics import MetricBatch, metrics_from_bytes
-from vllm_otel_collector.native import NativeTraceBatch, SpanInterest, convert_traces_fast
+from vllm_otel_collector.otlp.base import Batch, Limits, MalformedRequest, NativeBlock, Payload, concat_payloads
+from vllm_otel_collector.otlp.metrics import MetricBatch, metrics_from_bytes
+from vllm_otel_collector.otlp.native import NativeTraceBatch, convert_traces_fast
+from vllm_otel_collector.otlp.traces import TraceBatch, concat_columns, traces_from_bytes
+from vllm_otel_collector.plugins import SpanInterest
 from vllm_otel_collector.otlp.jsonpb import json_to_protobuf
 from vllm_otel_collector.receivers.consumer import (
+    BY_NAME,
     METRICS,
     TRACES,
     CannotFitError,
@@ -118,6 +121,7 @@ class Pipeline:
         self._interests: list[SpanInterest] | None = None if None in interests else interests
         self._interest_keys = tuple(sorted({k.encode() for i in (self._interests or []) for k in i.attribute_keys}))
         self._accept = {TRACES: self.accept_traces, METRICS: self.accept_metrics}
+        self._convert = {TRACES: self.convert_traces, METRICS: lambda body: metrics_from_bytes(body, self.limits)}
 
     # -- receiving ---------------------------------------------------------------------------------------------------
     def consume(self, signal: Signal, body: bytes, encoding: Encoding = "protobuf") -> ConsumeResult:
@@ -261,10 +265,7 @@ class Pipeline:
                 for seq, kind in items:
                     try:
                         body = self.spool.read(seq, kind)
-                        if kind == "traces":
-                            batch = self.convert_traces(body)
-                        else:
-                            batch = metrics_from_bytes(body, self.limits)
+                        batch = self._convert[BY_NAME[kind]](body)
                     except Exception as exc:  # noqa: BLE001 - a corrupt spool file must not stop the collector
                         log.error("dropping unreadable spool entry %d (%s): %s", seq, kind, exc)
                         self.spool.delete([(seq, kind, 0)])
@@ -389,36 +390,32 @@ class Pipeline:
             for e in entries:
                 e.manifest = manifest
         token = entries[0].manifest.token
-        inserts: list[tuple[str, Columns | _Native, bool]] = []  # (table, rows, must_succeed)
-        native = [e.batch for e in entries if isinstance(e.batch, NativeTraceBatch)]
-        python = [e.batch.columns for e in entries if e.kind == "traces" and not isinstance(e.batch, NativeTraceBatch)]
-        if native:
-            inserts.append(("otel_traces", _Native(b"".join(b.block for b in native), sum(b.rows for b in native)),
-                            True))
-        if python:
-            inserts.append(("otel_traces", concat_columns(python), True))
-        if self.processors and (native or python):
-            cols = concat_columns(python + [b.columns_of(b.rows_for(self._interests)) for b in native])
+        # raw tables: spans first (Native blocks before columns), then the processors' tables, then metrics
+        groups: dict[tuple[str, bool], list[Payload]] = {}
+        spans: list[Columns] = []
+        for e in entries:
+            for table, payload in e.batch.inserts():
+                groups.setdefault((table, isinstance(payload, NativeBlock)), []).append(payload)
+        span_keys = sorted((k for k in groups if k[0] == "otel_traces"), key=lambda k: not k[1])
+        inserts: list[tuple[str, Payload, bool]] = [(k[0], concat_payloads(groups[k]), True) for k in span_keys]
+        if self.processors:
+            spans = [c for e in entries if (c := e.batch.span_columns(self._interests)) is not None]
+        if spans:
+            cols = concat_columns(spans)
             for proc in self.processors:
                 try:
                     inserts.extend((t, c, False) for t, c in proc.process(cols))
                 except Exception:  # noqa: BLE001 - a processor bug must not block raw span storage
                     self.metrics.processor_errors.inc()
                     log.exception("processor %r failed on a batch of %d spans", proc, len(cols["TraceId"]))
-        by_table: dict[str, list[Columns]] = {}
-        for e in entries:
-            if e.kind == "metrics":
-                for table, cols in e.batch.tables.items():
-                    if cols["TimeUnix"]:
-                        by_table.setdefault(table, []).append(cols)
-        inserts.extend((t, concat_columns(c), True) for t, c in by_table.items())
+        inserts.extend((k[0], concat_payloads(groups[k]), True) for k in groups if k[0] != "otel_traces")
         per_table: dict[str, int] = {}
         for table, cols, must in inserts:
             n = per_table[table] = per_table.get(table, -1) + 1
             self._insert_with_retry(table, cols, must, f"{token}:{table}:{n}")
         self.metrics.write_latency.observe(time.perf_counter() - started)
 
-    def _insert_with_retry(self, table: str, cols: Columns | _Native, must_succeed: bool, token: str) -> None:
+    def _insert_with_retry(self, table: str, cols: Payload, must_succeed: bool, token: str) -> None:
         def before_sleep(state) -> None:
             self._store_ok = False
             self.metrics.retried.inc()
@@ -435,7 +432,7 @@ class Pipeline:
             reraise=True,
         )
         try:
-            if isinstance(cols, _Native):
+            if isinstance(cols, NativeBlock):
                 rows = retrying(self.store.insert_native, table, cols.block, cols.rows, dedup_token=token)
             else:
                 rows = retrying(self.store.insert, table, cols, dedup_token=token)
@@ -444,7 +441,7 @@ class Pipeline:
         except Exception:  # noqa: BLE001 - only reachable for derived tables (bounded attempts)
             self.metrics.processor_errors.inc()
             log.exception("dropping %d derived row(s) for %s after repeated failures",
-                          cols.rows if isinstance(cols, _Native) else len(next(iter(cols.values()))), table)
+                          cols.rows if isinstance(cols, NativeBlock) else len(next(iter(cols.values()))), table)
             return
         self._store_ok = True
         self.metrics.written.labels(table).inc(rows)
@@ -463,14 +460,6 @@ class Pipeline:
                         self.metrics.processor_errors.inc()
                         log.exception("periodic job %r failed", job)
             self._stopping.wait(max(0.05, min(next_run) - time.monotonic()))
-
-
-@dataclass
-class _Native:
-    """Concatenated Native blocks of one flush and their row count."""
-
-    block: bytes
-    rows: int
 
 
 class _Abandoned(Exception):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from opentelemetry.proto.common.v1 import common_pb2
 
 from collector.helpers import make_request, make_span
-from vllm_otel_collector.convert import Limits, traces_from_bytes, value_str
+from vllm_otel_collector.otlp.traces import Limits, traces_from_bytes, value_str
 
 
 def av(**kw) -> common_pb2.AnyValue:

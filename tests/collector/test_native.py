@@ -16,16 +16,16 @@ from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
 from collector.helpers import TRACE_EXPORT, make_request, make_span
-from vllm_otel_collector import native
-from vllm_otel_collector.convert import Limits, traces_from_bytes
-from vllm_otel_collector.native import SpanInterest, convert_traces_fast
+from vllm_otel_collector.otlp import native
+from vllm_otel_collector.otlp.traces import Limits, traces_from_bytes
+from vllm_otel_collector.otlp.native import SpanInterest, convert_traces_fast
 from vllm_otel_collector.store.testing import fresh_store
 
 AV = common_pb2.AnyValue
 
 
 def test_extension_is_built():
-    assert native.AVAILABLE, ("vllm_otel_collector._otlp_native is not importable: install a C compiler and Python "
+    assert native.AVAILABLE, ("vllm_otel_collector.otlp._otlp_native is not importable: install a C compiler and Python "
                               "headers (make toolchain) and reinstall; the collector is on its slow Python path")
 
 
@@ -193,7 +193,7 @@ def test_declines_what_the_reference_must_handle(cmp_store, case):
 def test_merged_submessages_are_left_to_the_reference():
     """Protobuf merges a singular message field sent twice (two array_value fields → one array of both): the C parser
     declines instead of keeping only the last one, and the reference stores the merged value."""
-    from vllm_otel_collector.wire import encode_field as ld
+    from vllm_otel_collector.otlp.wire import encode_field as ld
 
     arrays = [common_pb2.ArrayValue(values=[AV(string_value=v)]).SerializeToString() for v in ("one", "two")]
     key_value = ld(1, b"a") + ld(2, ld(5, arrays[0]) + ld(5, arrays[1]))

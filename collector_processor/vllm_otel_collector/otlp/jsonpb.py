@@ -14,7 +14,7 @@ import json
 
 from google.protobuf import json_format
 
-from vllm_otel_collector.convert import MalformedRequest
+from vllm_otel_collector.otlp.base import MalformedRequest
 
 
 def _hex_to_b64(value) -> str:

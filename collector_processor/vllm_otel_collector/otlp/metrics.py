@@ -2,7 +2,7 @@
 
 Column names and meanings follow the collector-contrib clickhouseexporter: one row per data point; times are ints of
 nanoseconds since the epoch (DateTime64(9)); ``Value`` is the point's double or int as Float64; attribute values are
-stringified exactly as for spans (:func:`vllm_otel_collector.convert.value_str`). Exponential histograms and
+stringified exactly as for spans (:func:`vllm_otel_collector.otlp.values.value_str`). Exponential histograms and
 summaries are not stored: their points are counted as rejected with a message. A point with ``time_unix_nano == 0``
 is rejected (OTLP requires it).
 """
@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 
-from vllm_otel_collector.convert import Limits, MalformedRequest, attrs_map
+from vllm_otel_collector.otlp.base import Columns, Limits, MalformedRequest, Payload
+from vllm_otel_collector.otlp.values import attrs_map
 
 _COMMON = ("ResourceAttributes", "ResourceSchemaUrl", "ScopeName", "ScopeVersion", "ScopeAttributes",
            "ScopeDroppedAttrCount", "ScopeSchemaUrl", "ServiceName", "MetricName", "MetricDescription", "MetricUnit",
@@ -42,7 +43,16 @@ class MetricBatch:
         return sum(len(cols["TimeUnix"]) for cols in self.tables.values())
 
     def message(self) -> str:
+        """The ``partial_success.error_message`` text."""
         return "; ".join(self.errors[:5])
+
+    def inserts(self) -> list[tuple[str, Payload]]:
+        """One insert per metrics table that received points, in :data:`METRIC_TABLES` order."""
+        return [(table, cols) for table, cols in self.tables.items() if cols["TimeUnix"]]
+
+    def span_columns(self, interests=None) -> None:
+        """Metrics carry no spans."""
+        return None
 
 
 def _number(p) -> float:

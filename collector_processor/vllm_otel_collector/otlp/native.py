@@ -4,7 +4,7 @@
 ``otel_traces`` columns straight into a Native-format block (no Python object per span or attribute). It covers the
 common case — every span valid, nothing to truncate — and declines (``None``) everything else: rejections,
 truncation, duplicate attribute keys, kvlist or nested-array values, odd framing. Declined requests take the
-pure-Python converter (:mod:`vllm_otel_collector.convert`), which stays the one reference for every rule: both paths
+pure-Python converter (:mod:`vllm_otel_collector.otlp.traces`), which stays the one reference for every rule: both paths
 give identical rows (tests/collector/test_native.py checks that on generated requests).
 
 Processors (analytics) still work on Python columns, but only for the spans they ask for: a processor's
@@ -18,29 +18,22 @@ the Python path.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Iterable
 
 import numpy as np
 
-from vllm_otel_collector.convert import TRACE_COLUMNS, Limits, convert_traces, parse_traces
+from vllm_otel_collector.otlp.base import Columns, Limits, NativeBlock, Payload
+from vllm_otel_collector.otlp.traces import TRACE_COLUMNS, convert_traces, parse_traces
+from vllm_otel_collector.plugins import SpanInterest
 
 try:
-    from vllm_otel_collector import _otlp_native
+    from vllm_otel_collector.otlp import _otlp_native
 except ImportError:  # built without a C compiler: the Python path serves every request
     _otlp_native = None
 
 AVAILABLE = _otlp_native is not None
 
-Columns = dict[str, list]
-
-
-@dataclass(frozen=True)
-class SpanInterest:
-    """Which spans a processor needs: any span carrying one of ``attribute_keys``, or whose name makes
-    ``span_name(name)`` true. Declared as ``processor.interest``; a processor without it gets every span."""
-
-    attribute_keys: frozenset[str] = frozenset()
-    span_name: Callable[[str], bool] = lambda name: False
+__all__ = ["AVAILABLE", "NativeTraceBatch", "SpanInterest", "convert_traces_fast"]
 
 
 @dataclass
@@ -64,7 +57,16 @@ class NativeTraceBatch:
         return self.n_rows
 
     def message(self) -> str:
+        """Always "" (a request with anything to report takes the Python path)."""
         return ""
+
+    def inserts(self) -> list[tuple[str, Payload]]:
+        """``[("otel_traces", NativeBlock)]``: the block is inserted as is."""
+        return [("otel_traces", NativeBlock(self.block, self.n_rows))] if self.n_rows else []
+
+    def span_columns(self, interests) -> Columns:
+        """Columns of the rows ``interests`` need (see :meth:`rows_for`), converted by the reference converter."""
+        return self.columns_of(self.rows_for(interests))
 
     @property
     def span_names(self) -> dict[str, list[int]]:

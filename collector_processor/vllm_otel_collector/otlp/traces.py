@@ -7,31 +7,30 @@ insert. Row mapping (matches the collector-contrib clickhouseexporter):
 * ``Timestamp`` = ``start_time_unix_nano`` (int, nanoseconds → DateTime64(9)); ``Duration`` = end − start (ns).
 * ``TraceId``/``SpanId``/``ParentSpanId``/``Links.TraceId``/``Links.SpanId``: lowercase hex ("" when empty).
 * ``SpanKind``: Unspecified/Internal/Server/Client/Producer/Consumer; ``StatusCode``: Unset/Ok/Error.
-* ``ServiceName`` = resource attribute ``service.name``; attribute values stringified like pdata ``AsString``:
-  strings as is, bools ``true``/``false``, ints in decimal, doubles in shortest round-trip form with integral values
-  without ``.0`` (ES6 number-to-string), bytes base64, arrays and maps compact JSON.
+* ``ServiceName`` = resource attribute ``service.name``; attribute values stringified like pdata ``AsString``
+  (:mod:`vllm_otel_collector.otlp.values`).
 
 Validation (a bad span is rejected, the rest of the request is kept; counts go to OTLP ``partial_success``):
 trace id not 16 bytes or all zero, span id not 8 bytes or all zero, parent span id neither empty nor 8 bytes,
 end < start, kind or status code outside the OTLP enums, invalid UTF-8 in any string of the span.
-Limits (:class:`Limits`) truncate instead of rejecting: an attribute value longer than ``max_value_chars`` characters
-keeps its first ``max_value_chars`` characters; a map with more than ``max_attributes`` entries keeps the first
-``max_attributes`` in wire order; more than ``max_events``/``max_links`` keeps the first ones.
+Limits (:class:`~vllm_otel_collector.otlp.base.Limits`) truncate instead of rejecting.
 """
 
 from __future__ import annotations
 
-import base64
-import json
-import math
 from dataclasses import dataclass, field
 
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1 import trace_pb2
 
-from vllm_otel_collector import wire
-from vllm_otel_collector.lean_proto import LeanExportTraceServiceRequest, span_attributes
+from vllm_otel_collector.otlp import wire
+from vllm_otel_collector.otlp.base import Columns, Limits, MalformedRequest, Payload, concat_columns
+from vllm_otel_collector.otlp.lean_proto import LeanExportTraceServiceRequest, span_attributes
+from vllm_otel_collector.otlp.values import other_str, attrs_map, value_str
+
+__all__ = ["Limits", "MalformedRequest", "TRACE_COLUMNS", "TraceBatch", "concat_columns", "convert_traces",
+           "parse_traces", "traces_from_bytes", "value_str"]
 
 SPAN_KINDS = ("Unspecified", "Internal", "Server", "Client", "Producer", "Consumer")
 STATUS_CODES = ("Unset", "Ok", "Error")
@@ -44,20 +43,6 @@ TRACE_COLUMNS = (
 
 
 _ZERO16, _ZERO8 = b"\0" * 16, b"\0" * 8
-
-
-class MalformedRequest(ValueError):
-    """The body is not an OTLP export request at all (→ gRPC INVALID_ARGUMENT / HTTP 400)."""
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Per-span size limits; values beyond them are truncated as stated in the module docstring."""
-
-    max_value_chars: int = 16384
-    max_attributes: int = 256
-    max_events: int = 1024
-    max_links: int = 256
 
 
 @dataclass
@@ -81,74 +66,13 @@ class TraceBatch:
             parts.append(f"{self.truncated} span(s) had attributes/events/links truncated to the configured limits")
         return "; ".join(parts)
 
+    def inserts(self) -> list[tuple[str, Payload]]:
+        """``[("otel_traces", columns)]`` (empty when no span was accepted)."""
+        return [("otel_traces", self.columns)] if self.rows else []
 
-def _num(v: float) -> str:
-    if math.isnan(v) or math.isinf(v):
-        return "NaN" if math.isnan(v) else ("+Inf" if v > 0 else "-Inf")
-    if v.is_integer() and abs(v) < 1e21:
-        return str(int(v))
-    return repr(v)
-
-
-def _raw(av):
-    kind = av.WhichOneof("value")
-    if kind == "string_value":
-        return av.string_value
-    if kind == "int_value":
-        return av.int_value
-    if kind == "double_value":
-        v = av.double_value
-        return v if math.isfinite(v) else _num(v)
-    if kind == "bool_value":
-        return av.bool_value
-    if kind == "bytes_value":
-        return base64.b64encode(av.bytes_value).decode()
-    if kind == "array_value":
-        return [_raw(x) for x in av.array_value.values]
-    if kind == "kvlist_value":
-        return {kv.key: _raw(kv.value) for kv in av.kvlist_value.values}
-    return None
-
-
-def value_str(av) -> str:
-    """Stringify an OTLP ``AnyValue`` the way the clickhouseexporter stores it (see module docstring)."""
-    kind = av.WhichOneof("value")
-    if kind == "string_value":
-        return av.string_value
-    if kind == "int_value":
-        return str(av.int_value)
-    if kind == "bool_value":
-        return "true" if av.bool_value else "false"
-    if kind == "double_value":
-        return _num(av.double_value)
-    if kind is None:
-        return ""
-    raw = _raw(av)
-    return raw if isinstance(raw, str) else json.dumps(raw, separators=(",", ":"), ensure_ascii=False)
-
-
-def _other_str(av, kind: str | None) -> str:
-    if kind == "int_value":
-        return str(av.int_value)
-    if kind == "bool_value":
-        return "true" if av.bool_value else "false"
-    return value_str(av)
-
-
-def attrs_map(kvs, limits: Limits) -> tuple[dict[str, str], bool]:
-    """Repeated ``KeyValue`` → ``{key: string value}``; returns (map, truncated?). Hot path: one dict
-    comprehension, string values taken as is, truncation checked on the finished map."""
-    truncated = False
-    if len(kvs) > limits.max_attributes:
-        kvs = kvs[: limits.max_attributes]
-        truncated = True
-    out = {kv.key: (v.string_value if (k := (v := kv.value).WhichOneof("value")) == "string_value"
-                    else _other_str(v, k)) for kv in kvs}
-    cap = limits.max_value_chars
-    if out and max(map(len, out.values())) > cap:
-        out = {key: val[:cap] for key, val in out.items()}
-        truncated = True
-    return out, truncated
+    def span_columns(self, interests=None) -> Columns:
+        """Every accepted span's columns (already converted; ``interests`` need not narrow them)."""
+        return self.columns
 
 
 def _span_error(span) -> str | None:
@@ -280,7 +204,7 @@ def convert_traces(request, limits: Limits = Limits(),
                     raws = span.attributes
                     trunc = len(raws) > max_attrs
                     try:
-                        attrs = span_attributes(raws[:max_attrs] if trunc else raws, _other_str)
+                        attrs = span_attributes(raws[:max_attrs] if trunc else raws, other_str)
                     except DecodeError:
                         rejected += 1
                         errors.append(f"span {span.name!r}: undecodable attribute (invalid UTF-8?)")
@@ -302,7 +226,7 @@ def convert_traces(request, limits: Limits = Limits(),
                             enames.append(ev.name)
                             if lean:
                                 raws = ev.attributes
-                                m = span_attributes(raws[:max_attrs], _other_str)
+                                m = span_attributes(raws[:max_attrs], other_str)
                                 t = len(raws) > max_attrs
                                 if m and max(map(len, m.values())) > cap:
                                     m, t = {k: v[:cap] for k, v in m.items()}, True
@@ -351,14 +275,3 @@ def traces_from_bytes(body: bytes, limits: Limits = Limits()) -> TraceBatch:
     """Parse + validate + convert one protobuf ``ExportTraceServiceRequest``. Raises :class:`MalformedRequest`."""
     request, pre_rejected, pre_errors = parse_traces(body)
     return convert_traces(request, limits, body=body, pre_rejected=pre_rejected, pre_errors=pre_errors)
-
-
-def concat_columns(batches: list[dict[str, list]]) -> dict[str, list]:
-    """Concatenate several column dicts with the same keys (in order)."""
-    if len(batches) == 1:
-        return batches[0]
-    out = {k: [] for k in batches[0]}
-    for b in batches:
-        for k, v in b.items():
-            out[k].extend(v)
-    return out
