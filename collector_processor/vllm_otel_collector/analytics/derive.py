@@ -15,7 +15,7 @@ from typing import Any
 
 from opentelemetry.instrumentation.vllm import semconv as sc
 
-from vllm_otel_collector.analytics.levels import Thresholds, level
+from vllm_otel_collector.analytics.levels import INVALID, NONE, Thresholds, level
 from vllm_otel_collector.native import SpanInterest
 
 #: Column order of ``llm_requests`` (migration 0100).
@@ -31,7 +31,25 @@ _FAILED_FINISH = {sc.FINISH_ABORT: "abort", sc.FINISH_TIMEOUT: "timeout", sc.FIN
 _ERROR_CODES = {"Error", "ERROR", "STATUS_CODE_ERROR", "error", "2"}
 
 
+#: Largest finite Float32 (the latency and tokens/s columns): a value above it would be stored as +Inf.
+FLOAT32_MAX = 3.4028234663852886e38
+UINT32_MAX = 2**32 - 1  #: token count columns
+UINT16_MAX = 2**16 - 1  #: Preemptions
+#: tokens/s is derived (output_tokens / e2e) only for an e2e of at least this many seconds; a shorter e2e is a clock
+#: artefact and would give an unbounded rate.
+MIN_RATE_E2E_S = 1e-6
+
+
+def _seconds(value: float | None) -> float | None:
+    """A latency or rate the Float32 column can hold, else ``None`` (NULL): NaN, ±Inf, negative (clock skew) and
+    values above :data:`FLOAT32_MAX` are missing, so they never reach a rollup's sum, max or quantiles."""
+    if value is None or not (0.0 <= value <= FLOAT32_MAX):  # False for NaN too
+        return None
+    return value
+
+
 def _float(attrs: dict, key: str) -> float | None:
+    """Attribute ``key`` (a string, as stored) as seconds, or ``None`` when missing / not a number / out of range."""
     raw = attrs.get(key)
     if raw is None or raw == "":
         return None
@@ -39,19 +57,26 @@ def _float(attrs: dict, key: str) -> float | None:
         value = float(raw)
     except (TypeError, ValueError):
         return None
-    return value if value == value and value >= 0 else None  # NaN / negative clock skew → missing
+    return _seconds(value)
 
 
-def _int(attrs: dict, key: str, fallback: str | None = None) -> int | None:
+def _int(attrs: dict, key: str, fallback: str | None = None, cap: int = UINT32_MAX) -> int | None:
+    """Attribute ``key`` (else ``fallback``) as a count clamped to ``[0, cap]`` (the column's range): negative → 0,
+    above ``cap`` or +Inf → ``cap``; ``None`` when missing, NaN or not a number. Never raises."""
     raw = attrs.get(key)
     if (raw is None or raw == "") and fallback is not None:
         raw = attrs.get(fallback)
     if raw is None or raw == "":
         return None
     try:
-        return max(int(float(raw)), 0)
+        value = float(raw)
     except (TypeError, ValueError):
         return None
+    if value != value:
+        return None
+    if value >= cap:
+        return cap
+    return int(value) if value > 0 else 0
 
 
 def _first_finish_reason(raw: str) -> str:
@@ -81,6 +106,12 @@ def requests_from_spans(traces: dict[str, list], thresholds: Thresholds) -> dict
     ``completion_tokens``; Model = response model, else request model; Operation = ``gen_ai.operation.name``, else
     the span name. Levels come from ``thresholds`` for the span's name. Returns a dict of equal-length lists
     (possibly empty lists).
+
+    Every value fits its column, so no span can fail the batch's insert (issue 12): a latency or rate that is NaN,
+    ±Inf, negative or above :data:`FLOAT32_MAX` is NULL; token counts are clamped to ``[0, 2^32 − 1]`` and
+    preemptions to ``[0, 65535]`` (NaN or not a number → 0); tokens/s is derived only for e2e ≥
+    :data:`MIN_RATE_E2E_S`; a TTFT above the request's E2E is NULL with ``TTFTLevel = INVALID`` (flagged, not
+    averaged into any rollup).
     """
     out: dict[str, list[Any]] = {c: [] for c in REQUEST_COLUMNS}
     attrs_col = traces.get("SpanAttributes") or []
@@ -114,10 +145,13 @@ def requests_from_spans(traces: dict[str, list], thresholds: Thresholds) -> dict
         outp = _int(a, sc.USAGE_OUTPUT_TOKENS, sc.NATIVE_USAGE_COMPLETION_TOKENS)
         tpot = _float(a, sc.LATENCY_TPOT)
         if tpot is None and decode is not None and outp is not None and outp >= 2:
-            tpot = decode / (outp - 1)
+            tpot = _seconds(decode / (outp - 1))
         tps = _float(a, sc.VLLM_TOKENS_PER_SECOND)
-        if tps is None and outp is not None and e2e:
-            tps = outp / e2e
+        if tps is None and outp is not None and e2e is not None and e2e >= MIN_RATE_E2E_S:
+            tps = _seconds(outp / e2e)
+        ttft_level = level(ttft, thr[0]) or NONE
+        if ttft is not None and e2e is not None and ttft > e2e:
+            ttft, ttft_level = None, INVALID  # inconsistent timing: flagged, kept out of every mean and quantile
         out["Model"].append(a.get(sc.RESPONSE_MODEL) or a.get(sc.REQUEST_MODEL) or "")
         out["Operation"].append(a.get(sc.OPERATION_NAME) or name)
         out["Status"].append(status)
@@ -133,9 +167,9 @@ def requests_from_spans(traces: dict[str, list], thresholds: Thresholds) -> dict
         out["OutputTokens"].append(outp or 0)
         out["CachedTokens"].append(_int(a, sc.USAGE_CACHE_READ_INPUT_TOKENS) or 0)
         out["TokensPerSecond"].append(tps)
-        out["Preemptions"].append(min(_int(a, sc.VLLM_NUM_PREEMPTIONS) or 0, 65535))
+        out["Preemptions"].append(_int(a, sc.VLLM_NUM_PREEMPTIONS, cap=UINT16_MAX) or 0)
         out["LoraName"].append(a.get(sc.VLLM_LORA_NAME) or "")
-        out["TTFTLevel"].append(level(ttft, thr[0]) or "NONE")
+        out["TTFTLevel"].append(ttft_level)
         out["TPOTLevel"].append(level(tpot, thr[1]) or "NONE")
         out["E2ELevel"].append(level(e2e, thr[2]) or "NONE")
         out["QueueLevel"].append(level(queue, thr[3]) or "NONE")

@@ -18,8 +18,10 @@ GOOD = "GOOD"
 SLOW = "SLOW"
 BOTTLENECK = "BOTTLENECK"
 NONE = "NONE"
-#: Order used by the Enum8 columns (``NONE`` = 0).
-LEVELS = (NONE, EXCELLENT, GOOD, SLOW, BOTTLENECK)
+#: A value that contradicts another of the same request (TTFT > E2E): not a measurement, kept out of the rollups.
+INVALID = "INVALID"
+#: Order used by the Enum8 columns (``NONE`` = 0; ``INVALID`` = 5 only in ``llm_requests.TTFTLevel``).
+LEVELS = (NONE, EXCELLENT, GOOD, SLOW, BOTTLENECK, INVALID)
 
 
 def level(value: float | None, threshold: float | None) -> str | None:

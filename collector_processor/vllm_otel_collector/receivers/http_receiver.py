@@ -130,7 +130,8 @@ def gunzip(body: bytes, limit: int) -> bytes:
 
 
 def http_receiver(consumer: Consumer, host: str, port: int, token: str | None = None,
-                  tls: tuple[str, str] | None = None, max_message_bytes: int = 16 << 20, **server_options) -> HttpServer:
+                  tls: tuple[str, str] | None = None, max_message_bytes: int = 16 << 20,
+                  **server_options) -> HttpServer:
     """Build (not start) the OTLP/HTTP server. ``server_options`` go to :class:`HttpServer` (``workers``,
     ``max_connections``, ``header_timeout_s``, ``keep_alive_s``, ``body_timeout_s``).
 
