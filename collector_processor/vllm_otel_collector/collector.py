@@ -21,7 +21,7 @@ from vllm_otel_collector.plugins import ENTRY_POINT_GROUP, CollectorPlugin, Peri
 from vllm_otel_collector.receivers.grpc_receiver import GrpcReceiver
 from vllm_otel_collector.receivers.http_receiver import http_receiver
 from vllm_otel_collector.selfmetrics import SelfMetrics
-from vllm_otel_collector.spool import Spool
+from vllm_otel_collector.pipeline.spool import Spool
 from vllm_otel_collector.store import CORE, Store, migrate, redact_dsn, schema_is_current
 
 log = logging.getLogger(__name__)
@@ -67,10 +67,11 @@ class Collector:
         """
         cfg = self.config
         try:
-            self.store = Store(cfg.dsn, database=cfg.database)
+            st, pl, rc, api = cfg.store, cfg.pipeline, cfg.receivers, cfg.api
+            self.store = Store(st.dsn.get_secret_value(), database=st.database)
             plugins = enabled_plugins(cfg)
             self._sources = [CORE] + [p.migrations for p in plugins if p.migrations is not None]
-            migrate(self.store, cluster=cfg.cluster, ttl_days=cfg.ttl_days, sources=self._sources)
+            migrate(self.store, cluster=st.cluster, ttl_days=st.ttl_days, sources=self._sources)
             parts = [p.create(cfg) for p in plugins]
             processors = [x for part in parts for x in part.processors] + self._extra[0]
             periodic = [x for part in parts for x in part.periodic] + self._extra[1]
@@ -83,31 +84,31 @@ class Collector:
                                            insecure=f.insecure, ca_file=f.ca_file, headers=f.headers)
                 self.forwarder.start()
             self.pipeline = Pipeline(
-                self.store, self._spool, self.metrics, batch_rows=cfg.batch_rows,
-                flush_interval_s=cfg.flush_interval_s, max_queue_rows=cfg.max_queue_rows,
-                limits=cfg.limits, processors=processors, periodic=periodic,
-                forward=self.forwarder.submit if self.forwarder else None, retry_max_wait_s=cfg.retry_max_wait_s,
-                native=cfg.native_converter)
+                self.store, self._spool, self.metrics, batch_rows=pl.batch_rows,
+                flush_interval_s=pl.flush_interval_s, max_queue_rows=pl.max_queue_rows, limits=pl.limits,
+                processors=processors, periodic=periodic, forward=self.forwarder.submit if self.forwarder else None,
+                retry_max_wait_s=pl.retry_max_wait_s, native=pl.native_converter)
             self.pipeline.replay()
             self.metrics.spool_bytes.set(self._spool.bytes)
             self.pipeline.start()
-            token = cfg.token("receivers")
-            if cfg.grpc_listen:
-                host, port = parse_listen(cfg.grpc_listen)
-                self._grpc = GrpcReceiver(self.pipeline, host, port, token=token, tls=cfg.tls,
-                                          max_message_bytes=cfg.max_message_bytes, workers=cfg.grpc_workers)
+            token = rc.token.get_secret_value() if rc.token else None
+            if rc.grpc_listen:
+                host, port = parse_listen(rc.grpc_listen)
+                self._grpc = GrpcReceiver(self.pipeline, host, port, token=token, tls=rc.tls,
+                                          max_message_bytes=rc.max_message_bytes, workers=rc.grpc_workers)
                 self._grpc.start()
                 self.grpc_port = self._grpc.port
-            if cfg.http_listen:
-                host, port = parse_listen(cfg.http_listen)
-                srv = http_receiver(self.pipeline, host, port, token=token, tls=cfg.tls,
-                                    max_message_bytes=cfg.max_message_bytes)
+            if rc.http_listen:
+                host, port = parse_listen(rc.http_listen)
+                srv = http_receiver(self.pipeline, host, port, token=token, tls=rc.tls,
+                                    max_message_bytes=rc.max_message_bytes)
                 srv.start()
                 self._servers.append(srv)
                 self.http_port = srv.port
-            if cfg.api_listen:
-                host, port = parse_listen(cfg.api_listen)
-                srv = api_server(self, host, port, self.routes, token=cfg.token("api"), tls=cfg.tls)
+            if api.listen:
+                host, port = parse_listen(api.listen)
+                srv = api_server(self, host, port, self.routes, token=api.token.get_secret_value() if api.token
+                                 else None, tls=api.tls)
                 srv.start()
                 self._servers.append(srv)
                 self.api_port = srv.port

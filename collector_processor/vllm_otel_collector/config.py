@@ -1,6 +1,11 @@
 """Collector configuration: one YAML file + ``VLLM_OTEL_COLLECTOR_*`` environment overrides, validated by
 pydantic-settings. Precedence: command-line flags > environment > YAML file > defaults.
 
+The keys are flat (``grpc_listen``, ``batch_rows``, ...; unchanged for existing files and variables) plus the nested
+``spool``, ``limits``, ``forward`` and ``analytics`` mappings; each component reads its own typed section, built from
+those keys: :attr:`Config.receivers`, :attr:`Config.pipeline`, :attr:`Config.store`, :attr:`Config.api`,
+``Config.spool``, ``Config.forward``, and one :class:`~vllm_otel_collector.otlp.base.Limits`.
+
 Environment names are the field names upper-cased with the prefix, nested fields joined by ``__``
 (``VLLM_OTEL_COLLECTOR_SPOOL__MAX_BYTES=1000000``). Secrets (``auth_token``, ``api_token``, the DSN) are
 ``SecretStr``/redacted and never logged; a ClickHouse password can also come from ``CLICKHOUSE_PASSWORD`` or
@@ -41,6 +46,51 @@ class SpoolConfig(BaseModel):
     model_config = {"extra": "forbid"}
     max_bytes: int = Field(1 << 30, gt=0, description="spool size cap, bytes; beyond it receivers push back")
     fsync: bool = Field(True, description="fsync each spooled request before acknowledging")
+
+
+class _Section(BaseModel):
+    model_config = {"extra": "forbid", "frozen": True}
+
+
+class ReceiversSection(_Section):
+    """OTLP/gRPC and OTLP/HTTP receivers: listen addresses (None = off), gRPC handler threads, largest request
+    (bytes), TLS ``(cert, key)`` paths, bearer token (secret)."""
+
+    grpc_listen: str | None
+    http_listen: str | None
+    grpc_workers: int = Field(gt=0)
+    max_message_bytes: int = Field(gt=0)
+    tls: tuple[str, str] | None = None
+    token: SecretStr | None = None
+
+
+class PipelineSection(_Section):
+    """Queue, batching, writer retry and shutdown (seconds), converter choice, size limits."""
+
+    batch_rows: int = Field(gt=0)
+    flush_interval_s: float = Field(gt=0, le=60)
+    max_queue_rows: int = Field(gt=0)
+    retry_max_wait_s: float = Field(gt=0)
+    shutdown_timeout_s: float = Field(ge=0)
+    native_converter: bool = True
+    limits: Limits = Limits()
+
+
+class StoreSection(_Section):
+    """ClickHouse: DSN (secret), database, optional cluster, TTL in days (0 = none)."""
+
+    dsn: SecretStr
+    database: str
+    cluster: str | None = None
+    ttl_days: int = Field(0, ge=0)
+
+
+class ApiSection(_Section):
+    """Read API: listen address (None = off), TLS paths, bearer token (secret; falls back to the receivers')."""
+
+    listen: str | None
+    tls: tuple[str, str] | None = None
+    token: SecretStr | None = None
 
 
 class ForwardConfig(BaseModel):
@@ -120,6 +170,32 @@ class Config(BaseSettings):
         if self.tls_cert and self.tls_key:
             return str(self.tls_cert), str(self.tls_key)
         return None
+
+    @property
+    def receivers(self) -> ReceiversSection:
+        """The receivers' section."""
+        return ReceiversSection(grpc_listen=self.grpc_listen, http_listen=self.http_listen,
+                                grpc_workers=self.grpc_workers, max_message_bytes=self.max_message_bytes,
+                                tls=self.tls, token=self.auth_token)
+
+    @property
+    def pipeline(self) -> PipelineSection:
+        """The pipeline's section (queue, batching, retry, shutdown, converter, limits)."""
+        return PipelineSection(batch_rows=self.batch_rows, flush_interval_s=self.flush_interval_s,
+                               max_queue_rows=self.max_queue_rows, retry_max_wait_s=self.retry_max_wait_s,
+                               shutdown_timeout_s=self.shutdown_timeout_s, native_converter=self.native_converter,
+                               limits=self.limits)
+
+    @property
+    def store(self) -> StoreSection:
+        """The store's section."""
+        return StoreSection(dsn=SecretStr(self.dsn), database=self.database, cluster=self.cluster,
+                            ttl_days=self.ttl_days)
+
+    @property
+    def api(self) -> ApiSection:
+        """The read API's section."""
+        return ApiSection(listen=self.api_listen, tls=self.tls, token=self.api_token or self.auth_token)
 
     def token(self, which: str) -> str | None:
         """Bearer token for ``"receivers"`` or ``"api"`` (the API falls back to ``auth_token``)."""

@@ -1,19 +1,8 @@
-"""What both receivers share: the bearer-token check, OTLP/JSON responses.
-
-``response_for`` and ``json_to_protobuf`` taking a signal *name* remain only for the HTTP receiver until it moves to
-the :mod:`~vllm_otel_collector.receivers.consumer` interface (``Signal.response``, ``Consumer.consume(...,
-encoding="json")``).
-"""
+"""What both receivers (and the read API) share: the bearer-token check."""
 
 from __future__ import annotations
 
 import hmac
-
-from vllm_otel_collector.otlp import jsonpb
-from vllm_otel_collector.otlp.jsonpb import response_to_json
-from vllm_otel_collector.receivers.consumer import BY_NAME, ConsumeResult
-
-__all__ = ["json_to_protobuf", "response_for", "response_to_json", "token_ok"]
 
 
 def token_ok(expected: str | None, authorization: str | None) -> bool:
@@ -27,13 +16,3 @@ def token_ok(expected: str | None, authorization: str | None) -> bool:
     scheme, _, credentials = authorization.strip().partition(" ")
     return scheme.lower() == "bearer" and hmac.compare_digest(credentials.lstrip(" ").encode("utf-8", "replace"),
                                                               expected.encode())
-
-
-def response_for(kind: str, batch) -> object:
-    """``Export*ServiceResponse`` for a converted batch of signal ``kind`` (see :meth:`Signal.response`)."""
-    return BY_NAME[kind].response(ConsumeResult(batch.rejected, batch.message()))
-
-
-def json_to_protobuf(kind: str, body: bytes) -> bytes:
-    """OTLP/JSON request of signal ``kind`` → protobuf bytes. Raises ``MalformedRequest``."""
-    return jsonpb.json_to_protobuf(BY_NAME[kind], body)
