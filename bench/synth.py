@@ -1,8 +1,10 @@
 """Synthetic LLM request data generated inside ClickHouse (``INSERT … SELECT … FROM numbers()``).
 
 Shape (deterministic given the row count, except for ClickHouse's seeded random functions): ``n`` requests spread
-evenly over ``days`` days ending at ``end`` (unix seconds), 3 services × 4 models × 2 operations, TTFT log-normal
-around 0.15 s, TPOT around 25 ms, 1 % errors and 0.5 % aborts, input 20–2000 and output 1–512 tokens.
+evenly over ``days`` days ending at ``end`` (unix seconds), 3 services × 4 models × 2 operations, skewed latencies: TTFT
+bimodal with a long tail (85 % log-normal around 0.15 s — prefix-cache hits —, 14 % log-normal around 1 s, 1 % Pareto
+α = 1.1 from 0.5 s), queue Pareto (α = 1.2 from 2 ms, capped at half the TTFT), TPOT 15 ms + exponential (mean 10 ms),
+E2E = TTFT + TPOT · output tokens, 1 % errors and 0.5 % aborts, input 20–2000 and output 1–512 tokens.
 Rows go into ``llm_requests`` so that its materialized views fill ``llm_requests_1m`` / ``_1h`` exactly as the
 collector's inserts would.
 """
@@ -37,10 +39,12 @@ SELECT
     multiIf(Status = 'error', 'error', Status = 'abort', 'abort', cityHash64(number, 5) % 4 = 0, 'length', 'stop')
         AS FinishReason,
     if(Status = 'error', 'EngineDeadError', '') AS ErrorType,
-    toFloat32(randLogNormal(-1.9, 0.6)) AS TTFT,
+    toFloat32(multiIf(cityHash64(number, 10) % 100 < 85, randLogNormal(-1.9, 0.6),
+                      cityHash64(number, 10) % 100 < 99, randLogNormal(0.0, 0.5),
+                      0.5 / pow(greatest(randUniform(0, 1), 1e-6), 1 / 1.1))) AS TTFT,
     toFloat32(0.015 + randExponential(100)) AS TPOT,
     toFloat32(TTFT + TPOT * OutputTokens) AS E2E,
-    toFloat32(least(randExponential(50), TTFT * 0.5)) AS Queue,
+    toFloat32(least(0.002 / pow(greatest(randUniform(0, 1), 1e-9), 1 / 1.2), TTFT * 0.5)) AS Queue,
     toFloat32(greatest(TTFT - Queue, 0.001)) AS Prefill,
     toFloat32(E2E - TTFT) AS Decode,
     toUInt32(20 + cityHash64(number, 6) % 1980) AS InputTokens,

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import bisect
 import random
 
 import pytest
 
 from vllm_otel_collector.analytics.config import AnalyticsConfig
 from vllm_otel_collector.analytics.derive import requests_from_spans
+from vllm_otel_collector.analytics.histogram import RELATIVE_ERROR
 from vllm_otel_collector.analytics.levels import Thresholds
-from vllm_otel_collector.analytics.stats import (current_stats, history, rollup_window, summarize, usage,
+from vllm_otel_collector.analytics.stats import (_percentile, current_stats, history, rollup_window, summarize, usage,
                                                  usage_query, window_stats)
 
 from .synth import columns, request
@@ -86,14 +86,6 @@ def test_current_stats_in_clickhouse_equals_pure_definition(store):
         {"s": since, "u": until}))
 
 
-def _rank_error(sorted_values, estimate, q) -> float:
-    """|rank(estimate) / n - q| — how far a quantile estimate is from the true quantile, in rank terms."""
-    lo = bisect.bisect_left(sorted_values, estimate)
-    hi = bisect.bisect_right(sorted_values, estimate)
-    n = len(sorted_values)
-    return max(0.0, min(abs(lo / n - q), abs(hi / n - q)) if not lo <= q * n <= hi else 0.0)
-
-
 @pytest.mark.parametrize("table", ["llm_requests_1m", "llm_requests_1h"])
 def test_rollups_equal_raw(store, table):
     spans = synthetic_stream()
@@ -121,8 +113,8 @@ def test_rollups_equal_raw(store, table):
             assert m[f"{key}_max"] == pytest.approx(max(vals))
             for q in (0.5, 0.9, 0.95, 0.99):
                 est = m[f"{key}_p{int(q * 100)}"]
-                # t-digest: rank error well under 1% for these sizes; allow 2% after merging many states
-                assert _rank_error(vals, est, q) <= 0.02, (lat, q, est)
+                exact = _percentile(vals, q)  # the raw definition (quantileExactInclusive)
+                assert abs(est - exact) <= RELATIVE_ERROR * exact * (1 + 1e-9), (lat, q, est, exact)
     assert sum(m["requests"] for m in roll.values()) == 600
 
 

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
 import yaml
 
+from vllm_otel_collector.analytics import histogram as H
+from vllm_otel_collector.analytics import rules as R
+from vllm_otel_collector.analytics.evaluate import burn_rate
+from vllm_otel_collector.analytics.levels import Thresholds
+from vllm_otel_collector.analytics.stats import rollup_window
 from vllm_otel_collector.views import grafana
 
 from .data import MODEL
@@ -24,8 +30,9 @@ def test_committed_dashboard_matches_generator():
 
 def test_dashboard_covers_the_issue_and_links_traces():
     board = json.loads(DASHBOARD.read_text())
-    titles = [p["title"] for p in board["panels"]]
-    assert len(titles) == len(grafana.PANELS) == 16
+    titles = [p["title"] for p in board["panels"] if p["type"] != "row"]
+    assert len(titles) == len(grafana.PANELS) == 22
+    assert [p["title"] for p in board["panels"] if p["type"] == "row"] == ["Latency distributions", "SLOs"]
     for needed in ("Request rate", "TTFT p50 / p95 / p99", "TPOT p50 / p95 / p99", "E2E latency p50 / p95 / p99",
                    "Tokens per second", "Error / abort / timeout rate", "KV cache usage", "Running / waiting requests",
                    "Performance levels", "Active alerts", "Model loads", "Model load phases", "Cold vs warm start"):
@@ -40,8 +47,21 @@ def test_dashboard_covers_the_issue_and_links_traces():
     assert [v["name"] for v in board["templating"]["list"]] == ["model", "trace_id", "jaeger_url"]
     model_var = board["templating"]["list"][0]
     assert model_var["query"] == grafana.MODEL_VARIABLE_SQL and model_var["includeAll"] and model_var["multi"]
-    for panel in board["panels"]:
+    for panel in (p for p in board["panels"] if p["type"] != "row"):
         assert panel["datasource"]["uid"] == "clickhouse" and panel["targets"][0]["rawSql"]
+    heatmaps = [p for p in board["panels"] if p["type"] == "heatmap"]
+    assert [p["title"] for p in heatmaps] == [f"{m} distribution ($model)" for m in ("TTFT", "TPOT", "E2E")]
+    for p in heatmaps:  # pre-bucketed (no re-bucketing by Grafana), one per selected model, bound from the le label
+        assert p["options"]["calculate"] is False and p["options"]["rowsFrame"]["layout"] == "le"
+        assert p["repeat"] == "model" and p["fieldConfig"]["defaults"]["displayName"] == "${__field.labels.le}"
+        assert p["options"]["yAxis"]["unit"] == "s" and "Hist)" in p["targets"][0]["rawSql"]
+    for title in ("Slowest request per interval (click for its trace)", "OTLP histogram exemplars (click for the trace)"):
+        panel = next(p for p in board["panels"] if p["title"] == title)
+        links = panel["fieldConfig"]["overrides"][0]["properties"][0]["value"]
+        assert links[1]["internal"]["query"]["query"] == "${__data.fields.TraceId}"
+        assert links[2]["url"] == "${jaeger_url}/trace/${__data.fields.TraceId}"
+        assert panel["targets"][0]["format"] == 1  # table frame: the TraceId stays a field of each point
+    assert "quantilesTDigest" not in DASHBOARD.read_text()
 
 
 def test_provisioning_matches_dashboard_datasources():
@@ -71,8 +91,8 @@ def test_expand_macros_like_the_plugin():
 @pytest.mark.parametrize("model", ["all", "one"])
 @pytest.mark.parametrize("interval_s", [15, 300])
 @pytest.mark.parametrize("spec", grafana.PANELS, ids=[p.title for p in grafana.PANELS])
-def test_every_panel_query_runs_with_rows(filled, spec, interval_s, model):
-    store, info = filled
+def test_every_panel_query_runs_with_rows(grafana_data, spec, interval_s, model):
+    store, info = grafana_data
     sql = grafana.expand_macros(spec.sql, info.start - 60, info.now + 60, interval_s,
                                 {"trace_id": info.slowest_trace, "model": grafana.ALL if model == "all" else [MODEL]})
     result = store.query(sql)
@@ -116,3 +136,117 @@ def test_panel_values_match_the_data(filled):
     assert [(r[0], *(round(v, 2) for v in r[1:])) for r in cold_warm] == [
         (f"{MODEL} cold (compile cache miss)", 0.4, 12.0, 1.1, 3.0, 25.0),
         (f"{MODEL} warm (compile cache hit)", 0.2, 2.5, 0.9, 1.5, 12.1)]
+
+
+# ---- issue 15: heatmaps, exemplars, SLOs ----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def grafana_data(filled, views_collector):
+    """``filled`` plus OTLP ``gen_ai.server.time_to_first_token`` histogram points with exemplars, recorded by the
+    OpenTelemetry SDK (exemplar filter trace_based) inside spans and exported over OTLP/HTTP to the collector.
+    Returns ``(store, info)``; ``info.exemplar_traces`` holds the recording spans' trace ids."""
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics._internal.exemplar import TraceBasedExemplarFilter
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+
+    store, info = filled
+    reader = PeriodicExportingMetricReader(
+        OTLPMetricExporter(endpoint=f"http://127.0.0.1:{views_collector.http_port}/v1/metrics"),
+        export_interval_millis=3_600_000)
+    from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
+
+    provider = MeterProvider(metric_readers=[reader], resource=Resource.create({"service.name": "vllm"}),
+                             exemplar_filter=TraceBasedExemplarFilter(),
+                             views=[View(instrument_name="gen_ai.server.time_to_first_token",
+                                         aggregation=ExplicitBucketHistogramAggregation([0.01, 0.05, 0.1, 0.5, 1, 5]))])
+    hist = provider.get_meter("grafana-test").create_histogram("gen_ai.server.time_to_first_token", unit="s")
+    tracer = TracerProvider().get_tracer("grafana-test")
+    traces = []
+    for v in (0.03, 0.4, 1.5, 7.0):  # four different buckets: one exemplar each (the SDK keeps one per bucket)
+        with tracer.start_as_current_span("chat") as span:
+            hist.record(v, {"gen_ai.request.model": MODEL})
+            traces.append(format(span.get_span_context().trace_id, "032x"))
+    provider.shutdown()  # one final export: one point
+    from .data import wait_for
+
+    wait_for(store, "SELECT count() FROM otel_metrics_histogram WHERE MetricName = 'gen_ai.server.time_to_first_token'",
+             1)
+    info.exemplar_traces = traces
+    return store, info
+
+
+def _expand(spec, info, interval_s=300, model=grafana.ALL):
+    return grafana.expand_macros(spec.sql, info.start - 60, info.now + 60, interval_s,
+                                 {"trace_id": info.slowest_trace, "model": model})
+
+
+@pytest.mark.parametrize("metric", ["TTFT", "TPOT", "E2E"])
+@pytest.mark.parametrize("interval_s", [60, 300])
+def test_heatmap_counts_per_bucket_equal_raw_counts(filled, metric, interval_s):
+    store, info = filled
+    spec = next(p for p in grafana.PANELS if p.title == f"{metric} distribution ($model)")
+    got = {(t.timestamp() if hasattr(t, "timestamp") else t, le): c
+           for t, le, c in store.query(_expand(spec, info, interval_s, [MODEL])).result_rows}
+    raw = store.query(f"SELECT toUnixTimestamp(toStartOfInterval(toDateTime(Timestamp), INTERVAL {interval_s} SECOND)), "
+                      f"toFloat64({metric}) FROM llm_requests WHERE {metric} IS NOT NULL").result_rows
+    expected: dict = {}
+    for t, v in raw:
+        k = H.bucket_index(v, grafana.HEATMAP_SCALE)
+        expected[(t, k)] = expected.get((t, k), 0) + 1
+
+    def key(le: str) -> int:  # le is 2^((k+1)/4) printed as Float32; 0 for the zero bucket
+        return H.ZERO_KEY if float(le) == 0 else round(math.log2(float(le)) * 4) - 1
+
+    for (_t, le) in got:
+        k = key(le)
+        assert float(le) == pytest.approx(H.upper_bound(k, grafana.HEATMAP_SCALE), rel=1e-6)
+    assert {(int(t), key(le)): c for (t, le), c in got.items()} == expected
+    assert sum(got.values()) == store.query(f"SELECT count({metric}) FROM llm_requests").result_rows[0][0] > 100
+
+
+def test_latency_quantile_panel_within_relative_error(filled):
+    store, info = filled
+    spec = next(p for p in grafana.PANELS if p.title == "TTFT p50 / p95 / p99")
+    rows = store.query(_expand(spec, info, 3600 * 3)).result_rows  # one time bucket: the whole range
+    assert len(rows) <= 2
+    for t, p50, p95, p99 in rows:
+        vals = sorted(float(v[0]) for v in store.query(
+            "SELECT TTFT FROM llm_requests WHERE TTFT IS NOT NULL AND toStartOfInterval(toDateTime(Timestamp), "
+            "INTERVAL 10800 SECOND) = {t:DateTime}", parameters={"t": t}).result_rows)
+        from vllm_otel_collector.analytics.stats import _percentile
+
+        for est, q in ((p50, 0.5), (p95, 0.95), (p99, 0.99)):
+            exact = _percentile(vals, q)
+            assert abs(est - exact) <= H.RELATIVE_ERROR * exact * (1 + 1e-9), (q, est, exact)
+
+
+def test_exemplar_panels_link_the_right_traces(grafana_data):
+    store, info = grafana_data
+    by_title = {p.title: p for p in grafana.PANELS}
+    slow = store.query(_expand(by_title["Slowest request per interval (click for its trace)"], info)).result_rows
+    assert max(slow, key=lambda r: r[1])[2] == info.slowest_trace
+    otlp = store.query(_expand(by_title["OTLP histogram exemplars (click for the trace)"], info)).result_rows
+    assert sorted(r[3] for r in otlp) == sorted(info.exemplar_traces)
+    assert sorted(r[2] for r in otlp) == [0.03, 0.4, 1.5, 7.0]
+
+
+def test_slo_panel_equals_the_burn_rate_alert_rules(filled):
+    store, info = filled
+    spec = next(p for p in grafana.PANELS if p.title == "SLOs: burn rate and error budget left")
+    to_s = info.now + 60
+    rows = store.query(grafana.expand_macros(spec.sql, info.start - 60, to_s, 300, {"model": grafana.ALL})).result_rows
+    rules = {r.name: r for r in grafana.burn_rate_rules()}
+    assert sorted(r[0] for r in rows) == sorted(rules) and len(rules) == 4
+    whole = next(iter(rollup_window(store, info.start - 60, to_s + 1).values()))
+    for name, slo, objective, long_b, short_b, factor, firing, budget in rows:
+        rule = rules[name]
+        assert (slo, objective, factor) == (rule.slo, rule.objective, rule.factor)
+        obs = burn_rate(rule, store, to_s, Thresholds([]))
+        assert len(obs) == 1  # one (service, model) in the data
+        assert long_b == pytest.approx(obs[0].value) and bool(firing) == obs[0].firing
+        bad, total = R.slo_events(rule.slo, whole)
+        assert budget == pytest.approx(R.budget_left(bad, total, rule.objective))
+    err = next(r for r in rows if r[1] == "error")
+    assert err[3] > 0  # the data has errors and timeouts in the last hour

@@ -127,23 +127,17 @@ def anomaly(rule: AnomalyRule, store, now: float, thresholds: Thresholds) -> lis
 
 
 def burn_rate(rule: BurnRateRule, store, now: float, thresholds: Thresholds) -> list[R.Observation]:
-    """Multiwindow burn rate. Error SLO: bad = error + timeout, total = requests − aborts. Latency SLO: bad = requests
-    whose TTFT is above its level threshold (level SLOW/BOTTLENECK), total = requests with a TTFT."""
+    """Multiwindow burn rate over the events of :data:`.rules.SLO_EVENTS`. Error SLO: bad = error + timeout, total =
+    requests − aborts. Latency SLO: bad = requests whose TTFT is above its level threshold (level SLOW/BOTTLENECK),
+    total = requests with a TTFT."""
     until = complete_until(now)
     long_w = rollup_window(store, until - rule.long_seconds, until)
     short_w = rollup_window(store, until - rule.short_seconds, until)
 
-    def bad_total(m: dict | None) -> tuple[int, int]:
-        if m is None:
-            return 0, 0
-        if rule.slo == "error":
-            return m["errors"] + m["timeouts"], m["requests"] - m["aborts"]
-        return m["ttft_over"], m["ttft_count"]
-
     obs = []
     for k, lm in long_w.items():
-        lb, lt = bad_total(lm)
-        sb, st = bad_total(short_w.get(k))
+        lb, lt = R.slo_events(rule.slo, lm)
+        sb, st = R.slo_events(rule.slo, short_w.get(k))
         firing, lburn, sburn = R.multiwindow_burn(lb, lt, sb, st, rule.objective, rule.factor)
         if lburn is None:
             continue

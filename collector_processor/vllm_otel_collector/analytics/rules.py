@@ -26,6 +26,38 @@ SUGGESTIONS = {
 }
 FAILURE_STATUSES = frozenset({"error", "timeout"})
 
+#: Events of each SLO kind, as (bad, total) expressions over a rollup row (``llm_requests_1m`` columns): the error SLO
+#: counts errors and timeouts among requests that were not aborted by their client; the latency SLO counts requests
+#: whose TTFT level is SLOW or BOTTLENECK (value above its threshold) among requests with a TTFT. The evaluator
+#: (:func:`slo_events`) and the Grafana SLO panel read these same definitions.
+SLO_EVENTS = {
+    "error": ("Errors + Timeouts", "Requests - Aborts"),
+    "latency": ("TTFTOver", "TTFTCount"),
+}
+_SLO_KEYS = {"Errors": "errors", "Timeouts": "timeouts", "Requests": "requests", "Aborts": "aborts",
+             "TTFTOver": "ttft_over", "TTFTCount": "ttft_count"}
+
+
+def slo_events(slo: str, metrics: dict | None) -> tuple[int, int]:
+    """``(bad, total)`` of SLO kind ``slo`` from :func:`~.stats.rollup_window` metrics (0, 0 for no data), by
+    :data:`SLO_EVENTS`. Raises ``KeyError`` for an unknown kind."""
+    if metrics is None:
+        return 0, 0
+
+    def value(expr: str) -> int:
+        terms = expr.replace(" - ", " + -").split(" + ")
+        return sum(-metrics[_SLO_KEYS[t[1:]]] if t.startswith("-") else metrics[_SLO_KEYS[t]] for t in terms)
+
+    bad, total = SLO_EVENTS[slo]
+    return value(bad), value(total)
+
+
+def budget_left(bad: int, total: int, objective: float) -> float | None:
+    """Share of the error budget not spent: ``1 − (bad / total) / (1 − objective)`` (negative when overspent);
+    ``None`` when there were no events."""
+    burn = burn_rate(bad, total, objective)
+    return None if burn is None else 1.0 - burn
+
 
 @dataclass
 class Observation:

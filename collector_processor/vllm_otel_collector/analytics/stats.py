@@ -10,8 +10,9 @@ Definitions (all latencies seconds):
   "95% of requests under X s" holds when compliance ≥ 0.95.
 
 :func:`summarize` / :func:`window_stats` are the reference (pure Python); :func:`current_stats` computes the same over
-raw ``llm_requests`` in ClickHouse; :func:`rollup_window` / :func:`history` read the 1m/1h rollups (quantiles from
-t-digest states: approximate).
+raw ``llm_requests`` in ClickHouse; :func:`rollup_window` / :func:`history` read the 1m/1h rollups (counts and sums
+exact; quantiles from the log-scale histograms of :mod:`.histogram`, within ``histogram.RELATIVE_ERROR`` = 1.083 % of
+the exact value).
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable, Sequence
 
+from vllm_otel_collector.analytics import histogram as H
+
 LATENCIES = ("TTFT", "TPOT", "E2E", "Queue")
 QUANTILES = (0.5, 0.9, 0.95, 0.99)
-_Q = "0.5, 0.9, 0.95, 0.99"
 
 
 def _percentile(sorted_values: Sequence[float], q: float) -> float:
@@ -151,7 +153,7 @@ _ROLLUP_COLUMNS = (
     "sum(CachedTokens), sum(CacheHits), "
     + ", ".join(f"sum({m}Count), sum({m}Sum)" for m in LATENCIES + ("Prefill", "Decode", "TokensPerSecond")) + ", "
     + ", ".join(f"sum({m}Over), max({m}Max)" for m in LATENCIES) + ", "
-    + ", ".join(f"quantilesTDigestMerge({_Q})({m}Quantiles)" for m in LATENCIES + ("TokensPerSecond",))
+    + ", ".join(f"sumMap({m}Hist)" for m in H.METRICS)  # merged histograms; quantiles in Python (cheaper to plan)
 )
 _GROUPINGS = {
     "service_model": ("ServiceName", "Model"),
@@ -178,13 +180,12 @@ def _rollup_metrics(vals: Sequence[Any], window_seconds: float) -> dict[str, Any
         m[f"{name.lower()}_over"] = vals[pos]
         m[f"{name.lower()}_max"] = float(vals[pos + 1]) if m[f"{name.lower()}_count"] else None
         pos += 2
-    for name in LATENCIES + ("TokensPerSecond",):
+    for name in H.METRICS:
         key = "tokens_per_second" if name == "TokensPerSecond" else name.lower()
-        qs = vals[pos]
+        hist = vals[pos] or {}
         pos += 1
-        has = bool(m[f"{key}_count"])
-        for q, v in zip(("p50", "p90", "p95", "p99"), qs or (None,) * 4):
-            m[f"{key}_{q}"] = _num(float(v)) if has and v is not None else None
+        for q in QUANTILES:
+            m[f"{key}_p{round(q * 100)}"] = H.quantile(hist, q)
     return m
 
 
@@ -194,8 +195,9 @@ def rollup_window(store, since: float, until: float, grouping: str = "service_mo
 
     Returns ``{(service, model[, operation]): metrics}`` where metrics has counts (requests, ok, errors, aborts,
     timeouts, tokens, cache_hits), rates (success/error/abort/timeout/cache_hit), ``timeouts_per_minute`` (over
-    ``until - since``), per latency ``<m>_count/_avg/_max/_over/_p50/_p90/_p95/_p99`` (seconds; t-digest quantiles),
-    ``prefill_avg``, ``decode_avg``, ``tokens_per_second`` (mean of per-request tokens/s) and its quantiles.
+    ``until - since``), per latency ``<m>_count/_avg/_max/_over/_p50/_p90/_p95/_p99`` (seconds; histogram quantiles,
+    within 1.083 % of the exact ones), ``prefill_avg``/``decode_avg`` and their quantiles, ``tokens_per_second`` (mean
+    of per-request tokens/s) and its quantiles ``tokens_per_second_p50`` …
     ``grouping`` is one of ``service_model``, ``service_model_operation``, ``total``.
     """
     if table not in ("llm_requests_1m", "llm_requests_1h"):

@@ -6,8 +6,12 @@ reads. :func:`build_dashboard` turns the specs into dashboard JSON; ``make grafa
 --out deploy/grafana/dashboards/llm-serving-overview.json``) regenerates the committed file (a test checks they match).
 The tests expand the macros (:func:`expand_macros`) and run every query against a chDB store with data.
 
-Latency panels read the 1-minute rollups (``llm_requests_1m``; quantiles from t-digest states, so approximate);
-distribution, slow-request and level panels read raw ``llm_requests``. Units: seconds throughout.
+Latency panels read the 1-minute rollups (``llm_requests_1m``): quantile lines and heatmaps from the log-scale
+histograms (:mod:`vllm_otel_collector.analytics.histogram`, quantiles within 1.083 % of the exact ones; heatmap rows
+are the histogram downscaled to ``HEATMAP_SCALE``: 4 buckets per doubling, each row's count exact). The SLO row uses
+the configured burn-rate rules (:class:`~vllm_otel_collector.analytics.config.BurnRateRule`, the same the alerts
+evaluate) and their events (:data:`vllm_otel_collector.analytics.rules.SLO_EVENTS`). Slow-request, exemplar and level
+panels read raw ``llm_requests`` / ``otel_metrics_histogram``. Units: seconds throughout.
 """
 
 from __future__ import annotations
@@ -17,6 +21,10 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+
+from vllm_otel_collector.analytics import histogram as H
+from vllm_otel_collector.analytics.config import AnalyticsConfig, BurnRateRule
+from vllm_otel_collector.analytics.rules import SLO_EVENTS
 
 CLICKHOUSE_UID = "clickhouse"
 JAEGER_UID = "jaeger"
@@ -31,13 +39,72 @@ ALL = "$__all"
 
 #: Rollup bucket for time-series panels: never finer than the 1-minute rollup.
 _BUCKET = "toStartOfInterval(Bucket, INTERVAL greatest($__interval_s, 60) SECOND)"
-_Q = "quantilesTDigestMerge(0.5, 0.9, 0.95, 0.99)"
+#: Heatmap rows: the rollup histograms downscaled to this scale (2: 4 buckets per doubling, bounds 2^(k/4)).
+HEATMAP_SCALE = 2
 
 
 def _latency_sql(metric: str) -> str:
-    return (f"SELECT {_BUCKET} AS time, {_Q}({metric}Quantiles)[1] AS p50, {_Q}({metric}Quantiles)[3] AS p95, "
-            f"{_Q}({metric}Quantiles)[4] AS p99 FROM llm_requests_1m WHERE $__timeFilter(Bucket) AND {_MODEL} "
-            f"GROUP BY time HAVING sum({metric}Count) > 0 ORDER BY time")
+    q = H.quantiles_sql(f"sumMap({metric}Hist)", (0.5, 0.95, 0.99), metric)
+    return (f"SELECT time, q[1] AS p50, q[2] AS p95, q[3] AS p99 FROM (SELECT {_BUCKET} AS time, {q} AS q "
+            f"FROM llm_requests_1m WHERE $__timeFilter(Bucket) AND {_MODEL} GROUP BY time "
+            f"HAVING sum({metric}Count) > 0) ORDER BY time")
+
+
+def heatmap_sql(metric: str) -> str:
+    """Heatmap rows ``(time, le, count)`` of ``<metric>Hist``: per time bucket, the requests whose value is in
+    (previous le, le] seconds at :data:`HEATMAP_SCALE` (``le`` as text: the plugin turns it into one field per
+    bucket; the zero bucket has le 0)."""
+    shift = H.SCALE - HEATMAP_SCALE
+    return (f"SELECT time, toString(toFloat32({H.upper_bound_sql('hk', shift)})) AS le, sum(c) AS count FROM ("
+            f"SELECT time, {H.heatmap_key_sql('k', shift)} AS hk, c FROM (SELECT {_BUCKET} AS time, "
+            f"sumMap({metric}Hist) AS h FROM llm_requests_1m WHERE $__timeFilter(Bucket) AND {_MODEL} GROUP BY time) "
+            f"ARRAY JOIN mapKeys(h) AS k, mapValues(h) AS c) GROUP BY time, hk ORDER BY time, hk")
+
+
+def exemplar_sql(metric: str) -> str:
+    """The slowest request per time bucket (raw ``llm_requests``): ``(time, <metric>_s, TraceId)`` — the trace
+    behind the heatmap's top row, one click away."""
+    col = f"{metric.lower()}_s"
+    return (f"SELECT toStartOfInterval(Timestamp, INTERVAL greatest($__interval_s, 60) SECOND) AS time, "
+            f"max({metric}) AS {col}, argMax(TraceId, {metric}) AS TraceId FROM llm_requests "
+            f"WHERE $__timeFilter(Timestamp) AND {_MODEL} AND {metric} IS NOT NULL GROUP BY time ORDER BY time")
+
+
+#: OTLP histogram exemplars (SDK exemplar filter trace_based): one row per stored exemplar with its trace id.
+OTLP_EXEMPLAR_SQL = (
+    "SELECT ex.TimeUnix AS time, MetricName AS metric, ex.Value AS value, ex.TraceId AS TraceId "
+    "FROM otel_metrics_histogram ARRAY JOIN Exemplars AS ex "
+    "WHERE $__timeFilter(TimeUnix) AND ex.TraceId != '' AND MetricName LIKE 'gen_ai.server.%' "
+    "ORDER BY time LIMIT 1000")
+
+
+def burn_rate_rules(config: AnalyticsConfig | None = None) -> list[BurnRateRule]:
+    """The burn-rate rules of ``config`` (default: the built-in defaults), in config order."""
+    return [r for r in (config or AnalyticsConfig()).rules if isinstance(r, BurnRateRule)]
+
+
+def slo_sql(rules: list[BurnRateRule]) -> str:
+    """One row per burn-rate rule: burn over its long and short windows ending at the last complete minute before
+    ``$__toTime`` (as the evaluator's ``complete_until``), whether both exceed its factor (the alert fires), and the
+    error budget left over the dashboard range: ``1 − (bad / total) / (1 − objective)`` (negative: overspent)."""
+    parts = []
+    for r in rules:
+        bad, total = SLO_EVENTS[r.slo]
+
+        def burn(since: str, until: str = "u") -> str:
+            cond = f"Bucket >= {since} AND Bucket < {until}"
+            return (f"if(sumIf({total}, {cond}) > 0, sumIf({bad}, {cond}) / sumIf({total}, {cond}) / "
+                    f"{1.0 - r.objective!r}, NULL)")
+
+        parts.append(
+            f"WITH toStartOfMinute($__toTime) AS u SELECT '{r.name}' AS rule, '{r.slo}' AS slo, {r.objective!r} AS objective, "
+            f"{burn(f'u - {r.long_seconds}')} AS long_burn, {burn(f'u - {r.short_seconds}')} AS short_burn, "
+            f"{r.factor!r} AS factor, ifNull(long_burn > factor AND short_burn > factor, 0) AS firing, "
+            f"if(sumIf({total}, $__timeFilter(Bucket)) > 0, 1 - sumIf({bad}, $__timeFilter(Bucket)) / "
+            f"sumIf({total}, $__timeFilter(Bucket)) / {1.0 - r.objective!r}, NULL) AS budget_left "
+            f"FROM llm_requests_1m WHERE Bucket >= least($__fromTime, toStartOfMinute($__toTime) - "
+            f"{max(r.long_seconds, r.short_seconds)}) AND Bucket < $__toTime AND {_MODEL}")
+    return "SELECT * FROM (" + " UNION ALL ".join(parts) + ") ORDER BY rule"
 
 
 def _gauge_sql(metric: str, alias: str) -> str:
@@ -60,6 +127,8 @@ class PanelSpec:
     height: int = 8
     fmt: int = 0
     description: str = ""
+    row: str = ""  # a collapsible row with this title starts before the panel
+    repeat: str = ""  # a dashboard variable: one copy of the panel per selected value
 
 
 PANELS: tuple[PanelSpec, ...] = (
@@ -166,6 +235,24 @@ PANELS: tuple[PanelSpec, ...] = (
               ("traceID", "spanID", "parentSpanID", "serviceName", "operationName", "startTime", "duration", "tags",
                "serviceTags", "kind", "statusCode"), fmt=3, width=24, height=12,
               description="Grafana's trace view of the selected trace (times in ms, as the trace panel expects)."),
+    *(PanelSpec(f"{label} distribution ($model)", "heatmap", heatmap_sql(metric), ("time", "le", "count"),
+                unit="s", width=8, height=9, repeat="model", row="Latency distributions" if metric == "TTFT" else "",
+                description=f"{label} per time bucket: requests per latency bucket (upper bound le, seconds; "
+                            f"4 buckets per doubling) from the 1m rollup histograms, one heatmap per model.")
+      for metric, label in (("TTFT", "TTFT"), ("TPOT", "TPOT"), ("E2E", "E2E"))),
+    PanelSpec("Slowest request per interval (click for its trace)", "timeseries", exemplar_sql("E2E"),
+              ("time", "e2e_s", "TraceId"), unit="s", fmt=1, width=12,
+              description="The slowest request of each interval (raw llm_requests): its point links to the trace."),
+    PanelSpec("OTLP histogram exemplars (click for the trace)", "timeseries", OTLP_EXEMPLAR_SQL,
+              ("time", "metric", "value", "TraceId"), unit="s", fmt=1, width=12,
+              description="Exemplars of the gen_ai.server.* histograms (SDK exemplar filter trace_based) stored with "
+                          "the clickhouseexporter's Exemplars columns; each links to its trace in Jaeger."),
+    PanelSpec("SLOs: burn rate and error budget left", "table", slo_sql(burn_rate_rules()),
+              ("rule", "slo", "objective", "long_burn", "short_burn", "factor", "firing", "budget_left"),
+              fmt=1, width=24, height=7, row="SLOs",
+              description="Per burn-rate alert rule (analytics config): burn = (bad / total) / (1 − objective) over "
+                          "its long and short windows ending at the last complete minute, firing when both exceed "
+                          "its factor (Google SRE workbook); budget left over the dashboard's time range."),
 )
 
 
@@ -223,25 +310,27 @@ def _query(spec: PanelSpec, ref: str):
     return Builder()
 
 
-def _trace_links() -> list[dict]:
+def _trace_links(trace: str = "${__value.raw}") -> list[dict]:
+    """Data links to a trace: ``trace`` is the id's template (the clicked cell, or ``${__data.fields.TraceId}`` for
+    a point whose row carries the trace id)."""
     return [
-        {"title": "Trace view (this dashboard)", "url": "/d/" + DASHBOARD_UID + "?var-trace_id=${__value.raw}&${__url_time_range}"},
+        {"title": "Trace view (this dashboard)", "url": "/d/" + DASHBOARD_UID + "?var-trace_id=" + trace + "&${__url_time_range}"},
         {"title": "Explore in Grafana (Jaeger)", "url": "",
          "internal": {"datasourceUid": JAEGER_UID, "datasourceName": "Jaeger",
-                      "query": {"query": "${__value.raw}", "queryType": ""}}},
-        {"title": "Open in Jaeger UI", "url": "${jaeger_url}/trace/${__value.raw}", "targetBlank": True},
+                      "query": {"query": trace, "queryType": ""}}},
+        {"title": "Open in Jaeger UI", "url": "${jaeger_url}/trace/" + trace, "targetBlank": True},
     ]
 
 
 def build_dashboard() -> dict:
     """The dashboard as a JSON-ready dict (requires ``grafana-foundation-sdk``)."""
-    from grafana_foundation_sdk.builders import barchart, dashboard, piechart, table, timeseries
+    from grafana_foundation_sdk.builders import barchart, dashboard, heatmap, piechart, table, timeseries
     from grafana_foundation_sdk.cog.encoder import JSONEncoder
     from grafana_foundation_sdk.models import common
     from grafana_foundation_sdk.models import dashboard as dm
 
     kinds = {"timeseries": timeseries.Panel, "table": table.Panel, "piechart": piechart.Panel,
-             "barchart": barchart.Panel}
+             "barchart": barchart.Panel, "heatmap": heatmap.Panel}
     ds = dm.DataSourceRef(type_val=CLICKHOUSE_TYPE, uid=CLICKHOUSE_UID)
     board = (dashboard.Dashboard("LLM serving overview").uid(DASHBOARD_UID)
              .tags(["vllm", "llm", "opentelemetry"]).time("now-3h", "now").refresh("30s").timezone("browser")
@@ -253,6 +342,8 @@ def build_dashboard() -> dict:
              .with_variable(dashboard.TextBoxVariable("trace_id").label("Trace id"))
              .with_variable(dashboard.ConstantVariable("jaeger_url").value("http://localhost:16686")))
     for n, spec in enumerate(PANELS):
+        if spec.row:
+            board = board.with_row(dashboard.Row(spec.row))
         if spec.kind == "traces":
             panel = dashboard.Panel().type("traces")
         else:
@@ -267,6 +358,16 @@ def build_dashboard() -> dict:
             panel = panel.stacking(common.StackingMode.NORMAL).orientation(common.VizOrientation.HORIZONTAL)
         if "TraceId" in spec.columns and spec.kind == "table":
             panel = panel.override_by_name("TraceId", [dm.DynamicConfigValue(id_val="links", value=_trace_links())])
+        if "TraceId" in spec.columns and spec.kind == "timeseries":  # each point links to its row's trace
+            panel = (panel.override_by_name(spec.columns[-2], [dm.DynamicConfigValue(
+                id_val="links", value=_trace_links("${__data.fields.TraceId}"))])
+                .draw_style(common.GraphDrawStyle.POINTS).point_size(6))
+        if spec.kind == "heatmap":  # pre-bucketed rows: one field per le (named by its label), no re-bucketing
+            panel = (panel.calculate(False).rows_frame(heatmap.RowsHeatmapOptions().layout(common.HeatmapCellLayout.LE))
+                     .y_axis(heatmap.YAxisConfig().unit("s")).cell_values(heatmap.CellValues().unit("short"))
+                     .display_name("${__field.labels.le}").show_y_histogram().show_tooltip())
+        if spec.repeat:
+            panel = panel.repeat(spec.repeat).repeat_direction("h")
         board = board.with_panel(panel)
     out = json.loads(json.dumps(board.build(), cls=JSONEncoder))
     for panel in out["panels"]:  # the SDK leaves unset options as null; Grafana wants an object
