@@ -31,7 +31,7 @@ def test_committed_dashboard_matches_generator():
 def test_dashboard_covers_the_issue_and_links_traces():
     board = json.loads(DASHBOARD.read_text())
     titles = [p["title"] for p in board["panels"] if p["type"] != "row"]
-    assert len(titles) == len(grafana.PANELS) == 22
+    assert len(titles) == len(grafana.PANELS) == 23
     assert [p["title"] for p in board["panels"] if p["type"] == "row"] == ["Latency distributions", "SLOs"]
     for needed in ("Request rate", "TTFT p50 / p95 / p99", "TPOT p50 / p95 / p99", "E2E latency p50 / p95 / p99",
                    "Tokens per second", "Error / abort / timeout rate", "KV cache usage", "Running / waiting requests",
@@ -50,8 +50,9 @@ def test_dashboard_covers_the_issue_and_links_traces():
     for panel in (p for p in board["panels"] if p["type"] != "row"):
         assert panel["datasource"]["uid"] == "clickhouse" and panel["targets"][0]["rawSql"]
     heatmaps = [p for p in board["panels"] if p["type"] == "heatmap"]
-    assert [p["title"] for p in heatmaps] == [f"{m} distribution ($model)" for m in ("TTFT", "TPOT", "E2E")]
-    for p in heatmaps:  # pre-bucketed (no re-bucketing by Grafana), one per selected model, bound from the le label
+    assert [p["title"] for p in heatmaps] == [f"{m} distribution ($model)" for m in ("TTFT", "TPOT", "E2E")] + [
+        "TTFT distribution from OTLP metrics (gen_ai.server.time_to_first_token)"]
+    for p in heatmaps[:3]:  # pre-bucketed (no re-bucketing by Grafana), one per selected model, bound from the le label
         assert p["options"]["calculate"] is False and p["options"]["rowsFrame"]["layout"] == "le"
         assert p["repeat"] == "model" and p["fieldConfig"]["defaults"]["displayName"] == "${__field.labels.le}"
         assert p["options"]["yAxis"]["unit"] == "s" and "Hist)" in p["targets"][0]["rawSql"]
@@ -230,6 +231,12 @@ def test_exemplar_panels_link_the_right_traces(grafana_data):
     otlp = store.query(_expand(by_title["OTLP histogram exemplars (click for the trace)"], info)).result_rows
     assert sorted(r[3] for r in otlp) == sorted(info.exemplar_traces)
     assert sorted(r[2] for r in otlp) == [0.03, 0.4, 1.5, 7.0]
+    heat = store.query(_expand(by_title["TTFT distribution from OTLP metrics (gen_ai.server.time_to_first_token)"],
+                               info, 300, [MODEL])).result_rows
+    counts = {}
+    for _t, le, c in heat:
+        counts[le] = counts.get(le, 0) + c
+    assert counts == {"0.01": 0, "0.05": 1, "0.1": 0, "0.5": 1, "1": 0, "5": 1, "+Inf": 1}
 
 
 def test_slo_panel_equals_the_burn_rate_alert_rules(filled):

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vllm_otel_collector.analytics import histogram as H
+from vllm_otel_collector.analytics import otlp_histograms
 from vllm_otel_collector.analytics.config import AnalyticsConfig, BurnRateRule
 from vllm_otel_collector.analytics.rules import SLO_EVENTS
 
@@ -76,6 +77,16 @@ OTLP_EXEMPLAR_SQL = (
     "FROM otel_metrics_histogram ARRAY JOIN Exemplars AS ex "
     "WHERE $__timeFilter(TimeUnix) AND ex.TraceId != '' AND MetricName LIKE 'gen_ai.server.%' "
     "ORDER BY time LIMIT 1000")
+
+
+#: The same distribution from OTLP metrics alone (explicit-bucket histograms; cumulative points differenced).
+OTLP_HEATMAP_SQL = (
+    "SELECT time, if(isInfinite(b), '+Inf', toString(b)) AS le, count FROM (SELECT time, le AS b, count FROM ("
+    + otlp_histograms.heatmap_sql("'gen_ai.server.time_to_first_token'", "toUnixTimestamp($__fromTime)",
+                                  "toUnixTimestamp($__toTime) + 1", "greatest($__interval_s, 60)",
+                                  extra_filter="$__conditionalAll(Attributes['gen_ai.request.model'] IN "
+                                               "(${model:singlequote}), $model)")
+    + ")) ORDER BY time, b")
 
 
 def burn_rate_rules(config: AnalyticsConfig | None = None) -> list[BurnRateRule]:
@@ -240,6 +251,10 @@ PANELS: tuple[PanelSpec, ...] = (
                 description=f"{label} per time bucket: requests per latency bucket (upper bound le, seconds; "
                             f"4 buckets per doubling) from the 1m rollup histograms, one heatmap per model.")
       for metric, label in (("TTFT", "TTFT"), ("TPOT", "TPOT"), ("E2E", "E2E"))),
+    PanelSpec("TTFT distribution from OTLP metrics (gen_ai.server.time_to_first_token)", "heatmap", OTLP_HEATMAP_SQL,
+              ("time", "le", "count"), unit="s", width=24, height=8,
+              description="For metrics-only setups: the OTLP explicit-bucket histogram's counts per bucket (le, "
+                          "seconds) and time bucket; cumulative points are differenced, delta points summed."),
     PanelSpec("Slowest request per interval (click for its trace)", "timeseries", exemplar_sql("E2E"),
               ("time", "e2e_s", "TraceId"), unit="s", fmt=1, width=12,
               description="The slowest request of each interval (raw llm_requests): its point links to the trace."),
