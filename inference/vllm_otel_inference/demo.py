@@ -2,7 +2,8 @@
 
 1. prepare the model (the bundled SmolLM2-135M-Instruct unless ``--model DIR``),
 2. start the collector (OTLP/gRPC receiver → embedded ClickHouse at ``<data dir>/clickhouse``),
-3. start vLLM's OpenAI server under ``opentelemetry-instrument`` exporting to the collector,
+3. start vLLM's OpenAI server under ``opentelemetry-instrument`` exporting to the collector, showing the engine start
+   phase by phase (weights, KV cache, compile, warm-up) from the model-load spans as the collector stores them,
 4. send a streaming chat workload with the OpenAI client (each request with its own ``traceparent``),
 5. wait until the request spans are stored, read them back from ClickHouse and print a table + summary,
 6. stop everything (no process left behind) — also on failure and Ctrl-C.
@@ -68,7 +69,8 @@ def _resolve_model(opts: DemoOptions, console: Console) -> tuple[Path, str]:
 
 
 def run_demo(opts: DemoOptions, console: Console | None = None) -> dict:
-    """Run the demo; return ``{"requests": [...], "summary": {...}, "client": [...]}``.
+    """Run the demo; return ``{"requests": [...], "summary": {...}, "client": [...], "model_load": {...},
+    "engine_start": {...}}`` (the last two: the assembled ``llm_model_loads`` row and the live view's last fold).
 
     ``requests`` are rows as read from ClickHouse; ``client`` is what the OpenAI client measured per request
     (:class:`ClientResult`), for cross-checking.
@@ -95,10 +97,10 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> dict:
             model_dir=model_dir, served_model_name=model_name, otlp_endpoint=f"http://127.0.0.1:{opts.otlp_port}",
             port=opts.vllm_port, log_path=data_dir / "vllm.log", dtype=opts.dtype, max_model_len=opts.max_model_len,
         )
+        launched = time.time()
         server.start()
         stack.callback(server.stop)
-        with console.status("loading the model in vLLM…") as status:
-            ready_s = server.wait_ready(on_tick=lambda s: status.update(f"loading the model in vLLM… {s:.0f} s"))
+        ready_s, engine_start = wait_ready_live(server, collector.store, console, since=launched - 1.0)
         console.print(f"[green]✓[/] vLLM ready in {ready_s:.1f} s ({model_name}, log {server.log_path})")
 
         done = []
@@ -131,7 +133,8 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> dict:
             console.print(f"[yellow]! {summary['missing_spans']} of {len(results)} requests have no span in "
                           f"ClickHouse (was the collector reachable? see {server.log_path})")
         output = {"requests": [r.to_dict() for r in rows], "summary": summary,
-                  "client": [r.to_dict() for r in results], "model_load": readback.model_load(collector.store)}
+                  "client": [r.to_dict() for r in results], "model_load": readback.model_load(collector.store),
+                  "engine_start": engine_start}
 
         if opts.report is not None:
             _write_report(collector.store, opts.report, console)
@@ -141,6 +144,44 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> dict:
     else:
         render(output, console)
     return output
+
+
+def wait_ready_live(server: VLLMServer, store, console: Console, since: float,
+                    settle_s: float = 5.0) -> tuple[float, dict | None]:
+    """Wait for vLLM's ``/health`` while showing the engine start phase by phase (rich Live), read once a second
+    from the model-load spans the collector has stored since ``since`` (unix s). After ready, wait up to
+    ``settle_s`` seconds for the root span and the last phases. Returns ``(seconds waited, the start as last folded or None)``."""
+    from rich.live import Live
+
+    from vllm_otel_collector.analytics.startup import engine_starts
+    from vllm_otel_collector.views.startup import render_start
+
+    state: dict = {"start": None, "polled": 0.0}
+
+    def frame(waited: float):
+        now = time.time()
+        if now - state["polled"] >= 1.0:
+            state["polled"] = now
+            try:
+                starts = engine_starts(store, since, limit=1)
+            except Exception:  # noqa: BLE001 - the progress display never stops the demo
+                starts = []
+            state["start"] = starts[0] if starts else state["start"]
+        return render_start(state["start"], now, waited)
+
+    with Live(frame(0.0), console=console, refresh_per_second=4) as live:
+        ready_s = server.wait_ready(on_tick=lambda s: live.update(frame(s)))
+        deadline = time.monotonic() + settle_s  # the root ends just before /health answers; its export follows
+        while not _complete(state["start"]) and time.monotonic() < deadline:
+            time.sleep(0.5)
+            state["polled"] = 0.0
+            live.update(frame(ready_s))
+    return ready_s, state["start"]
+
+
+def _complete(start: dict | None) -> bool:
+    """The start is ready and every phase has arrived (spans of other processes may follow the root)."""
+    return bool(start and start["ready"] and all(p["state"] == "done" for p in start["phases"]))
 
 
 def _write_report(store, out: Path, console: Console) -> None:

@@ -142,7 +142,7 @@ def model_load(store) -> dict | None:
 
     assemble_pending(store, time.time(), Thresholds(AnalyticsConfig.load(None).levels), settle_seconds=0.0)
     result = store.query(
-        "SELECT Model, LoadSeconds, ColdStartSeconds, WeightsBytes, WeightsSeconds, CompileSeconds, CompileCacheHit, "
+        "SELECT TraceId, Model, LoadSeconds, ColdStartSeconds, WeightsBytes, WeightsSeconds, CompileSeconds, CompileCacheHit, "
         "KVCacheBlocks, KVCacheBytes, MemoryPeakBytes, LoadLevel, SpanCount "
         "FROM llm_model_loads FINAL ORDER BY Timestamp DESC LIMIT 1")
     if not result.result_rows:

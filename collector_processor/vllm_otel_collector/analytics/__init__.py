@@ -6,7 +6,8 @@ A collector plug-in (:mod:`vllm_otel_collector.plugins`): registered as ``analyt
 
 - ``processors``: :class:`~.derive.AnalyticsProcessor` — ``llm_requests`` and ``span_levels`` rows per span batch;
 - ``periodic``: alert evaluation (``evaluation_interval_seconds``), model-load assembly (30 s), retention check (5 min);
-- ``routes``: ``/api/v1/stats``, ``/api/v1/alerts``, ``/api/v1/requests``, ``/api/v1/model_loads``, ``/api/v1/engine``.
+- ``routes``: ``/api/v1/stats``, ``/api/v1/alerts``, ``/api/v1/requests``, ``/api/v1/model_loads``, ``/api/v1/engine``,
+  ``/api/v1/startup`` (engine starts in progress, :mod:`.startup`).
 
 Schema: its own migrations, ``analytics/migrations/`` (versions 0100–0199, applied by the core's runner). Configuration: :class:`~.config.AnalyticsConfig`
 (the collector config's ``analytics:`` mapping; ``analytics: {file: path.yaml}`` reads a separate file).
@@ -22,6 +23,7 @@ from typing import Any
 from vllm_otel_collector.analytics.alerts import AlertManager
 from vllm_otel_collector.analytics.api import make_routes
 from vllm_otel_collector.analytics.engine import engine_route
+from vllm_otel_collector.analytics.startup import startup_route
 from vllm_otel_collector.analytics.config import AnalyticsConfig
 from vllm_otel_collector.analytics.derive import AnalyticsProcessor
 from vllm_otel_collector.analytics.levels import Thresholds
@@ -60,7 +62,8 @@ def plugins(config: Any = None) -> dict[str, Any]:
         "processors": [AnalyticsProcessor(thresholds)],
         "periodic": [(cfg.evaluation_interval_seconds, evaluate_alerts), (30.0, assemble_model_loads),
                      (300.0, retention)],
-        "routes": {**make_routes(cfg.stats_window_seconds, cfg.sla_seconds), "/api/v1/engine": engine_route},
+        "routes": {**make_routes(cfg.stats_window_seconds, cfg.sla_seconds), "/api/v1/engine": engine_route,
+                   "/api/v1/startup": startup_route},
     }
 
 

@@ -4,6 +4,8 @@ Sources (all on the read API, default ``http://127.0.0.1:4319``):
 - ``/api/v1/stats?mode=current&window=W`` — per (service, model, operation) window statistics; request rate =
   requests / W, tokens/s = output tokens / W, p95 TTFT/TPOT (seconds, exact over raw rows);
 - ``/api/v1/alerts`` — firing alerts;
+- ``/api/v1/startup`` — engine starts (:mod:`vllm_otel_collector.analytics.startup`): the newest one is shown phase
+  by phase while it runs and for :data:`STARTUP_SHOWN_S` seconds after it is ready (omitted when the route is absent);
 - ``/api/v1/engine`` — latest engine gauges (KV cache usage 0..1, running and waiting requests) per service; served
   by ``/api/v1/engine`` (:func:`vllm_otel_collector.analytics.engine.engine_route`). When absent, those cells show "n/a".
 """
@@ -21,6 +23,9 @@ from rich.table import Table
 from vllm_otel_collector.api.client import DEFAULT_API, ApiClient
 
 __all__ = ["DEFAULT_API", "Snapshot", "fetch_snapshot", "render", "run_top"]
+
+#: How long a finished engine start stays on screen (seconds after its last span ended).
+STARTUP_SHOWN_S = 300.0
 @dataclass
 class Snapshot:
     """One refresh: ``groups`` from /stats, ``alerts`` firing, ``engine`` per service (None when unavailable)."""
@@ -29,6 +34,7 @@ class Snapshot:
     groups: list[dict[str, Any]] = field(default_factory=list)
     alerts: list[dict[str, Any]] = field(default_factory=list)
     engine: list[dict[str, Any]] | None = None
+    starts: list[dict[str, Any]] | None = None
     taken_at: float = field(default_factory=time.time)
 
 
@@ -38,8 +44,10 @@ def fetch_snapshot(api: str, window: float = 60.0, token: str | None = None, tim
     stats = client.get_ok("/api/v1/stats", {"mode": "current", "window": window})
     alerts = client.get_ok("/api/v1/alerts", {"state": "firing"})
     status, engine = client.get("/api/v1/engine", {"window": max(window, 120)})
+    s_status, starts = client.get("/api/v1/startup", {"window": 3600, "limit": 1})
     return Snapshot(window=window, groups=stats.get("groups", []), alerts=alerts.get("alerts", []),
-                    engine=engine.get("services") if status == 200 else None)
+                    engine=engine.get("services") if status == 200 else None,
+                    starts=starts.get("starts") if s_status == 200 else None)
 
 
 def _s(v: float | None) -> str:
@@ -47,7 +55,8 @@ def _s(v: float | None) -> str:
 
 
 def render(snap: Snapshot) -> Group:
-    """The frame: one row per (service, model, operation), engine gauges, firing alerts."""
+    """The frame: the engine start in progress (if any), one row per (service, model, operation) with engine
+    gauges, firing alerts."""
     t = Table(title=f"vLLM serving — last {snap.window:g} s", expand=True)
     for col in ("service", "model", "req/s", "p95 TTFT", "p95 TPOT", "tokens/s", "errors", "KV cache", "in flight"):
         t.add_column(col, justify="left" if col in ("service", "model") else "right")
@@ -72,7 +81,13 @@ def render(snap: Snapshot) -> Group:
         a.add_row(str(al.get("RuleName", "")), str(al.get("Severity", "")), str(al.get("Message", "")),
                   str(al.get("StartsAt", "")))
     stamp = time.strftime("%H:%M:%S", time.localtime(snap.taken_at))
-    return Group(Panel(t, subtitle=f"refreshed {stamp}"), a)
+    parts = [Panel(t, subtitle=f"refreshed {stamp}"), a]
+    start = (snap.starts or [None])[0]
+    if start and (not start["ready"] or snap.taken_at - start["updated"] <= STARTUP_SHOWN_S):
+        from vllm_otel_collector.views.startup import render_start
+
+        parts.insert(0, render_start(start, snap.taken_at))
+    return Group(*parts)
 
 
 def run_top(api: str, window: float = 60.0, interval: float = 2.0, once: bool = False, token: str | None = None,
