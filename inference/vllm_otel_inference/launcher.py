@@ -57,6 +57,9 @@ def otel_env(otlp_endpoint: str | None, service_name: str, *, metric_interval_ms
         "OTEL_EXPORTER_OTLP_INSECURE": "true",
         "OTEL_BSP_SCHEDULE_DELAY": "500",
         "OTEL_METRIC_EXPORT_INTERVAL": str(metric_interval_ms),
+        # Contrib instrumentations installed beside ours (the test extra installs FastAPI's) stay off unless the
+        # caller says otherwise: the demo and the benchmarks show/measure the vLLM instrumentation alone.
+        "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": os.environ.get("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "fastapi"),
     }
 
 

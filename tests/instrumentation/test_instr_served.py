@@ -43,7 +43,8 @@ def served(tiny_model_dir, tmp_path_factory):
         env = dict(os.environ, OTEL_SERVICE_NAME="vllm-test", OTEL_TRACES_EXPORTER="otlp",
                    OTEL_METRICS_EXPORTER="none", OTEL_LOGS_EXPORTER="none", OTEL_EXPORTER_OTLP_PROTOCOL="grpc",
                    OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint, OTEL_EXPORTER_OTLP_INSECURE="true",
-                   OTEL_BSP_SCHEDULE_DELAY="200", VLLM_CPU_KVCACHE_SPACE="1")
+                   OTEL_BSP_SCHEDULE_DELAY="200", VLLM_CPU_KVCACHE_SPACE="1",
+                   OTEL_PYTHON_DISABLED_INSTRUMENTATIONS="fastapi")  # our spans alone (FastAPI: test_fastapi_*)
         cmd = [str(venv_bin / "opentelemetry-instrument"), sys.executable, "-m", "vllm.entrypoints.openai.api_server",
                "--model", str(tiny_model_dir), "--dtype", "float32", "--max-model-len", "2048", "--enforce-eager",
                "--host", "127.0.0.1", "--port", str(port), "--max-num-seqs", "64",
