@@ -269,7 +269,7 @@ def test_metrics_and_engine_gauges(offline_llm, spans, otel):
     assert list(ttft_point.explicit_bounds)[:3] == [0.001, 0.005, 0.01]  # semconv advisory buckets
     # Engine gauges from the stat logger (offline fallback): vLLM's scheduler stats of the last step.
     (kv,) = metric_points(otel.reader, sc.METRIC_KV_CACHE_USAGE)
-    assert 0.0 < kv.value <= 1.0
+    assert 0.0 <= kv.value <= 1.0  # the last step's ratio (0 once its blocks are freed)
     (running,) = metric_points(otel.reader, sc.METRIC_RUNNING)
     (waiting,) = metric_points(otel.reader, sc.METRIC_WAITING)
     assert 0 <= running.value + waiting.value <= 3

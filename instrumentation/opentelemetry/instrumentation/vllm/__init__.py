@@ -14,14 +14,18 @@ In code, after configuring an SDK tracer/meter provider::
 
 What is emitted (names in :mod:`opentelemetry.instrumentation.vllm.semconv`)
 ----------------------------------------------------------------------------
-- One SERVER span per request, ``chat {model}`` / ``text_completion {model}``, started at vLLM's arrival time, parent =
-  the incoming ``traceparent`` (or the current span, e.g. FastAPI's), with GenAI attributes, vLLM latencies
+- One span per request, ``chat {model}`` / ``text_completion {model}``, started at vLLM's arrival time, parent =
+  the incoming ``traceparent`` (or the current span, e.g. FastAPI's); kind SERVER when it is the first span of the
+  request in this process, INTERNAL under a local parent (FastAPI's SERVER span). GenAI attributes, vLLM latencies
   (``gen_ai.latency.*``, seconds), event ``gen_ai.first_token`` and children ``queue`` / ``prefill`` / ``decode``.
-  Aborts (client disconnect) end with ``vllm.finish_reason=abort``; engine errors with status ERROR and
+  Prompt tokens by source, spec-decode drafted/accepted tokens, ``vllm.request.prefill_completed`` (how far an abort
+  got). Aborts (client disconnect) end with ``vllm.finish_reason=abort``; engine errors with status ERROR and
   ``error.type``; requests unfinished after the timeout with ``error.type=timeout``. No request span of ours when
   vLLM's native tracing (``--otlp-traces-endpoint``) is on — its ``llm_request`` span is the request span then.
 - Model-load attributes on vLLM's startup spans ("Overall Loading", "Load model", "Load weights", "Prepare model").
-- Metrics: ``gen_ai.server.*`` histograms, token usage, request counts by finish reason, engine gauges (KV cache
+- Flush contract: when ``LLM.generate``/``LLM.chat`` return, their request spans have ended; the SDK providers'
+  ``force_flush()``/``shutdown()`` include every finished request.
+- Metrics: ``gen_ai.server.*`` histograms (every finished request once; exemplars carry its trace id), token usage, request counts by finish reason, engine gauges (KV cache
   usage, running/waiting), preemptions, prefix cache, process CPU/RSS, NVML GPU when present.
 
 Environment
@@ -46,7 +50,7 @@ from typing import Any, Collection
 from opentelemetry import metrics, trace
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 
-from opentelemetry.instrumentation.vllm import engine, model_load, state, utils
+from opentelemetry.instrumentation.vllm import engine, flush, model_load, state, utils
 from opentelemetry.instrumentation.vllm.instruments import Instruments
 from opentelemetry.instrumentation.vllm.package import _instruments_any
 from opentelemetry.instrumentation.vllm.patching import Patcher
@@ -89,6 +93,7 @@ class VLLMInstrumentor(BaseInstrumentor):
             state.activate(inst, RequestTracker(tracer, inst, settings))
             patcher = Patcher()
             engine.install(patcher)
+            flush.install(patcher)
             model_load.install(patcher)
             VLLMInstrumentor._patcher = patcher
 

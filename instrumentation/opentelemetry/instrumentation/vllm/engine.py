@@ -45,11 +45,13 @@ def _finish_request(wrapped, instance, args, kwargs):
 
 
 def _process_outputs(wrapped, instance, args, kwargs):
-    result = wrapped(*args, **kwargs)
+    outputs = _arg(args, kwargs, 0, "engine_core_outputs")
     tracker = state.tracker()
+    if tracker is not None and outputs:
+        tracker.note_prefill(outputs)  # before vLLM's loop: a request finishing in this step is still tracked
+    result = wrapped(*args, **kwargs)
     if tracker is not None and tracker.pending_finish:
-        tracker.drain_finished(_arg(args, kwargs, 0, "engine_core_outputs"),
-                               _arg(args, kwargs, 2, "iteration_stats"))
+        tracker.drain_finished(outputs, _arg(args, kwargs, 2, "iteration_stats"))
     return result
 
 
@@ -57,12 +59,7 @@ def _abort_requests(wrapped, instance, args, kwargs):
     aborted = wrapped(*args, **kwargs)
     tracker = state.tracker()
     if tracker is not None and aborted:
-        now = time.time()
-        try:
-            for request_id in aborted:
-                tracker.finish(request_id, sc.FINISH_ABORT, now)
-        except Exception as exc:  # noqa: BLE001
-            report_hook_error("request.abort", exc)
+        tracker.abort(aborted, time.time())
     return aborted
 
 
@@ -72,6 +69,17 @@ def _propagate_error(wrapped, instance, args, kwargs):
     if tracker is not None:
         tracker.fail_all(instance, _arg(args, kwargs, 0, "e"))
     return result
+
+
+def _run_engine(wrapped, instance, args, kwargs):
+    """``LLM._run_engine`` (every offline ``generate``/``chat``/... call): when it returns, every request span of the
+    call has ended and its metrics are recorded (the writer is drained), as with any OpenTelemetry instrumentation."""
+    try:
+        return wrapped(*args, **kwargs)
+    finally:
+        tracker = state.tracker()
+        if tracker is not None:
+            tracker.flush()
 
 
 # ---- engine construction ----------------------------------------------------------------------------------------
@@ -90,8 +98,21 @@ def _label_engine(instance: Any) -> None:
         report_hook_error("engine.init", exc)
 
 
+def _per_request_spec_stats(vllm_config: Any) -> None:
+    """With speculative decoding on, ask the scheduler for per-request spec-decode counts ("summary" level: drafted
+    tokens and an accepted-count histogram per request, sent once on its final output) unless the user chose one."""
+    try:
+        obs = getattr(vllm_config, "observability_config", None)
+        if (getattr(vllm_config, "speculative_config", None) is not None and obs is not None
+                and getattr(obs, "per_request_spec_decode_metrics", None) == "none"):
+            obs.per_request_spec_decode_metrics = "summary"
+    except Exception as exc:  # noqa: BLE001
+        report_hook_error("engine.init", exc)
+
+
 def _async_llm_init(wrapped, instance, args, kwargs):
     # log_stats is turned on by the stat-logger plugin entry point (vllm.stat_logger_plugins), see stat_logger.py.
+    _per_request_spec_stats(_arg(args, kwargs, 0, "vllm_config"))
     result = wrapped(*args, **kwargs)
     _label_engine(instance)
     return result
@@ -101,6 +122,7 @@ def _llm_engine_init(wrapped, instance, args, kwargs):
     """Force ``log_stats`` (per-request timestamps exist only with it, in the frontend and in EngineCore) and attach
     our stat logger; when the user had stats off, vLLM's default console/Prometheus loggers stay off."""
     user_log_stats = bool(_arg(args, kwargs, 2, "log_stats", False))
+    _per_request_spec_stats(_arg(args, kwargs, 0, "vllm_config"))
     try:
         from opentelemetry.instrumentation.vllm.stat_logger import VLLMOtelStatLogger
 
@@ -184,3 +206,4 @@ def install(patcher: Patcher) -> None:
     patcher.wrap("vllm.entrypoints.openai.completion.serving", "OpenAIServingCompletion.create_completion",
                  _labeler(sc.OP_TEXT_COMPLETION))
     patcher.wrap("vllm.entrypoints.llm", "LLM.chat", _llm_chat)
+    patcher.wrap("vllm.entrypoints.common.offline", "OfflineInferenceMixin._run_engine", _run_engine)

@@ -1,8 +1,13 @@
-"""Writing one finished request: the SERVER span with its attributes, event and phase children, and the metrics.
+"""The two sinks of a finished request's :class:`.summary.RequestSummary`: the span writer and the metric recorder.
 
-Runs on the tracker's writer thread (see :mod:`.requests`). Latency definitions are vLLM's (``vllm/v1/metrics/stats.py``
-``update_from_finished_request``): queue = scheduled - queued, prefill = first token - scheduled, decode = last token -
-first token, TPOT = decode / (output tokens - 1); all seconds.
+Both run on the tracker's writer thread (see :mod:`.requests`), or inline when it is drained/backed up.
+
+Span: ``chat {model}`` / ``text_completion {model}``, started at vLLM's arrival time; kind SERVER when it is the first
+span of the request in this process (no parent, or a remote parent from ``traceparent``), INTERNAL under a local parent
+(e.g. FastAPI's SERVER span: one SERVER span per incoming request). Metrics: every finished request is recorded once
+in ``gen_ai.server.request.duration`` (always), time-to-first-token (when a first token came), time-per-output-token
+(when ≥ 2 tokens were generated); ``error.type`` only on failures. Histogram records carry the request span's context,
+so the SDK's ``trace_based`` exemplar filter attaches the request's trace id to them.
 """
 
 from __future__ import annotations
@@ -10,132 +15,100 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from opentelemetry.instrumentation.vllm import semconv as sc
 from opentelemetry.instrumentation.vllm.instruments import Instruments
-from opentelemetry.instrumentation.vllm.utils import Settings, monotonic_to_wall_offset, to_ns
+from opentelemetry.instrumentation.vllm.summary import RequestSummary
+from opentelemetry.instrumentation.vllm.utils import Settings, timed, to_ns
 
 _PROPAGATOR = TraceContextTextMapPropagator()
-_ERROR_REASONS = (sc.FINISH_ERROR, sc.FINISH_TIMEOUT)
 
 
-def write_request(tracer: trace.Tracer, inst: Instruments, settings: Settings, entry: Any, end_wall: float,
-                  reason: str, error_type: str | None) -> None:
-    """Create and end the request span (attributes, first-token event, queue/prefill/decode children) and record
-    the request metrics. ``entry`` is a finished in-flight entry; ``end_wall`` epoch seconds; ``reason`` one of
-    ``semconv.FINISH_*``; ``error_type`` sets status ERROR when given."""
-    states = entry.states
-    plan = entry.span
-    span = None
-    if plan is not None:
-        parent = plan.context
-        if parent is None and plan.headers:
-            parent = _PROPAGATOR.extract(plan.headers)
-        span = tracer.start_span(plan.name, context=parent, kind=SpanKind.SERVER, start_time=plan.start_ns,
-                                       attributes=plan.attrs)
-        entry.span = span  # so a failure below still ends it
-    first = states[0]
-    stats = first.stats
-    prompt_tokens = int(first.prompt_len or 0)
-    output_tokens = sum(_num_output_tokens(s) for s in states)
-    cached = int(first.num_cached_tokens or 0)
-    preemptions = sum(s.stats.num_preemptions for s in states if s.stats is not None)
-    reasons = entry.reasons or [reason]
-    vllm_reason = reason if reason in _ERROR_REASONS else _worst(reasons)
-    if reason == sc.FINISH_TIMEOUT:
-        reasons = [sc.FINISH_TIMEOUT]
-    arrival = entry.arrival
-    end_wall = max(end_wall, arrival)
-    e2e = end_wall - arrival
-
-    attrs: dict[str, Any] = {
-        sc.RESPONSE_MODEL: entry.model,
-        sc.RESPONSE_FINISH_REASONS: reasons,
-        sc.VLLM_FINISH_REASON: vllm_reason,
-        sc.USAGE_INPUT_TOKENS: prompt_tokens,
-        sc.USAGE_OUTPUT_TOKENS: output_tokens,
-        sc.USAGE_CACHE_READ_INPUT_TOKENS: cached,
-        sc.VLLM_NUM_PREEMPTIONS: preemptions,
-        sc.LATENCY_E2E: e2e,
+def span_attributes(s: RequestSummary, capture_content: bool) -> dict[str, Any]:
+    """The request span's end-of-request attributes (the add-time ones are in the span plan)."""
+    a: dict[str, Any] = {
+        sc.RESPONSE_MODEL: s.model,
+        sc.RESPONSE_FINISH_REASONS: s.reasons,
+        sc.VLLM_FINISH_REASON: s.reason,
+        sc.USAGE_INPUT_TOKENS: s.prompt_tokens,
+        sc.USAGE_OUTPUT_TOKENS: s.output_tokens,
+        sc.USAGE_CACHE_READ_INPUT_TOKENS: s.cached_tokens,
+        sc.VLLM_NUM_PREEMPTIONS: s.preemptions,
+        sc.VLLM_PREFILL_COMPLETED: s.prefill_done,
+        sc.LATENCY_E2E: s.e2e,
     }
-    if plan is not None and sc.RESPONSE_ID not in plan.attrs:
-        attrs[sc.RESPONSE_ID] = (first.parent_req.external_req_id if first.parent_req is not None
-                                 else first.external_req_id)
-    if e2e > 0:
-        attrs[sc.VLLM_TOKENS_PER_SECOND] = output_tokens / e2e
-    ttft = tpot = None
-    phases: list[tuple[str, float, float]] = []
-    if stats is not None and stats.first_token_latency > 0:
-        ttft = float(stats.first_token_latency)
-        attrs[sc.LATENCY_TTFT] = ttft
-        off = monotonic_to_wall_offset()
-        q, s, f, last = stats.queued_ts, stats.scheduled_ts, stats.first_token_ts, stats.last_token_ts
-        if q and s and f and last:
-            decode = last - f
-            attrs[sc.LATENCY_QUEUE] = s - q
-            attrs[sc.LATENCY_PREFILL] = f - s
-            attrs[sc.LATENCY_DECODE] = decode
-            attrs[sc.LATENCY_INFERENCE] = last - s
-            gen = stats.num_generation_tokens
-            if gen > 1:
-                tpot = decode / (gen - 1)
-                attrs[sc.LATENCY_TPOT] = tpot
-            # Child spans tile the request: queue from arrival (frontend) to scheduled, prefill to the engine's
-            # first token, decode to the end of the request as the frontend saw it.
-            t_sched = min(max(s + off, arrival), end_wall)
-            t_first = min(max(f + off, t_sched), end_wall)
-            phases = [(sc.SPAN_QUEUE, arrival, t_sched), (sc.SPAN_PREFILL, t_sched, t_first),
-                      (sc.SPAN_DECODE, t_first, end_wall)]
-
-    if span is not None:
-        if settings.capture_content:
-            texts = [getattr(s.detokenizer, "output_text", "") for s in states if s.detokenizer is not None]
-            attrs[sc.OUTPUT_MESSAGES] = json.dumps(
-                [{"role": "assistant", "parts": [{"type": "text", "content": t}], "finish_reason": r}
-                 for t, r in zip(texts, reasons)], ensure_ascii=False)
-        if error_type is not None:
-            attrs[sc.ERROR_TYPE] = error_type
-        span.set_attributes(attrs)
-        if ttft is not None:
-            span.add_event(sc.EVENT_FIRST_TOKEN, {sc.LATENCY_TTFT: ttft},
-                           timestamp=to_ns(min(arrival + ttft, end_wall)))
-        if phases and settings.phase_spans:
-            ctx = trace.set_span_in_context(span)
-            for name, t0, t1 in phases:
-                tracer.start_span(name, context=ctx, kind=SpanKind.INTERNAL,
-                                        start_time=to_ns(t0)).end(end_time=to_ns(t1))
-        if error_type is not None:
-            span.set_status(Status(StatusCode.ERROR, f"{vllm_reason}: {error_type}"))
-        span.end(end_time=to_ns(end_wall))
-
-    metric_attrs: dict[str, Any] = {sc.OPERATION_NAME: entry.operation, sc.PROVIDER_NAME: sc.PROVIDER_VLLM,
-                                    sc.REQUEST_MODEL: entry.model, sc.RESPONSE_MODEL: entry.model}
-    if error_type is not None:
-        metric_attrs[sc.ERROR_TYPE] = error_type
-        inst.duration.record(e2e, metric_attrs)
-    if ttft is not None:
-        inst.ttft.record(ttft, metric_attrs)
-    if tpot is not None:
-        inst.tpot.record(tpot, metric_attrs)
-    inst.token_usage.record(prompt_tokens, {**metric_attrs, sc.TOKEN_TYPE: "input"})
-    inst.token_usage.record(output_tokens, {**metric_attrs, sc.TOKEN_TYPE: "output"})
-    inst.requests.add(1, {**metric_attrs, sc.VLLM_FINISH_REASON: vllm_reason})
-    if reason == sc.FINISH_TIMEOUT:
-        inst.zombies.add(1, {sc.REQUEST_MODEL: entry.model})
+    if s.e2e > 0:
+        a[sc.VLLM_TOKENS_PER_SECOND] = s.output_tokens / s.e2e
+    for key, value in ((sc.LATENCY_TTFT, s.ttft), (sc.LATENCY_QUEUE, s.queue), (sc.LATENCY_PREFILL, s.prefill),
+                       (sc.LATENCY_DECODE, s.decode), (sc.LATENCY_INFERENCE, s.inference), (sc.LATENCY_TPOT, s.tpot),
+                       (sc.VLLM_PROMPT_TOKENS_COMPUTED, s.prompt_computed),
+                       (sc.VLLM_PROMPT_TOKENS_LOCAL_CACHE, s.prompt_local_cache),
+                       (sc.VLLM_PROMPT_TOKENS_EXTERNAL_CACHE, s.prompt_external_cache),
+                       (sc.VLLM_SPEC_DRAFT_TOKENS, s.spec_draft_tokens),
+                       (sc.VLLM_SPEC_ACCEPTED_TOKENS, s.spec_accepted_tokens)):
+        if value is not None:
+            a[key] = value
+    if capture_content and s.output_texts:
+        a[sc.OUTPUT_MESSAGES] = json.dumps(
+            [{"role": "assistant", "parts": [{"type": "text", "content": t}], "finish_reason": r}
+             for t, r in zip(s.output_texts, s.reasons)], ensure_ascii=False)
+    if s.error_type is not None:
+        a[sc.ERROR_TYPE] = s.error_type
+    return a
 
 
-def _num_output_tokens(state: Any) -> int:
-    """Exact output tokens: the detokenizer's token ids (stop-string surplus already trimmed), else engine count."""
-    if state.detokenizer is not None:
-        return int(state.detokenizer.num_output_tokens())
-    return int(state.stats.num_generation_tokens) if state.stats is not None else 0
+@timed("writer.span_start")
+def start_span(tracer: trace.Tracer, plan: Any) -> Any:
+    """Start the request span of ``plan`` (a ``requests._SpanPlan``) at its start time, under its parent."""
+    parent = plan.context
+    if parent is None and plan.headers:
+        parent = _PROPAGATOR.extract(plan.headers)
+    return tracer.start_span(plan.name, context=parent, kind=plan.kind, start_time=plan.start_ns,
+                             attributes=plan.attrs)
 
 
-def _worst(reasons: list[str]) -> str:
-    for r in (sc.FINISH_ERROR, sc.FINISH_ABORT, sc.FINISH_LENGTH):
-        if r in reasons:
-            return r
-    return reasons[0]
+@timed("writer.span")
+def write_span(tracer: trace.Tracer, settings: Settings, span: Any, plan: Any, s: RequestSummary) -> None:
+    """Set the summary's attributes on the started ``span``, add the first-token event and the queue/prefill/decode
+    children (when enabled and the engine timestamps exist), set ERROR status for failures, end it at ``s.end``."""
+    attrs = span_attributes(s, settings.capture_content)
+    if sc.RESPONSE_ID not in plan.attrs and s.response_id is not None:
+        attrs[sc.RESPONSE_ID] = s.response_id
+    span.set_attributes(attrs)
+    if s.ttft is not None:
+        span.add_event(sc.EVENT_FIRST_TOKEN, {sc.LATENCY_TTFT: s.ttft}, timestamp=to_ns(min(s.arrival + s.ttft, s.end)))
+    if settings.phase_spans and s.t_scheduled is not None and s.t_first_token is not None:
+        ctx = trace.set_span_in_context(span)
+        for name, t0, t1 in ((sc.SPAN_QUEUE, s.arrival, s.t_scheduled), (sc.SPAN_PREFILL, s.t_scheduled,
+                                                                          s.t_first_token),
+                             (sc.SPAN_DECODE, s.t_first_token, s.end)):
+            tracer.start_span(name, context=ctx, kind=SpanKind.INTERNAL, start_time=to_ns(t0)).end(end_time=to_ns(t1))
+    if s.error_type is not None:
+        span.set_status(Status(StatusCode.ERROR, f"{s.reason}: {s.error_type}"))
+    span.end(end_time=to_ns(s.end))
+
+
+@timed("writer.metrics")
+def record_metrics(inst: Instruments, s: RequestSummary, span: Any = None) -> None:
+    """Record one finished request: duration always, TTFT when a first token came, TPOT when ≥ 2 generated tokens,
+    token usage (input, output), the requests counter by ``vllm.finish_reason``, zombies for timeouts. ``span`` (the
+    request span, or None) is the context of the histogram records: exemplars then reference its trace."""
+    attrs: dict[str, Any] = {sc.OPERATION_NAME: s.operation, sc.PROVIDER_NAME: sc.PROVIDER_VLLM,
+                             sc.REQUEST_MODEL: s.model, sc.RESPONSE_MODEL: s.model}
+    if s.error_type is not None:
+        attrs[sc.ERROR_TYPE] = s.error_type
+    ctx = trace.set_span_in_context(span, otel_context.Context()) if span is not None else None
+    inst.duration.record(s.e2e, attrs, context=ctx)
+    if s.ttft is not None:
+        inst.ttft.record(s.ttft, attrs, context=ctx)
+    if s.tpot is not None:
+        inst.tpot.record(s.tpot, attrs, context=ctx)
+    inst.token_usage.record(s.prompt_tokens, {**attrs, sc.TOKEN_TYPE: "input"}, context=ctx)
+    inst.token_usage.record(s.output_tokens, {**attrs, sc.TOKEN_TYPE: "output"}, context=ctx)
+    inst.requests.add(1, {**attrs, sc.VLLM_FINISH_REASON: s.reason})
+    if s.reason == sc.FINISH_TIMEOUT:
+        inst.zombies.add(1, {sc.REQUEST_MODEL: s.model})

@@ -26,10 +26,12 @@ from typing import Any, NamedTuple
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 
 from opentelemetry.instrumentation.vllm import semconv as sc
 from opentelemetry.instrumentation.vllm.instruments import Instruments
-from opentelemetry.instrumentation.vllm.record import write_request
+from opentelemetry.instrumentation.vllm.record import record_metrics, start_span, write_span
+from opentelemetry.instrumentation.vllm.summary import summarize
 from opentelemetry.instrumentation.vllm.utils import Settings, guarded, to_ns
 
 
@@ -59,11 +61,13 @@ class _SpanPlan(NamedTuple):
     headers: Any  # W3C trace headers to extract when there is no active parent span
     start_ns: int
     attrs: dict[str, Any]
+    #: SERVER when the request span is the first span of the request in this process, INTERNAL under a local parent.
+    kind: SpanKind = SpanKind.SERVER
 
 
 class _Entry:
     __slots__ = ("key", "span", "owner", "states", "pending", "arrival", "deadline", "operation", "model",
-                 "reasons", "output_tokens", "prompt_tokens", "cached_tokens")
+                 "reasons", "prefill_stats")
 
     def __init__(self, key: str, span: Any, owner: int, arrival: float, deadline: float, operation: str,
                  model: str) -> None:
@@ -77,9 +81,7 @@ class _Entry:
         self.operation = operation
         self.model = model
         self.reasons: list[str] = []
-        self.output_tokens = 0
-        self.prompt_tokens = 0
-        self.cached_tokens = 0
+        self.prefill_stats: Any = None  # vLLM PrefillStats of the first state (local vs external cache split)
 
 
 class RequestTracker:
@@ -99,14 +101,14 @@ class RequestTracker:
         # Finished requests are written (span attributes, children, end, metrics) by one writer thread, off vLLM's
         # output loop: the finish hook itself only pops the entry and enqueues it.
         self._writes: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._writer: threading.Thread | None = None
-        self._writer_lock = threading.Lock()
+        self._writer: threading.Thread | None = None  # started under self._lock by the first finished request
 
     # ---- introspection (tests, docs) ----------------------------------------------------------------------------
     def in_flight(self) -> int:
         """Number of requests currently tracked (0 after load drains)."""
         return len(self._entries)
 
+    @guarded("serving.label")
     def label(self, external_request_id: str, info: RequestInfo) -> None:
         """Remember the serving layer's info for a request about to be added (``AsyncLLM.generate`` is called in the
         handler's task, but vLLM may consume the generator in another task, where the context variable is gone)."""
@@ -131,7 +133,7 @@ class RequestTracker:
                 self._by_internal[request.request_id] = entry
                 return
             info = self._labels.pop(request.external_req_id, None) if self._labels else None
-        evicted = self._evict_if_full()
+        self._evict_if_full()
         info = info or REQUEST_INFO.get()
         operation = info.operation if info is not None else sc.OP_TEXT_COMPLETION
         model = (info.model if info is not None and info.model else None) or getattr(processor, "_otel_model", "")
@@ -146,8 +148,6 @@ class RequestTracker:
         with self._lock:
             self._entries[key] = entry
             self._by_internal[request.request_id] = entry
-        for old in evicted:
-            self._finalize(old, time.time(), sc.FINISH_TIMEOUT, sc.FINISH_TIMEOUT)
         self._ensure_sweeper()
 
     def _start_span(self, processor: Any, request: Any, prompt: str | None, parent_req: Any,
@@ -184,13 +184,28 @@ class RequestTracker:
         if self._settings.capture_content and prompt:
             attrs[sc.INPUT_MESSAGES] = json.dumps(
                 [{"role": "user", "parts": [{"type": "text", "content": prompt}]}], ensure_ascii=False)
-        parent_ctx, headers = None, None
-        if trace.get_current_span().get_span_context().is_valid:
+        parent_ctx, headers, kind = None, None, SpanKind.SERVER
+        current = trace.get_current_span().get_span_context()
+        if current.is_valid:
             parent_ctx = otel_context.get_current()  # e.g. the FastAPI server span
+            if not current.is_remote:
+                kind = SpanKind.INTERNAL  # a local span already stands for the incoming request
         else:
             headers = request.trace_headers or (info.trace_headers if info is not None else None)
         return _SpanPlan(f"{operation} {model}".strip(), parent_ctx, headers,
-                         to_ns(float(request.arrival_time or time.time())), attrs)
+                         to_ns(float(request.arrival_time or time.time())), attrs, kind)
+
+    @guarded("request.prefill")
+    def note_prefill(self, engine_core_outputs: Any) -> None:
+        """Keep the first state's ``PrefillStats`` (sent once per request, with its first output) for the prompt
+        tokens by source. One attribute read per output of the step; a dict lookup only for prefill outputs."""
+        by_internal = self._by_internal
+        for o in engine_core_outputs:
+            ps = o.prefill_stats
+            if ps is not None:
+                entry = by_internal.get(o.request_id)
+                if entry is not None and entry.prefill_stats is None and entry.states[0].request_id == o.request_id:
+                    entry.prefill_stats = ps
 
     # ---- finish ----------------------------------------------------------------------------------------------------
     @guarded("request.finish")
@@ -207,6 +222,12 @@ class RequestTracker:
             reason = reasons.get(state.request_id)
             self.finish(state.request_id, str(reason) if reason is not None else sc.FINISH_STOP, end)
 
+    @guarded("request.abort")
+    def abort(self, request_ids: Any, end_wall: float) -> None:
+        """``OutputProcessor.abort_requests`` returned these internal ids: finish each as ``abort``."""
+        for request_id in request_ids:
+            self.finish(request_id, sc.FINISH_ABORT, end_wall)
+
     def finish(self, request_id: str, reason: str, end_wall: float, error_type: str | None = None) -> None:
         """Account one internal request as finished; the span ends when all its parallel-sampling siblings have."""
         with self._lock:
@@ -218,9 +239,10 @@ class RequestTracker:
             if entry.pending > 0:
                 return
             self._entries.pop(entry.key, None)
-        if reason == sc.FINISH_ERROR and error_type is None:
-            error_type = "engine_error"
-        self._finalize(entry, end_wall, reason, error_type)
+            if reason == sc.FINISH_ERROR and error_type is None:
+                error_type = "engine_error"
+            inline = self._finalize_locked(entry, end_wall, reason, error_type)
+        self._write_inline((inline,))
 
     @guarded("request.error")
     def fail_all(self, processor: Any, exc: BaseException) -> None:
@@ -228,10 +250,11 @@ class RequestTracker:
         owner = id(processor)
         with self._lock:
             victims = [e for e in self._entries.values() if e.owner == owner]
+            inline = []
             for e in victims:
                 self._drop_locked(e)
-        for e in victims:
-            self._finalize(e, time.time(), sc.FINISH_ERROR, type(exc).__qualname__)
+                inline.append(self._finalize_locked(e, time.time(), sc.FINISH_ERROR, type(exc).__qualname__))
+        self._write_inline(inline)
 
     def _drop_locked(self, entry: _Entry) -> None:
         self._entries.pop(entry.key, None)
@@ -240,14 +263,14 @@ class RequestTracker:
                 del self._by_internal[s.request_id]
 
     # ---- zombies ---------------------------------------------------------------------------------------------------
-    def _evict_if_full(self) -> list[_Entry]:
+    def _evict_if_full(self) -> None:
+        inline = []
         with self._lock:
-            evicted = []
             while len(self._entries) >= self._settings.max_in_flight:
                 oldest = next(iter(self._entries.values()))
                 self._drop_locked(oldest)
-                evicted.append(oldest)
-            return evicted
+                inline.append(self._finalize_locked(oldest, time.time(), sc.FINISH_TIMEOUT, sc.FINISH_TIMEOUT))
+        self._write_inline(inline)
 
     def sweep(self, now_monotonic: float | None = None) -> int:
         """End every entry past its deadline as a zombie (status ERROR, ``error.type=timeout``); returns how many."""
@@ -258,10 +281,11 @@ class RequestTracker:
                 if entry.deadline > now:
                     break
                 expired.append(entry)
+            inline = []
             for entry in expired:
                 self._drop_locked(entry)
-        for entry in expired:
-            self._finalize(entry, time.time(), sc.FINISH_TIMEOUT, sc.FINISH_TIMEOUT)
+                inline.append(self._finalize_locked(entry, time.time(), sc.FINISH_TIMEOUT, sc.FINISH_TIMEOUT))
+        self._write_inline(inline)
         return len(expired)
 
     def _ensure_sweeper(self) -> None:
@@ -289,33 +313,43 @@ class RequestTracker:
             rest = list(self._entries.values())
             self._entries.clear()
             self._by_internal.clear()
-        for entry in rest:
-            self._finalize(entry, time.time(), sc.FINISH_TIMEOUT, sc.FINISH_TIMEOUT)
+            inline = [self._finalize_locked(e, time.time(), sc.FINISH_TIMEOUT, sc.FINISH_TIMEOUT) for e in rest]
+        self._write_inline(inline)
         self.flush()
         if self._writer is not None:
             self._writes.put(None)
 
     def flush(self, timeout: float = 10.0) -> bool:
-        """Block until every finished request queued so far is written; False on timeout."""
-        if self._writer is None:
-            return True
+        """Block until every finished request queued so far is written (its span ended, its metrics recorded);
+        False on timeout. A no-op on the writer thread itself (e.g. an exporter flushing from inside a write)."""
         done = threading.Event()
-        self._writes.put(done)
+        with self._lock:  # every entry removed from the in-flight maps before this point is already queued
+            writer = self._writer
+            if writer is None or threading.current_thread() is writer or not writer.is_alive():
+                return True
+            self._writes.put(done)
         return done.wait(timeout)
 
     # ---- the one place a request's telemetry is written ------------------------------------------------------------
-    def _finalize(self, entry: _Entry, end_wall: float, reason: str, error_type: str | None) -> None:
+    def _finalize_locked(self, entry: _Entry, end_wall: float, reason: str, error_type: str | None) -> Any:
+        """Hand a finished entry to the writer; called with ``self._lock`` held, in the same critical section that
+        removed it from the in-flight maps (so a concurrent :meth:`flush` never misses it). Returns the item to
+        write inline after the lock is released when the writer is backed up (backpressure), else None."""
         if self._writer is None:
-            with self._writer_lock:
-                if self._writer is None:
-                    self._writer = threading.Thread(target=self._write_loop, name="vllm-otel-writer", daemon=True)
-                    self._writer.start()
-                    # atexit runs LIFO: this flush precedes the SDK provider's shutdown registered before us.
-                    atexit.register(self.flush, 5.0)
-        if self._writes.qsize() > _MAX_QUEUED_WRITES:  # the SDK cannot keep up: write inline (backpressure)
-            self._write_safely(entry, end_wall, reason, error_type)
-        else:
-            self._writes.put((entry, end_wall, reason, error_type))
+            self._writer = threading.Thread(target=self._write_loop, name="vllm-otel-writer", daemon=True)
+            self._writer.start()
+            # atexit runs LIFO: this flush precedes the SDK provider's shutdown registered before us.
+            atexit.register(self.flush, 5.0)
+        item = (entry, end_wall, reason, error_type)
+        if self._writes.qsize() > _MAX_QUEUED_WRITES:  # the SDK cannot keep up: write inline
+            return item
+        self._writes.put(item)
+        return None
+
+    def _write_inline(self, items: Any) -> None:
+        for item in items:
+            if item is not None:
+                self._write_safely(*item)
 
     def _write_loop(self) -> None:
         while True:
@@ -328,12 +362,17 @@ class RequestTracker:
             self._write_safely(*item)
 
     def _write_safely(self, entry: _Entry, end_wall: float, reason: str, error_type: str | None) -> None:
+        span = None
         try:
-            write_request(self._tracer, self._inst, self._settings, entry, end_wall, reason, error_type)
+            summary = summarize(entry, end_wall, reason, error_type, self._settings.capture_content)
+            plan = entry.span
+            if plan is not None:
+                span = start_span(self._tracer, plan)
+                write_span(self._tracer, self._settings, span, plan, summary)
+            record_metrics(self._inst, summary, span)
         except Exception as exc:  # noqa: BLE001
             from opentelemetry.instrumentation.vllm.utils import report_hook_error
 
             report_hook_error("request.finalize", exc)
-            span = entry.span
-            if span is not None and hasattr(span, "is_recording") and span.is_recording():
+            if span is not None and span.is_recording():
                 span.end()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -94,7 +95,8 @@ def report_hook_error(hook: str, exc: BaseException) -> None:
 
 def guarded(hook: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator for telemetry-only code: any exception is reported via :func:`report_hook_error` and swallowed
-    (the function then returns ``None``)."""
+    (the function then returns ``None``). With the benchmark switch :data:`ENV_BENCH_HOOK_TIMES` set, the call's
+    thread CPU time is also accounted under ``hook`` (see :func:`timed`)."""
 
     def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(fn)
@@ -105,9 +107,74 @@ def guarded(hook: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
                 report_hook_error(hook, exc)
                 return None
 
+        return timed(hook)(inner)
+
+    return deco
+
+
+# ---- benchmark-only hook accounting ------------------------------------------------------------------------------
+#: Benchmark-only switch: a directory. When set, every guarded hook (and the writer) adds its ``time.thread_time_ns``
+#: to a per-(hook, thread) total, and a daemon thread writes ``hooks-<pid>.json`` there every 0.5 s:
+#: ``{"pid", "times": {"hook@thread": [cpu_ns, calls]}, "threads": {thread name: native id}}``.
+#: Unset (the default), :func:`timed` returns the function unchanged: zero cost.
+ENV_BENCH_HOOK_TIMES = "VLLM_OTEL_BENCH_HOOK_TIMES"
+_bench_dir = os.environ.get(ENV_BENCH_HOOK_TIMES, "").strip()
+_hook_times: dict[str, list[int]] = {}
+
+
+def timed(hook: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Account ``fn``'s thread CPU time (ns) under ``hook`` when the benchmark switch is on; identity otherwise."""
+
+    def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
+        if not _bench_dir:
+            return fn
+        _start_dumper()
+
+        @functools.wraps(fn)
+        def inner(*args: Any, **kwargs: Any) -> Any:
+            t0 = time.thread_time_ns()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                # one key per thread: no two threads update the same list
+                key = f"{hook}@{threading.current_thread().name}"
+                acc = _hook_times.get(key)
+                if acc is None:
+                    acc = _hook_times.setdefault(key, [0, 0])
+                acc[0] += time.thread_time_ns() - t0
+                acc[1] += 1
+
         return inner
 
     return deco
+
+
+_dumper: Any = None
+
+
+def _start_dumper() -> None:
+    global _dumper
+    if _dumper is not None:
+        return
+    import json
+
+    path = os.path.join(_bench_dir, f"hooks-{os.getpid()}.json")
+
+    def dump() -> None:
+        while True:
+            time.sleep(0.5)
+            try:
+                snap = {"pid": os.getpid(), "times": {k: list(v) for k, v in list(_hook_times.items())},
+                        "threads": {t.name: t.native_id for t in threading.enumerate()}}
+                tmp = f"{path}.tmp"
+                with open(tmp, "w") as fh:
+                    json.dump(snap, fh)
+                os.replace(tmp, path)
+            except Exception:  # noqa: BLE001 - benchmark aid only
+                pass
+
+    _dumper = threading.Thread(target=dump, name="vllm-otel-bench-dump", daemon=True)
+    _dumper.start()
 
 
 # ---- clocks ---------------------------------------------------------------------------------------------------------
