@@ -123,6 +123,12 @@ def _queries(res: dict) -> list[str]:
                    f"{_f(s['rollup_ms']['p50'])} / {_f(s['rollup_ms']['p95'])} | {_f(s['speedup_p50'])}× | "
                    f"{_sp(s['speedup_per_rep'])} | {_f(s['answers']['exact_counts'])} | "
                    f"{_f(s['answers']['max_rel_err'])} |")
+    st = o.get("storage")
+    if st:
+        out += ["", "Rollup storage (compressed, per request; histogram columns in brackets): " + ", ".join(
+            f"{t} {v['bytes_per_request']:.1f} B ({v['histogram_bytes_per_request']:.1f} B)" for t, v in st.items())
+            + f". Quantile error vs exact raw quantiles: max {o['quantile_max_rel_err']:.3%} (bound "
+            f"{o['quantile_error_bound']:.3%}, histogram scale {o['histogram_scale']})."]
     return out + ["", "![queries](../bench/results/queries.png)", ""]
 
 
@@ -173,7 +179,28 @@ def _overhead_served(res: dict) -> list[str]:
                 "CPU of the API-server process.", ""]
         out += _variant_table(summ, "API-server")
         out += ["", f"![served overhead {model}](../bench/results/overhead_served_{model}.png)", ""]
+    out += _served_breakdown(res.get("breakdown") or {})
     return out
+
+
+def _served_breakdown(b: dict) -> list[str]:
+    """API-server CPU per thread (psutil) and the telemetry's per-hook thread CPU (``VLLM_OTEL_BENCH_HOOK_TIMES``)."""
+    if not b.get("ours"):
+        return []
+    variants = [v for v in ("none", "ours", "native") if v in b]
+    names = sorted({n for v in variants for n in b[v]["threads_us_per_request"]},
+                   key=lambda n: -b["ours"]["threads_us_per_request"].get(n, 0.0))
+    out = ["API-server CPU per thread, µs per request (median over rounds; psutil per-thread times, thread names from "
+           "the hook accounting of `ours`, so other variants show only the main thread and the rest):", "",
+           "| thread | " + " | ".join(variants) + " |", "|---|" + "---|" * len(variants)]
+    for n in names:
+        out.append(f"| {n} | " + " | ".join(_f(b[v]["threads_us_per_request"].get(n)) for v in variants) + " |")
+    hooks = b["ours"]["hooks_us_per_request"]
+    out += ["", "Telemetry's own CPU in `ours` by hook (`time.thread_time_ns` around each hook; median over rounds):", "",
+            "| hook @ thread | calls/request | µs/request |", "|---|---|---|"]
+    for k in sorted(hooks, key=lambda k: -hooks[k][0]):
+        out.append(f"| {k.replace('@', ' @ ')} | {_f(hooks[k][1])} | {_f(hooks[k][0])} |")
+    return out + [""]
 
 
 SECTIONS = {"overhead": _overhead, "overhead_served": _overhead_served, "ingest": _ingest, "queries": _queries, "storage": _storage, "truth": _truth}
