@@ -1,4 +1,8 @@
-"""``vllm-otel collector``: run the collector until SIGTERM/SIGINT, then stop accepting, flush and exit 0."""
+"""``vllm-otel collector``: run the collector until SIGTERM/SIGINT, then stop accepting, flush and exit 0 (1 when
+the store stayed down past ``shutdown_timeout_s``: the rest stays in the spool for the next start).
+
+``vllm-otel dead-letters``: list the requests set aside because ClickHouse can never store them; ``--replay`` puts
+them back into the spool (collector stopped), ``--purge`` deletes them."""
 
 from __future__ import annotations
 
@@ -32,6 +36,18 @@ def register_collector(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-analytics", action="store_true", help="raw OTLP storage only (no derived tables/alerts)")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     p.set_defaults(func=run_collector)
+    d = sub.add_parser(
+        "dead-letters", help="list (or replay/purge) the requests the collector could never store",
+        description="Requests whose rows ClickHouse refused for good (e.g. a violated constraint) are kept in "
+                    "<data dir>/dead-letters with the reason instead of blocking the writer. --replay moves them "
+                    "back into the spool (stop the collector first); the next start writes them again.")
+    d.add_argument("--config", metavar="FILE", help="YAML config file (for data_dir)")
+    d.add_argument("--data-dir", metavar="DIR", help="the collector's data directory")
+    g = d.add_mutually_exclusive_group()
+    g.add_argument("--replay", action="store_true", help="move every dead letter back into the spool")
+    g.add_argument("--purge", action="store_true", help="delete every dead letter")
+    d.add_argument("--json", action="store_true", help="print the list as JSON")
+    d.set_defaults(func=run_dead_letters)
 
 
 def run_collector(args: argparse.Namespace) -> int:
@@ -67,3 +83,42 @@ def run_collector(args: argparse.Namespace) -> int:
     logging.getLogger(__name__).info("signal received: stopping (flushing the queue)")
     flushed = collector.stop()
     return 0 if flushed else 1
+
+
+def run_dead_letters(args: argparse.Namespace) -> int:
+    """List, replay or purge ``<data_dir>/dead-letters``. Raises ``UserError`` when the spool is locked."""
+    import json
+    import time
+    from pathlib import Path
+
+    from vllm_otel_collector.config import load_config
+    from vllm_otel_collector.pipeline.deadletters import DeadLetters
+    from vllm_otel_collector.pipeline.spool import Spool
+
+    cfg = load_config(args.config, data_dir=args.data_dir)
+    letters = DeadLetters(Path(cfg.data_dir) / "dead-letters")
+    found = letters.list()
+    if args.replay or args.purge:
+        if args.replay:
+            spool = Spool(Path(cfg.data_dir) / "spool", max_bytes=cfg.spool.max_bytes, fsync=cfg.spool.fsync)
+            try:
+                n = letters.replay_into(spool)
+            finally:
+                spool.close()
+            print(f"{n} dead letter(s) moved back into the spool; the next collector start writes them")
+        else:
+            for letter in found:
+                letters.remove(letter)
+            print(f"{len(found)} dead letter(s) deleted")
+        return 0
+    if args.json:
+        print(json.dumps([{"seq": x.seq, "signal": x.signal, "bytes": x.size, "table": x.table, "error": x.error,
+                           "time": x.time} for x in found]))
+        return 0
+    if not found:
+        print(f"no dead letters in {letters.dir}")
+        return 0
+    for x in found:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(x.time))
+        print(f"{x.seq:>8} {x.signal:<8} {x.size:>9} B  {when}Z  {x.table}: {x.error[:160]}")
+    return 0

@@ -132,13 +132,16 @@ class Collector:
         return False
 
     def readiness(self) -> tuple[bool, dict]:
-        """``(ready, detail)`` — ready when started, the store answers and every migration is applied."""
+        """``(ready, detail)`` — ready when started, the store answers, every migration is applied and the writer is
+        not stuck (a batch failing for more than a second: ``reason`` names the error)."""
         if not self._ready.is_set() or self.store is None or self._stopped:
             return False, {"reason": "not started"}
         if not self.store.ping():
             return False, {"reason": "store unreachable"}
         if not schema_is_current(self.store, sources=self._sources):
             return False, {"reason": "migrations not applied"}
+        if (stuck := self.pipeline.stuck()) is not None:
+            return False, {"reason": stuck, "queued_rows": self.pipeline.queued_rows}
         return True, {"queued_rows": self.pipeline.queued_rows, "spool_bytes": self._spool.bytes}
 
     def drain(self, timeout_s: float = 30.0) -> bool:

@@ -18,7 +18,8 @@ class SelfMetrics:
       ``rejected_total`` items refused by validation; ``refused_total`` items pushed back (spool/queue full, store
       down); ``written_total`` rows confirmed by ClickHouse (per table); ``retried_total`` insert retries;
       ``forwarded_total`` / ``forward_dropped_total`` items sent to / dropped by the forwarding exporter;
-      ``malformed_requests_total`` unparseable bodies; ``trace_requests_total`` trace requests by converter
+      ``malformed_requests_total`` unparseable bodies; ``dead_lettered_total`` items of requests set aside because
+      ClickHouse can never store them (``vllm-otel dead-letters`` lists them); ``trace_requests_total`` trace requests by converter
       (``path``: ``native`` = the C hot path, ``python`` = the reference converter).
     * ``queued_rows`` rows waiting in memory; ``spool_bytes`` bytes in the spool.
     * ``batch_write_seconds`` latency of one batch flush (all its inserts), seconds.
@@ -34,6 +35,8 @@ class SelfMetrics:
         self.refused = Counter(p + "refused", "Items pushed back with a retryable error", ["signal"], registry=r)
         self.malformed = Counter(p + "malformed_requests", "Requests that could not be decoded", ["signal"],
                                  registry=r)
+        self.dead_lettered = Counter(p + "dead_lettered", "Items of requests moved to the dead letters", ["signal"],
+                                     registry=r)
         self.trace_requests = Counter(p + "trace_requests", "Trace requests by converter path", ["path"],
                                       registry=r)
         self.written = Counter(p + "written", "Rows confirmed written to ClickHouse", ["table"], registry=r)

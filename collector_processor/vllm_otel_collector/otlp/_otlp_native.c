@@ -1,17 +1,18 @@
 /*
  * OTLP ExportTraceServiceRequest bytes -> one ClickHouse Native-format block of otel_traces rows.
  *
- * This is the collector's hot path in C (the pure-Python reference is convert.py; both must give identical rows,
+ * This is the collector's hot path in C (the pure-Python reference is traces.py; both must give identical rows,
  * tests/collector/test_native.py checks that on generated requests). It handles the common case only and answers
  * "use the Python path" (None) for anything else, so every rule about rejections and truncation lives in one place
- * (convert.py):
- *   - any span that convert.py would reject (bad ids, end < start, unknown kind/status code, invalid UTF-8),
- *   - anything convert.py would truncate (value longer than max_value_chars, more than max_attributes /
+ * (traces.py):
+ *   - any span that traces.py would reject (bad ids, end < start, a time beyond the validation table's range
+ *     -- validation.py, handed over once by configure() --, unknown kind/status code, invalid UTF-8),
+ *   - anything traces.py would truncate (value longer than max_value_chars, more than max_attributes /
  *     max_events / max_links),
  *   - duplicate keys in one attribute map, kvlist values, arrays nested in arrays, a repeated singular message,
  *   - malformed protobuf framing, or a known field with an unexpected wire type.
  *
- * Row mapping and value stringification are convert.py's (module docstring there). Column types in the block are
+ * Row mapping and value stringification are traces.py's (module docstring there). Column types in the block are
  * the table's (LowCardinality columns encoded as such), so ClickHouse inserts the block without conversions.
  *
  * Native format: varint column count, varint row count, then per column its name, its type name and its data
@@ -27,6 +28,9 @@
 #include <stdint.h>
 #include <string.h>
 #include <math.h>
+
+/* The validation table's time range (validation.py: TIME_NS_MAX), set by configure() at import. */
+static uint64_t time_ns_max = (uint64_t)INT64_MAX;
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "little-endian hosts only (Native format and protobuf fixed64 are little-endian)"
@@ -323,7 +327,7 @@ static int put_double_repr(Buf *b, double v, char code, int precision, int flags
     return rc;
 }
 
-/* convert.py _num: NaN/+Inf/-Inf; integral and |v| < 1e21 -> integer digits; else repr(v). */
+/* values.py _num: NaN/+Inf/-Inf; integral and |v| < 1e21 -> integer digits; else repr(v). */
 static int put_num(Buf *b, double v) {
     if (isnan(v)) return put_cstr(b, "NaN");
     if (isinf(v)) return put_cstr(b, v > 0 ? "+Inf" : "-Inf");
@@ -359,7 +363,7 @@ static int parse_any(Slice s, AnyValue *av) {
     return rc == 0 ? OK : FALLBACK;
 }
 
-/* Element of an array value as JSON (convert.py _raw + json.dumps). */
+/* Element of an array value as JSON (values.py _raw + json.dumps). */
 static int put_json_value(Buf *b, const AnyValue *av) {
     switch (av->kind) {
     case AV_NONE: return put_cstr(b, "null");
@@ -380,7 +384,7 @@ static int put_json_value(Buf *b, const AnyValue *av) {
     }
 }
 
-/* Top-level attribute value as a string (convert.py value_str), written into scratch buffer `b`. */
+/* Top-level attribute value as a string (values.py value_str), written into scratch buffer `b`. */
 static int put_value_str(Buf *b, const AnyValue *av) {
     switch (av->kind) {
     case AV_NONE: return OK;
@@ -567,9 +571,9 @@ static int do_span(St *st, Slice span, Slice scope_name, Slice scope_ver) {
         }
     }
     if (rc != 0) return FALLBACK;
-    /* convert.py _span_error, in the same spirit: anything it rejects goes to the Python path */
+    /* traces.py _span_error, in the same spirit: anything it rejects goes to the Python path */
     if (tid.n != 16 || all_zero(tid) || sid.n != 8 || all_zero(sid) || (pid.n != 0 && pid.n != 8)) return FALLBACK;
-    if (end < start || start > (uint64_t)INT64_MAX || end > (uint64_t)INT64_MAX || kind > 5) return FALLBACK;
+    if (end < start || start > time_ns_max || end > time_ns_max || kind > 5) return FALLBACK;
     if (!utf8_ok_s(tstate) || !utf8_ok_s(name)) return FALLBACK;
     uint64_t code = 0;
     Slice smsg = { (const uint8_t *)"", 0 };
@@ -598,7 +602,7 @@ static int do_span(St *st, Slice span, Slice scope_name, Slice scope_ver) {
                 if (ef.num == 1) { if (ef.wt != 1) return FALLBACK; t = ef.v; }
                 else if (ef.num == 2) { if (ef.wt != 2) return FALLBACK; en = ef.s; }
             }
-            if (erc != 0 || t > (uint64_t)INT64_MAX || !utf8_ok_s(en)) return FALLBACK;
+            if (erc != 0 || t > time_ns_max || !utf8_ok_s(en)) return FALLBACK;
             uint64_t ea = 0;
             if ((e = encode_map(st, f.s, 3, &st->ev_k, &st->ev_k.idx, &st->ev_v, &ea, NULL, NULL))) return e;
             st->ev_an += ea;
@@ -801,14 +805,27 @@ done:
     return result;
 }
 
+PyDoc_STRVAR(configure_doc,
+"configure(time_ns_max: int) -> None\n\n"
+"Set the ranges of the validation table (validation.native_ranges()): a span or event time above time_ns_max\n"
+"makes convert() decline the request (the Python path rejects that span). Raises OverflowError beyond 2^64-1.");
+
+static PyObject *configure(PyObject *self, PyObject *args) {
+    unsigned long long tmax;
+    if (!PyArg_ParseTuple(args, "K", &tmax)) return NULL;
+    time_ns_max = (uint64_t)tmax;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     { "convert", convert, METH_VARARGS, convert_doc },
+    { "configure", configure, METH_VARARGS, configure_doc },
     { NULL, NULL, 0, NULL },
 };
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "_otlp_native",
-    "OTLP trace requests -> ClickHouse Native blocks (the collector's hot path; reference: convert.py).", -1, methods,
+    "OTLP trace requests -> ClickHouse Native blocks (the collector's hot path; reference: traces.py).", -1, methods,
 };
 
 PyMODINIT_FUNC PyInit__otlp_native(void) { return PyModule_Create(&module); }

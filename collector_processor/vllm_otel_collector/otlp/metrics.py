@@ -3,8 +3,10 @@
 Column names and meanings follow the collector-contrib clickhouseexporter: one row per data point; times are ints of
 nanoseconds since the epoch (DateTime64(9)); ``Value`` is the point's double or int as Float64; attribute values are
 stringified exactly as for spans (:func:`vllm_otel_collector.otlp.values.value_str`). Exponential histograms and
-summaries are not stored: their points are counted as rejected with a message. A point with ``time_unix_nano == 0``
-is rejected (OTLP requires it).
+summaries are not stored: their points are counted as rejected with a message. Per the validation table
+(:mod:`.validation`) a point is rejected when ``time_unix_nano`` is 0 (OTLP requires it) or ≥ 2^63 ns,
+``start_time_unix_nano`` ≥ 2^63 ns, or one of its exemplars has a time ≥ 2^63 ns or ids that are neither empty nor
+16/8 bytes.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 
 from vllm_otel_collector.otlp.base import Columns, Limits, MalformedRequest, Payload
+from vllm_otel_collector.otlp.validation import exemplar_error, time_error
 from vllm_otel_collector.otlp.values import attrs_map
 
 _COMMON = ("ResourceAttributes", "ResourceSchemaUrl", "ScopeName", "ScopeVersion", "ScopeAttributes",
@@ -100,6 +103,13 @@ def convert_metrics(request: ExportMetricsServiceRequest, limits: Limits = Limit
                     if p.time_unix_nano == 0:
                         rejected += 1
                         errors.append(f"metric {metric.name!r}: data point without time_unix_nano")
+                        continue
+                    err = (time_error("time_unix_nano", p.time_unix_nano)
+                           or time_error("start_time_unix_nano", p.start_time_unix_nano)
+                           or next(filter(None, map(exemplar_error, p.exemplars)), None))
+                    if err:
+                        rejected += 1
+                        errors.append(f"metric {metric.name!r}: data point {err}")
                         continue
                     for name, value in zip(_COMMON[:8], common):
                         cols[name].append(value)

@@ -24,6 +24,7 @@ import numpy as np
 
 from vllm_otel_collector.otlp.base import Columns, Limits, NativeBlock, Payload
 from vllm_otel_collector.otlp.traces import TRACE_COLUMNS, convert_traces, parse_traces
+from vllm_otel_collector.otlp.validation import native_ranges
 from vllm_otel_collector.plugins import SpanInterest
 
 try:
@@ -32,6 +33,8 @@ except ImportError:  # built without a C compiler: the Python path serves every 
     _otlp_native = None
 
 AVAILABLE = _otlp_native is not None
+if AVAILABLE:  # the same ranges as the Python converter: the validation table
+    _otlp_native.configure(native_ranges()["time_ns_max"])
 
 __all__ = ["AVAILABLE", "NativeTraceBatch", "SpanInterest", "convert_traces_fast"]
 

@@ -10,9 +10,10 @@ insert. Row mapping (matches the collector-contrib clickhouseexporter):
 * ``ServiceName`` = resource attribute ``service.name``; attribute values stringified like pdata ``AsString``
   (:mod:`vllm_otel_collector.otlp.values`).
 
-Validation (a bad span is rejected, the rest of the request is kept; counts go to OTLP ``partial_success``):
-trace id not 16 bytes or all zero, span id not 8 bytes or all zero, parent span id neither empty nor 8 bytes,
-end < start, kind or status code outside the OTLP enums, invalid UTF-8 in any string of the span.
+Validation (a bad span is rejected, the rest of the request is kept; counts go to OTLP ``partial_success``), per
+the validation table (:mod:`.validation`): trace id not 16 bytes or all zero, span id not 8 bytes or all zero, parent
+span id neither empty nor 8 bytes, end < start, a start/end/event time ≥ 2^63 ns, kind or status code outside the
+OTLP enums, link ids neither empty nor 16/8 bytes, invalid UTF-8 in any string of the span.
 Limits (:class:`~vllm_otel_collector.otlp.base.Limits`) truncate instead of rejecting.
 """
 
@@ -27,7 +28,8 @@ from opentelemetry.proto.trace.v1 import trace_pb2
 from vllm_otel_collector.otlp import wire
 from vllm_otel_collector.otlp.base import Columns, Limits, MalformedRequest, Payload, concat_columns
 from vllm_otel_collector.otlp.lean_proto import LeanExportTraceServiceRequest, span_attributes
-from vllm_otel_collector.otlp.values import other_str, attrs_map, value_str
+from vllm_otel_collector.otlp.validation import TIME_NS_MAX, time_error
+from vllm_otel_collector.otlp.values import attrs_map, other_str, value_str
 
 __all__ = ["Limits", "MalformedRequest", "TRACE_COLUMNS", "TraceBatch", "concat_columns", "convert_traces",
            "parse_traces", "traces_from_bytes", "value_str"]
@@ -43,6 +45,10 @@ TRACE_COLUMNS = (
 
 
 _ZERO16, _ZERO8 = b"\0" * 16, b"\0" * 8
+
+
+class _BadEvent(ValueError):
+    """An event value outside the validation table (:mod:`.validation`): the span is rejected."""
 
 
 @dataclass
@@ -85,6 +91,9 @@ def _span_error(span) -> str | None:
         return f"span {span.name!r}: parent_span_id must be empty or 8 bytes (got {len(pid)})"
     if span.end_time_unix_nano < span.start_time_unix_nano:
         return f"span {span.name!r}: end_time_unix_nano < start_time_unix_nano"
+    for what in ("start_time_unix_nano", "end_time_unix_nano"):
+        if err := time_error(what, getattr(span, what)):
+            return f"span {span.name!r}: {err}"
     if not 0 <= span.kind < len(SPAN_KINDS):
         return f"span {span.name!r}: unknown span kind {span.kind}"
     if not 0 <= span.status.code < len(STATUS_CODES):
@@ -188,8 +197,9 @@ def convert_traces(request, limits: Limits = Limits(),
                 status = span.status
                 code = status.code
                 links = span.links
-                if (len(tid) != 16 or len(sid) != 8 or end < start or not 0 <= kind <= 5 or not 0 <= code <= 2
-                        or (pid and len(pid) != 8) or tid == _ZERO16 or sid == _ZERO8 or links):
+                if (len(tid) != 16 or len(sid) != 8 or end < start or end > TIME_NS_MAX or not 0 <= kind <= 5
+                        or not 0 <= code <= 2 or (pid and len(pid) != 8) or tid == _ZERO16 or sid == _ZERO8
+                        or links):
                     err = _span_error(span)
                     if err is not None:
                         rejected += 1
@@ -222,6 +232,8 @@ def convert_traces(request, limits: Limits = Limits(),
                     ets, enames, eattrs = [], [], []
                     try:
                         for ev in events:
+                            if ev.time_unix_nano > TIME_NS_MAX:
+                                raise _BadEvent(time_error("event time_unix_nano", ev.time_unix_nano))
                             ets.append(ev.time_unix_nano)
                             enames.append(ev.name)
                             if lean:
@@ -234,9 +246,10 @@ def convert_traces(request, limits: Limits = Limits(),
                                 m, t = attrs_map(ev.attributes, limits)
                             eattrs.append(m)
                             trunc = trunc or t
-                    except DecodeError:
+                    except (DecodeError, _BadEvent) as exc:
                         rejected += 1
-                        errors.append(f"span {span.name!r}: undecodable event attribute (invalid UTF-8?)")
+                        errors.append(f"span {span.name!r}: {exc}" if isinstance(exc, _BadEvent)
+                                      else f"span {span.name!r}: undecodable event attribute (invalid UTF-8?)")
                         bad_indices.append(i)
                         continue
                 else:

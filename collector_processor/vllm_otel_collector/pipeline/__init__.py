@@ -7,7 +7,8 @@ One request's path (each part a small class, one file each)::
       → admission.Admission                  room? → spool.Spool.append (durable) → queue.RequestQueue.put
     ← ConsumeResult                          the receiver acknowledges (partial_success for rejections)
     writer.Writer (thread)                   queue.take → spool.record_batch (dedup token) → processors →
-                                             store inserts (retried) → spool.delete
+                                             store inserts (transient errors retried; permanent ones split the
+                                             batch → deadletters.DeadLetters) → spool.delete
     replay.Replay (thread, at start)         spooled requests of a previous run → queue (same batches)
     scheduler.Scheduler (thread)             plug-ins' periodic jobs
 
@@ -119,6 +120,13 @@ class Pipeline:
     @property
     def queued_rows(self) -> int:
         return self.queue.rows
+
+    def stuck(self, after_s: float = 1.0) -> str | None:
+        """Why the writer is stuck — its batch has been failing for more than ``after_s`` seconds — or None."""
+        since = self.writer.failing_since
+        if since is None or time.monotonic() - since < after_s:
+            return None
+        return f"writer retrying for {time.monotonic() - since:.0f} s: {self.writer.last_error}"
 
     @property
     def store_ok(self) -> bool:
