@@ -1,4 +1,5 @@
-"""Subcommands owned by the collector package: ``collector``, ``stats``, ``alerts``, ``export``, ``report``, ``top``."""
+"""Subcommands owned by the collector package: ``collector`` and ``dead-letters``, each installed plug-in's commands
+(analytics: ``stats``, ``alerts``, ``export``), and the views (``report``, ``top``)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ import argparse
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the collector subcommands to the root parser's ``sub``."""
     from vllm_otel_collector.cli_collector import register_collector
-
-    register_collector(sub)
-    from vllm_otel_collector.analytics.cli import register as register_analytics
-
-    register_analytics(sub)
+    from vllm_otel_collector.plugins import installed_plugins
     from vllm_otel_collector.views.cli import register as register_views
 
+    register_collector(sub)
+    for plugin in installed_plugins():
+        register_commands = getattr(plugin, "register_commands", None)
+        if callable(register_commands):
+            register_commands(sub)
     register_views(sub)

@@ -7,8 +7,8 @@ A plug-in is an object registered under the entry-point group ``vllm_otel.collec
     analytics = "vllm_otel_collector.analytics:PLUGIN"
 
 It implements :class:`CollectorPlugin`: a ``name``, an optional ``migrations`` folder (:class:`MigrationSource`, its
-own version range, applied by the core's runner) and ``create(config) -> PluginParts`` — the processors, periodic
-jobs and read-API routes it adds. The collector loads every installed plug-in except those disabled by its config
+own version range, applied by the core's runner), ``create(config) -> PluginParts`` — the processors, periodic
+jobs and read-API routes it adds — and optionally ``register_commands(subparsers)`` for its CLI commands. The collector loads every installed plug-in except those disabled by its config
 (``load_analytics: false`` / ``--no-analytics`` leaves the ``analytics`` plug-in out: no processors, no routes, no
 migrations applied). Without any plug-in the collector stores raw OTLP only.
 """
@@ -113,6 +113,9 @@ class CollectorPlugin(Protocol):
         """Build the parts for a collector with ``config`` (:class:`vllm_otel_collector.config.Config`; the plug-in
         reads its own section). Raises ``UserError`` for an invalid plug-in configuration (one line)."""
         ...
+
+    # Optional: ``register_commands(subparsers)`` adds the plug-in's ``vllm-otel`` subcommands (argparse
+    # sub-parsers whose ``func(args) -> int`` runs the command); called by ``vllm_otel_collector.commands``.
 
 
 @functools.cache

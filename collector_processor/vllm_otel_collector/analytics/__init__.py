@@ -22,6 +22,7 @@ from typing import Any
 
 from vllm_otel_collector.analytics.alerts import AlertManager
 from vllm_otel_collector.analytics.api import make_routes
+from vllm_otel_collector.analytics.cli import register as register_cli
 from vllm_otel_collector.analytics.engine import engine_route
 from vllm_otel_collector.analytics.startup import startup_route
 from vllm_otel_collector.analytics.config import AnalyticsConfig
@@ -76,6 +77,10 @@ class AnalyticsPlugin:
     def create(self, config: Any) -> PluginParts:
         """Parts for a collector with ``config`` (its ``analytics:`` section). Raises ``UserError``."""
         return PluginParts(**plugins(config))
+
+    def register_commands(self, sub) -> None:
+        """``vllm-otel stats``, ``alerts``, ``export``."""
+        register_cli(sub)
 
 
 PLUGIN = AnalyticsPlugin()
