@@ -44,6 +44,7 @@ provider. Patching happens once per process; ``uninstrument()`` restores every o
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from typing import Any, Collection
 
@@ -85,7 +86,9 @@ class VLLMInstrumentor(BaseInstrumentor):
         with _lock:
             settings = utils.Settings.from_env(**{k: kwargs.get(k) for k in
                                                   ("request_timeout_s", "max_in_flight", "capture_content",
-                                                   "phase_spans")})
+                                                   "phase_spans", "export_process")})
+            if kwargs.get("tracer_provider") is not None or kwargs.get("meter_provider") is not None:
+                settings = dataclasses.replace(settings, export_process=False)  # providers in code: in-process
             tracer = trace.get_tracer(_SCOPE, tracer_provider=kwargs.get("tracer_provider"))
             meter = metrics.get_meter(_SCOPE, meter_provider=kwargs.get("meter_provider"))
             inst = Instruments(meter)

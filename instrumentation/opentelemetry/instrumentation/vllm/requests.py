@@ -15,6 +15,7 @@ with ``error.type=timeout`` (zombies).
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import json
 import queue
 import threading
@@ -102,6 +103,7 @@ class RequestTracker:
         # output loop: the finish hook itself only pops the entry and enqueues it.
         self._writes: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None  # started under self._lock by the first finished request
+        self._link: Any = None  # export_process.ChildLink when settings.export_process (writer thread only)
 
     # ---- introspection (tests, docs) ----------------------------------------------------------------------------
     def in_flight(self) -> int:
@@ -318,6 +320,9 @@ class RequestTracker:
         self.flush()
         if self._writer is not None:
             self._writes.put(None)
+            self._writer.join(5.0)
+        if self._link is not None:
+            self._link.close()
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Block until every finished request queued so far is written (its span ended, its metrics recorded);
@@ -357,15 +362,44 @@ class RequestTracker:
             if item is None:
                 return
             if isinstance(item, threading.Event):
+                if self._link is not None and self._link.up:
+                    self._link.flush(5.0)  # the child's providers include everything sent so far
                 item.set()
                 continue
             self._write_safely(*item)
+
+    def _child_link(self) -> Any:
+        """The telemetry child (started on the writer thread by the first finished request), or None."""
+        if not self._settings.export_process or threading.current_thread() is not self._writer:
+            return None
+        if self._link is None:
+            from opentelemetry.instrumentation.vllm.export_process import ChildLink
+
+            try:
+                self._link = ChildLink()
+            except Exception as exc:  # noqa: BLE001 - no child: in-process writing
+                self._settings = dataclasses.replace(self._settings, export_process=False)
+                from opentelemetry.instrumentation.vllm.utils import report_hook_error
+
+                report_hook_error("export_process", exc)
+                return None
+        return self._link if self._link.up else None
 
     def _write_safely(self, entry: _Entry, end_wall: float, reason: str, error_type: str | None) -> None:
         span = None
         try:
             summary = summarize(entry, end_wall, reason, error_type, self._settings.capture_content)
             plan = entry.span
+            link = self._child_link()
+            if link is not None:
+                from opentelemetry.instrumentation.vllm.export_process import ExportLost, parent_tuple
+
+                try:
+                    compact = None if plan is None else (plan.name, plan.start_ns, plan.attrs, plan.kind.value)
+                    link.send(parent_tuple(plan) if plan is not None else None, compact, summary)
+                    return
+                except ExportLost:
+                    pass  # written in-process below
             if plan is not None:
                 span = start_span(self._tracer, plan)
                 write_span(self._tracer, self._settings, span, plan, summary)

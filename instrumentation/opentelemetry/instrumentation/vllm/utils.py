@@ -22,6 +22,9 @@ ENV_CAPTURE_CONTENT = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 #: 1 span per request instead of 4, ~3/4 less SDK cost per request (docs/BENCHMARKS.md, section 1).
 ENV_PHASE_SPANS = "OTEL_INSTRUMENTATION_VLLM_PHASE_SPANS"
 
+#: "true" hands finished requests to a telemetry child process that builds spans/metrics (see :mod:`.export_process`).
+ENV_EXPORT_PROCESS = "OTEL_INSTRUMENTATION_VLLM_EXPORT_PROCESS"
+
 DEFAULT_REQUEST_TIMEOUT_S = 60.0
 DEFAULT_MAX_IN_FLIGHT = 65536
 _TRUE = {"1", "true", "yes", "on", "span_only", "span_and_event"}
@@ -33,13 +36,15 @@ class Settings:
 
     ``request_timeout_s`` — zombie timeout in seconds (default 60, must be > 0);
     ``max_in_flight`` — bound on tracked requests; ``capture_content`` — record prompt/completion text;
-    ``phase_spans`` — emit the queue/prefill/decode child spans (default on).
+    ``phase_spans`` — emit the queue/prefill/decode child spans (default on); ``export_process`` — build spans and
+    metrics in a telemetry child process (default off; only when no provider object was passed to ``instrument()``).
     """
 
     request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
     capture_content: bool = False
     phase_spans: bool = True
+    export_process: bool = False
 
     @classmethod
     def from_env(cls, **overrides: Any) -> "Settings":
@@ -49,8 +54,9 @@ class Settings:
         max_in_flight = int(_float_env(ENV_MAX_IN_FLIGHT, DEFAULT_MAX_IN_FLIGHT))
         capture = os.environ.get(ENV_CAPTURE_CONTENT, "").strip().lower() in _TRUE
         phases = os.environ.get(ENV_PHASE_SPANS, "true").strip().lower() not in ("0", "false", "no", "off")
+        export = os.environ.get(ENV_EXPORT_PROCESS, "").strip().lower() in ("1", "true", "yes", "on")
         values = {"request_timeout_s": timeout, "max_in_flight": max_in_flight, "capture_content": capture,
-                  "phase_spans": phases}
+                  "phase_spans": phases, "export_process": export}
         values.update({k: v for k, v in overrides.items() if k in values and v is not None})
         return cls(**values)
 
