@@ -285,6 +285,19 @@ def test_request_larger_than_the_queue_is_413_not_503(make_collector):
     assert _names(c) == [f"fits{i}" for i in range(10)]
 
 
+def test_accepted_connections_have_nagle_off(make_collector):
+    """A listening socket created with proto 0 left Nagle on for every connection (asyncio sets TCP_NODELAY only for
+    IPPROTO_TCP): each kept-alive response's body then waited ~40 ms for the client's delayed ACK."""
+    c = make_collector()
+    srv = c._servers[0]
+    with socket.create_connection(("127.0.0.1", c.http_port)) as s:
+        s.sendall(_head(0, path="/v1/nope"))
+        s.recv(1000)
+        [conn] = srv._server.server_state.connections
+        sock = conn.transport.get_extra_info("socket")
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+
+
 def test_read_api_methods_and_unknown_paths(make_collector):
     c = make_collector()
     api = f"http://127.0.0.1:{c.api_port}"
