@@ -49,6 +49,7 @@ def demo_run(tiny_model_dir, tmp_path_factory):
     args = _demo_args(tmp, tiny_model_dir, "--json", "--requests", "6", "--concurrency", "3", "--max-tokens", "12")
     proc = subprocess.run(args, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    (tmp / "stderr.txt").write_text(proc.stderr)  # the progress display (the console is stderr with --json)
     return tmp, json.loads(proc.stdout), args
 
 
@@ -146,3 +147,21 @@ def test_model_load_row_assembled_from_the_load_trace(demo_run, tiny_model_dir):
     assert load["KVCacheBlocks"] > 0
     # Not eager: torch.compile ran (or loaded its cache) in the worker during "Warmup (CPU)".
     assert load["CompileSeconds"] > 0 and load["CompileCacheHit"] in (0, 1)
+
+
+def test_engine_start_shown_live_phase_by_phase(demo_run, tiny_model_dir):
+    """The demo's progress display folded the real engine-start spans while vLLM loaded; its last frame (stderr,
+    since --json) shows every phase done and agrees with the assembled llm_model_loads row."""
+    tmp, out, _ = demo_run
+    start, load = out["engine_start"], out["model_load"]
+    assert start is not None and start["ready"] and start["trace_id"] == load["TraceId"]
+    assert start["model"] == load["Model"] == tiny_model_dir.name
+    frame = (tmp / "stderr.txt").read_text()
+    assert f"engine start — {tiny_model_dir.name} ready in {start['load_seconds']:.1f} s" in frame
+    phases = {p["phase"]: p for p in start["phases"]}
+    assert [p["state"] for p in start["phases"]] == ["done"] * 5
+    assert phases["weights"]["bytes"] == (tiny_model_dir / "model.safetensors").stat().st_size
+    assert phases["kv_cache"]["blocks"] == load["KVCacheBlocks"]
+    assert phases["compile"]["seconds"] == pytest.approx(load["CompileSeconds"])
+    assert start["compile_cache_hit"] == bool(load["CompileCacheHit"])
+    assert start["load_seconds"] == pytest.approx(load["LoadSeconds"])
