@@ -184,3 +184,19 @@ def test_c_and_python_paths_share_the_time_range_of_the_validation_table():
     ev.events.add(time_unix_nano=2**63, name="late")
     body = make_request([ev]).SerializeToString()
     assert native.convert_traces_fast(body) is None and traces_from_bytes(body).rejected == 1
+
+
+def test_a_poison_request_left_in_the_spool_by_an_older_collector_is_replayed_without_sticking(make_collector,
+                                                                                               tmp_path):
+    from vllm_otel_collector.pipeline.spool import Spool
+
+    data_dir = tmp_path / "old-run"
+    spool = Spool(data_dir / "spool", fsync=False)  # what the old code acknowledged and spooled as is
+    spool.append("traces", make_request([make_span("late", start=2**63, duration=0), make_span("kept")])
+                 .SerializeToString())
+    spool.close()
+    c = make_collector(data_dir=data_dir)
+    assert c.drain(30)
+    assert c.store.query("SELECT SpanName FROM otel_traces").result_rows == [("kept",)]
+    assert not [p for p in (data_dir / "spool").iterdir() if p.suffix in (".traces", ".batch")]
+    assert c.readiness()[0]
