@@ -174,7 +174,7 @@ def convert_traces(request, limits: Limits = Limits(),
 
     ``body`` is the original wire bytes: reused as :attr:`TraceBatch.clean_body` when no span was rejected, otherwise
     the request is rebuilt from the accepted spans. ``only``: convert just these accepted spans (0-based, wire
-    order) — used by :mod:`vllm_otel_collector.native` to give processors the rows they asked for.
+    order) — used by :mod:`vllm_otel_collector.otlp.native` to give processors the rows they asked for.
     """
     rows: list[tuple] = []  # one tuple per accepted span in TRACE_COLUMNS order, transposed at the end (in C)
     add_row = rows.append
