@@ -20,7 +20,7 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from opentelemetry.instrumentation.vllm.utils import logger, report_hook_error
+from opentelemetry.instrumentation.vllm.utils import logger, report_hook_error, timed
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 
@@ -62,6 +62,7 @@ class ChildLink:
         self._flushes = 0
         self._lock = threading.Lock()
 
+    @timed("writer.send")
     def send(self, parent: Any, plan: Any, summary: Any) -> None:
         """Raise :class:`ExportLost` when the child is gone (the caller writes the record in-process)."""
         try:
