@@ -2,7 +2,7 @@
 
 Served: an instrumented vLLM OpenAI server (``opentelemetry-instrument``, OTLP/gRPC) exporting to the embedded
 collector (chDB); the OpenAI-client workload sends a ``traceparent`` per request, so each client observation joins
-its server span by trace id. Compared per request: our span's ``gen_ai.latency.time_to_first_token`` (and the
+its server span by trace id. Compared per request: our span's ``vllm.latency.time_to_first_token`` (and the
 derived ``llm_requests.TTFT`` row) vs the client's observed TTFT (request sent → first content chunk; the difference
 is HTTP, detokenization and streaming, so client − span > 0 is expected), and in aggregate vs vLLM's own
 ``vllm:time_to_first_token_seconds`` histogram (sum/count delta over the workload from its Prometheus ``/metrics``,

@@ -4,9 +4,10 @@
 Input is the columnar ``otel_traces`` batch the collector writes (column name → list, clickhouseexporter names;
 ``SpanAttributes`` values are strings; ``Duration`` is nanoseconds). Output columns are ready for ``Store.insert``.
 
-A request span is any span carrying ``vllm.finish_reason`` or ``gen_ai.latency.e2e``: our instrumentation's request
-spans and vLLM's native ``llm_request`` spans (attribute names in
-``opentelemetry.instrumentation.vllm.semconv``). All latencies are seconds.
+A request span is any span carrying one of ``semconv.REQUEST_SPAN_KEYS`` (``vllm.finish_reason``,
+``vllm.latency.e2e``, or vLLM's native ``gen_ai.latency.e2e``): our instrumentation's request spans and vLLM's native
+``llm_request`` spans (attribute names in ``opentelemetry.instrumentation.vllm.semconv``; latencies are read under our
+``vllm.latency.*`` names, else vLLM's native ``gen_ai.latency.*``). All latencies are seconds.
 """
 
 from __future__ import annotations
@@ -60,6 +61,12 @@ def _float(attrs: dict, key: str) -> float | None:
     return _seconds(value)
 
 
+def _latency(attrs: dict, key: str, native: str) -> float | None:
+    """Seconds under our name ``key`` (``vllm.latency.*``), else under vLLM's native name (``gen_ai.latency.*``)."""
+    value = _float(attrs, key)
+    return _float(attrs, native) if value is None and key not in attrs else value
+
+
 def _int(attrs: dict, key: str, fallback: str | None = None, cap: int = UINT32_MAX) -> int | None:
     """Attribute ``key`` (else ``fallback``) as a count clamped to ``[0, cap]`` (the column's range): negative → 0,
     above ``cap`` or +Inf → ``cap``; ``None`` when missing, NaN or not a number. Never raises."""
@@ -95,7 +102,7 @@ def status_of(finish_reason: str, status_code: str) -> str:
 
 def is_request_span(attrs: dict) -> bool:
     """True for spans that describe one LLM request (ours or vLLM's native ``llm_request``)."""
-    return sc.VLLM_FINISH_REASON in attrs or sc.LATENCY_E2E in attrs
+    return any(k in attrs for k in sc.REQUEST_SPAN_KEYS)
 
 
 def requests_from_spans(traces: dict[str, list], thresholds: Thresholds) -> dict[str, list]:
@@ -119,7 +126,8 @@ def requests_from_spans(traces: dict[str, list], thresholds: Thresholds) -> dict
         return out
     names = traces["SpanName"]
     codes = traces.get("StatusCode") or [""] * len(attrs_col)
-    picks = [i for i, a in enumerate(attrs_col) if sc.VLLM_FINISH_REASON in a or sc.LATENCY_E2E in a]
+    keys = sc.REQUEST_SPAN_KEYS
+    picks = [i for i, a in enumerate(attrs_col) if keys[0] in a or keys[1] in a or keys[2] in a]
     if not picks:
         return out
     for col in ("Timestamp", "TraceId", "SpanId", "ServiceName"):
@@ -137,10 +145,10 @@ def requests_from_spans(traces: dict[str, list], thresholds: Thresholds) -> dict
             raw = a.get(sc.RESPONSE_FINISH_REASONS)
             finish = _first_finish_reason(raw) if raw else ""
         status = status_of(finish, codes[i])
-        ttft = _float(a, sc.LATENCY_TTFT)
-        e2e = _float(a, sc.LATENCY_E2E)
-        queue = _float(a, sc.LATENCY_QUEUE)
-        decode = _float(a, sc.LATENCY_DECODE)
+        ttft = _latency(a, sc.LATENCY_TTFT, sc.NATIVE_LATENCY_TTFT)
+        e2e = _latency(a, sc.LATENCY_E2E, sc.NATIVE_LATENCY_E2E)
+        queue = _latency(a, sc.LATENCY_QUEUE, sc.NATIVE_LATENCY_QUEUE)
+        decode = _latency(a, sc.LATENCY_DECODE, sc.NATIVE_LATENCY_DECODE)
         inp = _int(a, sc.USAGE_INPUT_TOKENS, sc.NATIVE_USAGE_PROMPT_TOKENS)
         outp = _int(a, sc.USAGE_OUTPUT_TOKENS, sc.NATIVE_USAGE_COMPLETION_TOKENS)
         tpot = _float(a, sc.LATENCY_TPOT)
@@ -161,7 +169,7 @@ def requests_from_spans(traces: dict[str, list], thresholds: Thresholds) -> dict
         out["TPOT"].append(tpot)
         out["E2E"].append(e2e)
         out["Queue"].append(queue)
-        out["Prefill"].append(_float(a, sc.LATENCY_PREFILL))
+        out["Prefill"].append(_latency(a, sc.LATENCY_PREFILL, sc.NATIVE_LATENCY_PREFILL))
         out["Decode"].append(decode)
         out["InputTokens"].append(inp or 0)
         out["OutputTokens"].append(outp or 0)
@@ -215,7 +223,7 @@ class AnalyticsProcessor:
     def __init__(self, thresholds: Thresholds):
         self.thresholds = thresholds
         #: the spans this processor reads: request spans (by attribute key) and spans with a duration threshold
-        self.interest = SpanInterest(attribute_keys=frozenset({sc.VLLM_FINISH_REASON, sc.LATENCY_E2E}),
+        self.interest = SpanInterest(attribute_keys=frozenset(sc.REQUEST_SPAN_KEYS),
                                      span_name=lambda name: thresholds.duration(name) is not None)
 
     def process(self, traces: dict[str, list]) -> list[tuple[str, dict[str, list]]]:

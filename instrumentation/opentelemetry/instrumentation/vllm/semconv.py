@@ -45,15 +45,24 @@ PROVIDER_VLLM: Final = "vllm"
 OP_CHAT: Final = "chat"
 OP_TEXT_COMPLETION: Final = "text_completion"
 
-# ---- Latencies (seconds), vLLM native tracing names ---------------------------------------------------------------
-LATENCY_TTFT: Final = "gen_ai.latency.time_to_first_token"
-LATENCY_E2E: Final = "gen_ai.latency.e2e"
-LATENCY_QUEUE: Final = "gen_ai.latency.time_in_queue"
-LATENCY_PREFILL: Final = "gen_ai.latency.time_in_model_prefill"
-LATENCY_DECODE: Final = "gen_ai.latency.time_in_model_decode"
-LATENCY_INFERENCE: Final = "gen_ai.latency.time_in_model_inference"
-#: TPOT = decode time / (output_tokens - 1); absent when output_tokens < 2.
-LATENCY_TPOT: Final = "gen_ai.latency.time_per_output_token"
+# ---- Latencies (seconds) ------------------------------------------------------------------------------------------
+# Not defined by the GenAI conventions, hence vllm.*; same definitions as vLLM's native tracing (``vllm/tracing``
+# ``SpanAttributes.GEN_AI_LATENCY_*``), whose names (``gen_ai.latency.*``, NATIVE_LATENCY_* below) the collector still
+# reads from vLLM's native ``llm_request`` spans.
+LATENCY_TTFT: Final = "vllm.latency.time_to_first_token"
+LATENCY_E2E: Final = "vllm.latency.e2e"
+LATENCY_QUEUE: Final = "vllm.latency.time_in_queue"
+LATENCY_PREFILL: Final = "vllm.latency.time_in_model_prefill"
+LATENCY_DECODE: Final = "vllm.latency.time_in_model_decode"
+LATENCY_INFERENCE: Final = "vllm.latency.time_in_model_inference"
+#: TPOT = decode time / (output_tokens - 1); absent when output_tokens < 2 (vLLM's native span has no TPOT).
+LATENCY_TPOT: Final = "vllm.latency.time_per_output_token"
+NATIVE_LATENCY_TTFT: Final = "gen_ai.latency.time_to_first_token"
+NATIVE_LATENCY_E2E: Final = "gen_ai.latency.e2e"
+NATIVE_LATENCY_QUEUE: Final = "gen_ai.latency.time_in_queue"
+NATIVE_LATENCY_PREFILL: Final = "gen_ai.latency.time_in_model_prefill"
+NATIVE_LATENCY_DECODE: Final = "gen_ai.latency.time_in_model_decode"
+NATIVE_LATENCY_INFERENCE: Final = "gen_ai.latency.time_in_model_inference"
 #: vLLM native span's request id attribute (we also read it from native spans).
 NATIVE_REQUEST_ID: Final = "gen_ai.request.id"
 NATIVE_SPAN_NAME: Final = "llm_request"
@@ -64,6 +73,8 @@ NATIVE_USAGE_COMPLETION_TOKENS: Final = _ga.GEN_AI_USAGE_COMPLETION_TOKENS
 VLLM_REQUEST_ID: Final = "vllm.request.id"
 #: One of FINISH_* below; "abort" for client disconnect/cancel, "timeout" for zombies ended by the instrumentation.
 VLLM_FINISH_REASON: Final = "vllm.finish_reason"
+#: Attribute keys that make a span a request span for the collector: ours, or vLLM's native llm_request.
+REQUEST_SPAN_KEYS: Final = (VLLM_FINISH_REASON, LATENCY_E2E, NATIVE_LATENCY_E2E)
 VLLM_NUM_PREEMPTIONS: Final = "vllm.request.num_preemptions"
 VLLM_TOKENS_PER_SECOND: Final = "vllm.request.output_tokens_per_second"  # output tokens / e2e seconds
 VLLM_LORA_NAME: Final = "vllm.lora.name"
