@@ -103,24 +103,28 @@ def test_store_commands_open_the_store_the_same_way(tmp_path, capsys):
         open_store(argparse.Namespace(clickhouse=f"chdb://{tmp_path}/missing", database=None, data_dir=None))
 
 
-def test_fetch_runs_the_handler_on_the_store(filled):
-    """--clickhouse gives what the handler gives on the same store (the handler table is the caller's)."""
-    from vllm_otel_collector.store.testing import shared_chdb_path
+def test_fetch_runs_the_handler_on_the_store():
+    """--clickhouse runs the caller's handler on the store it names (the handler table is the caller's)."""
+    from vllm_otel_collector.store.testing import fresh_store, shared_chdb_path
 
-    store, info = filled
+    named = fresh_store("views_client_fetch", apply_migrations=False)
     seen = []
 
     def handler(s, query):
         seen.append(query)
-        return 200, {"n": s.query("SELECT count() FROM llm_requests").result_rows[0][0]}
+        return 200, {"database": s.database, "answer": s.query("SELECT 41 + 1").result_rows[0][0]}
 
     args = argparse.Namespace(api=None, token=None, clickhouse=f"chdb://{shared_chdb_path()}",
-                              database=store.database, data_dir=None)
-    assert fetch(args, "/x", {"a": 1, "b": None, "c": ""}, {"/x": handler}) == {"n": info.requests}
-    assert seen == [{"a": "1"}]
+                              database=named.database, data_dir=None)
+    try:
+        assert fetch(args, "/x", {"a": 1, "b": None, "c": ""}, {"/x": handler}) == {
+            "database": named.database, "answer": 42}
+        assert seen == [{"a": "1"}]
 
-    def bad(s, query):
-        raise ValueError("parameter window must be a number")
+        def bad(s, query):
+            raise ValueError("parameter window must be a number")
 
-    with pytest.raises(UserError, match="^parameter window must be a number$"):
-        fetch(args, "/x", {}, {"/x": bad})
+        with pytest.raises(UserError, match="^parameter window must be a number$"):
+            fetch(args, "/x", {}, {"/x": bad})
+    finally:
+        named.command(f"DROP DATABASE IF EXISTS `{named.database}`", use_database=False)
