@@ -15,7 +15,8 @@ another one. On top of that this module adds what an exposed collector needs:
 * a body limit (413 for a declared Content-Length above it, or as soon as a chunked body grows past it), a body
   deadline (``body_timeout_s``, 408), a cap on the bytes of all bodies buffered at once (``max_buffered_bytes``: a
   request that would pass it gets 503 + ``Retry-After`` at once; nobody waits for a slow client's slot),
-* a client that half-closes before its body is complete gets 400 and nothing is handed on.
+* a client that half-closes before its body is complete gets 400 and nothing is handed on; so does a request with
+  both Content-Length and Transfer-Encoding (RFC 9112 §6.3, a request-smuggling shape; the connection is closed).
 
 Binding errors become a one-line :class:`UserError` naming the port.
 """
@@ -123,6 +124,8 @@ class _App:
         req = Request(scope["method"], scope["path"], query, headers)
         ep = self.endpoint
         declared = _content_length(headers)
+        if declared is not None and "transfer-encoding" in headers:  # RFC 9112 §6.3: a smuggling shape
+            return await _send(send, ep.error(req, 400, "both Content-Length and Transfer-Encoding"), close=True)
         try:
             resp = ep.preflight(req)
         except Exception:  # noqa: BLE001 - a failing check must not take the server down

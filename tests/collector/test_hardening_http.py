@@ -90,6 +90,27 @@ def test_chunked_bodies_are_stored_and_the_connection_stays_in_step(make_collect
     assert _names(c) == ["chunked-a", "chunked-a2", "chunked-gzip", "httpx-stream", "plain-b"]
 
 
+def test_ambiguous_or_broken_framing_is_400_and_the_server_keeps_serving(make_collector):
+    """Request smuggling shapes (both Content-Length and chunked, two lengths) and broken chunk framing."""
+    c = make_collector()
+    body = _body("smuggled")
+    broken = {
+        "length and chunked": _head(len(body), extra="Transfer-Encoding: chunked\r\n") + _chunked(body),
+        "two lengths": _head(len(body), extra=f"Content-Length: {len(body) + 1}\r\n") + body + b"x",
+        "negative length": _head(-1) + body,
+        "chunk size not hex": _head() + b"zz\r\n" + body + b"\r\n0\r\n\r\n",
+        "chunk longer than said": _head() + b"2\r\n" + body + b"\r\n0\r\n\r\n",
+    }
+    for what, data in broken.items():
+        with socket.create_connection(("127.0.0.1", c.http_port), timeout=10) as s:
+            s.sendall(data)
+            status, _, _ = _read_response(s.makefile("rb"))
+            assert status == 400, what
+    assert httpx.post(f"http://127.0.0.1:{c.http_port}/v1/traces", content=_body("after-broken"),
+                      headers={"Content-Type": PB}).status_code == 200
+    assert _names(c) == ["after-broken"]
+
+
 def test_sdk_http_exporter_with_gzip(make_collector):
     c = make_collector()
     tp = sdk_provider(HttpSpanExporter(endpoint=f"http://127.0.0.1:{c.http_port}/v1/traces",
