@@ -13,7 +13,7 @@ import threading
 import time
 from pathlib import Path
 
-from vllm_otel_collector.api import RouteHandler, api_server
+from vllm_otel_collector.api.server import RouteHandler, api_server
 from vllm_otel_collector.config import Config, parse_listen
 from vllm_otel_collector.forwarder import Forwarder
 from vllm_otel_collector.pipeline import Pipeline

@@ -1,8 +1,2 @@
-"""The read API room: the server (:mod:`.server`) and the one client every CLI command uses (:mod:`.client`).
-
-``RouteHandler`` and ``api_server`` are re-exported from :mod:`.server` for the collector's wiring.
-"""
-
-from vllm_otel_collector.api.server import RouteHandler, api_server
-
-__all__ = ["RouteHandler", "api_server"]
+"""The read API room: the server (:mod:`.server`, run by the collector) and the one client every CLI command uses
+(:mod:`.client`). Importing the client does not import the server (nor uvicorn)."""
