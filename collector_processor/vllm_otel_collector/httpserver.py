@@ -4,9 +4,10 @@ thread pool.
 
 uvicorn/h11 do the protocol: ``Transfer-Encoding: chunked``, Content-Length validation (a request whose body ends
 before its Content-Length is never handed on), pipelining, header size (16 KiB), keep-alive; the TLS handshake runs on
-the event loop, per connection (asyncio's 60 s handshake timeout), so an idle or slow TCP connection never holds up
-another one. On top of that this module adds what an exposed collector needs:
+the event loop, per connection, so an idle or slow TCP connection never holds up another one. On top of that this
+module adds what an exposed collector needs:
 
+* a TLS handshake deadline (``tls_handshake_timeout_s``; uvicorn leaves asyncio's 60 s),
 * a cap on open connections (``max_connections``; beyond it uvicorn answers 503 and closes),
 * a deadline for a request's headers: ``header_timeout_s`` after connecting, ``keep_alive_s`` after the previous
   response (an idle or trickling connection is closed),
@@ -252,6 +253,18 @@ def _protocol_class(header_timeout_s: float, keep_alive_s: float) -> type[H11Pro
     return _Protocol
 
 
+def _loop_class(tls_handshake_timeout_s: float) -> type[asyncio.AbstractEventLoop]:
+    """asyncio's loop with a TLS handshake deadline for the servers it creates (uvicorn passes none)."""
+
+    class _Loop(asyncio.SelectorEventLoop):
+        async def create_server(self, *args, **kwargs):
+            if kwargs.get("ssl") is not None:
+                kwargs.setdefault("ssl_handshake_timeout", tls_handshake_timeout_s)
+            return await super().create_server(*args, **kwargs)
+
+    return _Loop
+
+
 def _bind(what: str, host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # proto given explicitly: asyncio sets TCP_NODELAY only on sockets whose proto is IPPROTO_TCP (0 would leave
@@ -281,6 +294,7 @@ class HttpServer:
         header_timeout_s: a new connection must send a request's headers within this many seconds.
         keep_alive_s: an idle kept-alive connection must send its next request's headers within this many seconds.
         body_timeout_s: a request's body must arrive completely within this many seconds of its headers (408).
+        tls_handshake_timeout_s: a TLS client must finish its handshake within this many seconds (then closed).
         max_buffered_bytes: bytes of request bodies held at once, all connections together (at least one
             ``endpoint.max_body_bytes``); beyond it a request gets 503 + ``Retry-After``.
 
@@ -290,13 +304,14 @@ class HttpServer:
 
     def __init__(self, what: str, host: str, port: int, endpoint: Endpoint, tls: tuple[str, str] | None = None, *,
                  workers: int = 8, max_connections: int = 1024, header_timeout_s: float = 10.0,
-                 keep_alive_s: float = 60.0, body_timeout_s: float = 60.0, max_buffered_bytes: int = 256 << 20):
+                 keep_alive_s: float = 60.0, body_timeout_s: float = 60.0, max_buffered_bytes: int = 256 << 20,
+                 tls_handshake_timeout_s: float = 10.0):
         self.what = what
         self._sock = _bind(what, host, port)
         self.port = self._sock.getsockname()[1]
         self._app = _App(endpoint, workers, body_timeout_s, max_buffered_bytes, what)
         config = uvicorn.Config(
-            self._app, http=_protocol_class(header_timeout_s, keep_alive_s), loop="asyncio", lifespan="off",
+            self._app, http=_protocol_class(header_timeout_s, keep_alive_s), loop="none", lifespan="off",
             ws="none", interface="asgi3", log_config=None, access_log=False, server_header=False,
             headers=[("server", SERVER_NAME)], limit_concurrency=max_connections,
             timeout_keep_alive=int(keep_alive_s) or 1, timeout_graceful_shutdown=5,
@@ -307,8 +322,12 @@ class HttpServer:
             self._sock.close()
             raise UserError(f"cannot load TLS certificate/key for {what}: {exc}") from None
         self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]},
-                                        name=f"http-{what}", daemon=True)
+        self._loop_class = _loop_class(tls_handshake_timeout_s)
+        self._thread = threading.Thread(target=self._serve, name=f"http-{what}", daemon=True)
+
+    def _serve(self) -> None:
+        with asyncio.Runner(loop_factory=self._loop_class) as runner:
+            runner.run(self._server.serve(sockets=[self._sock]))
 
     def start(self) -> None:
         """Start serving (the socket is already listening: connections made before this wait in its backlog)."""

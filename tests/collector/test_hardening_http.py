@@ -182,6 +182,25 @@ def test_idle_tcp_connections_do_not_block_https_or_the_api(make_collector, tmp_
     assert _names(c) == ["past-idle"]
 
 
+def test_tls_handshake_has_a_deadline(make_collector, tmp_path):
+    cert, key = _self_signed(tmp_path)
+    c = make_collector()
+    srv = http_receiver(c.pipeline, "127.0.0.1", 0, tls=(str(cert), str(key)), tls_handshake_timeout_s=1.0)
+    srv.start()
+    try:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as idle:
+            t0 = time.monotonic()
+            assert idle.recv(1) == b""  # closed by the server, no handshake ever started
+            assert time.monotonic() - t0 < 5
+        ctx = ssl.create_default_context(cafile=str(cert))
+        r = httpx.post(f"https://localhost:{srv.port}/v1/traces", verify=ctx, content=_body("after-handshake"),
+                       headers={"Content-Type": PB}, timeout=5)
+        assert r.status_code == 200
+    finally:
+        srv.stop()
+    assert _names(c) == ["after-handshake"]
+
+
 def test_slow_body_connections_cost_no_thread_each(make_collector):
     """Item 9: 3,000 slow-body connections made 3,000 threads. Now they cost none, and others are served."""
     c = make_collector()
