@@ -1,7 +1,8 @@
 """A small in-test OTLP/gRPC receiver for metrics (and traces), on opentelemetry-proto's servicers.
 
-Keeps every exported metric data point, flattened: ``points(name)`` returns the points of the latest export that
-carried ``name`` (the OTLP exporter sends cumulative totals, so the latest export is the current total).
+Keeps the latest export's data points, flattened: ``points(name)`` returns the points of ``name`` in the latest export
+(the periodic reader exports every metric in one request, counters as cumulative totals; an observable gauge without
+observations is absent, i.e. ``[]``).
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ class OtlpMetricsReceiver:
     def _add(self, batch: dict[str, list[Point]]) -> None:
         with self._lock:
             self.exports += 1
-            self._latest.update(batch)
+            self._latest = batch  # one export = the whole current state (a gauge with no observation is absent)
 
     def points(self, name: str) -> list[Point]:
         with self._lock:
