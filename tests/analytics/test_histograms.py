@@ -160,10 +160,22 @@ def test_rollup_quantiles_within_relative_error_on_skewed_data(store, kind, tabl
             assert p["ttft_count"] == len(vals) and _within(p["ttft_p95"], _percentile(vals, 0.95))
 
 
+def test_migration_views_and_backfill_use_the_module_bucket_sql():
+    from vllm_otel_collector.store.migrations import load_migrations
+
+    text = next(m for m in load_migrations() if m.version == 105).template
+    for name in H.METRICS:  # 2 views + 2 backfills, each with the exact expression of histogram.state_sql
+        assert text.count(f"{H.state_sql(name)} AS {name}Hist") == 4, name
+    assert "quantilesTDigest" not in text.split("DROP COLUMN")[0]
+
+
 def test_histogram_counts_equal_raw_counts_per_bucket(store):
     rnd = random.Random(3)
     _insert(store, _rows(_skewed("bimodal", 1500, rnd), "m1", T0, 1800, rnd))
     _insert(store, _rows(_skewed("long_tail", 500, rnd), "m2", T0, 1800, rnd))
+    # Float32 extremes and the values the zero / top buckets take (the raw column is Float32)
+    extremes = _rows([1.401298464324817e-45, 1e37, 0.0, math.inf, 1e-30, 5e4], "m2", T0, 60, rnd)
+    _insert(store, extremes)
     for table, unit in (("llm_requests_1m", "Minute"), ("llm_requests_1h", "Hour")):
         hist_cols = ", ".join(f"sumMap({m}Hist), sum({m}Count)" for m in H.METRICS)
         roll = store.query(f"SELECT toUnixTimestamp(Bucket), Model, {hist_cols} FROM {table} "

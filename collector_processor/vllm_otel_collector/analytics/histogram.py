@@ -128,8 +128,14 @@ def key_sql(col: str) -> str:
 
 
 def state_sql(col: str) -> str:
-    """SQL aggregate for a materialized view: the ``Map(Int16, UInt64)`` histogram of ``col`` (NULLs skipped)."""
-    return f"sumMapIf(map({key_sql(col)}, toUInt64(1)), {col} IS NOT NULL)"
+    """SQL aggregate for a materialized view: the ``Map(Int16, UInt64)`` histogram of ``col`` (NULLs skipped).
+
+    Built from the group's sorted keys (distinct keys, ``countEqual`` per key) rather than ``sumMap(map(key, 1))``:
+    the same map, ~4.5× cheaper to build per inserted row (measured on 800k rows, 7 histograms; docs/analytics.md).
+    """
+    g = f"arraySort(groupArrayIf({key_sql(col)}, {col} IS NOT NULL))"
+    return (f"CAST(mapFromArrays(arrayDistinct({g}), arrayMap(d -> toUInt64(countEqual({g}, d)), "
+            f"arrayDistinct({g}))), 'Map(Int16, UInt64)')")
 
 
 def _rep_sql(k: str) -> str:
