@@ -2,17 +2,24 @@
 workload, three variants alive side by side and interleaved.
 
 Variants: ``none`` (plain server, our vLLM plugins excluded through ``VLLM_PLUGINS``), ``ours``
-(``opentelemetry-instrument`` + ``VLLMInstrumentor`` via its entry points, OTLP/gRPC traces and metrics), ``native``
+(``opentelemetry-instrument`` + ``VLLMInstrumentor`` via its entry points, OTLP/gRPC traces and metrics),
+``ours_child`` (the same with ``OTEL_INSTRUMENTATION_VLLM_EXPORT_PROCESS=true``: request spans and metrics built in
+the telemetry child process, whose CPU is reported separately), ``native``
 (``--otlp-traces-endpoint``, our plugins excluded). Each exports to its own null sink (:mod:`bench.sink`). OpenLIT has
 no served variant: its vLLM instrumentation wraps only the offline ``LLM.generate``. All servers start first; each
 round runs the same workload (``requests`` streaming chat requests, ``concurrency`` in flight, ``max_tokens``) against
 each server, the order rotating; a first round warms up. Per round: throughput (completion tokens / wall s), client
 TTFT p50/p99, API-server CPU µs per request (user+system of the server's main process — the frontend — over the
-round, from psutil). Full runs only (engine starts make it too slow for the smoke run).
+round, from psutil), and the API server's CPU per thread (psutil ``threads()``; thread names from the
+instrumentation's benchmark-only hook accounting, ``VLLM_OTEL_BENCH_HOOK_TIMES``, on in ``ours``) with the
+telemetry's own per-hook ``thread_time_ns`` per request: the breakdown of where ours spends API-server CPU. Full runs
+only (engine starts make it too slow for the smoke run); ``BENCH_SERVED_ROUNDS`` / ``BENCH_SERVED_REQUESTS`` /
+``BENCH_SERVED_VARIANTS`` override the rounds, requests per round and variants.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -21,23 +28,28 @@ from bench.common import ROOT, new_result, percentile, ratios, spread
 from bench.sink import OtlpSink
 
 _METHOD = __doc__.split("\n\n", 1)[1].replace("\n", " ").strip()
-VARIANTS = ("none", "ours", "native")
+VARIANTS = ("none", "ours", "ours_child", "native")
+OURS = ("ours", "ours_child")
 
 
-def _server(variant: str, model: Path, endpoint: str, log: Path):
+def _server(variant: str, model: Path, endpoint: str, log: Path, hooks_dir: Path | None = None):
     from vllm_otel_inference.launcher import VLLMServer, free_port
 
     from bench.overhead import _other_general_plugins
 
     env = {"VLLM_CPU_KVCACHE_SPACE": "1"}
+    if hooks_dir is not None:
+        env["VLLM_OTEL_BENCH_HOOK_TIMES"] = str(hooks_dir)
     extra = ["--enforce-eager"]
-    if variant != "ours":
+    if variant == "ours_child":
+        env["OTEL_INSTRUMENTATION_VLLM_EXPORT_PROCESS"] = "true"
+    if variant not in OURS:
         env["VLLM_PLUGINS"] = ",".join(_other_general_plugins())
     if variant == "native":
         env["OTEL_EXPORTER_OTLP_TRACES_INSECURE"] = "true"
         extra += ["--otlp-traces-endpoint", endpoint]
-    return VLLMServer(model_dir=model, served_model_name="tiny", otlp_endpoint=endpoint if variant == "ours" else None,
-                      port=free_port(), log_path=log, max_model_len=512, instrumented=variant == "ours",
+    return VLLMServer(model_dir=model, served_model_name="tiny", otlp_endpoint=endpoint if variant in OURS else None,
+                      port=free_port(), log_path=log, max_model_len=512, instrumented=variant in OURS,
                       service_name=f"bench-served-{variant}", extra_args=extra, extra_env=env)
 
 
@@ -48,6 +60,61 @@ def _cpu(pid: int) -> float:
     return t.user + t.system
 
 
+def _child_cpu(pid: int) -> float:
+    """CPU seconds of the server's telemetry child process(es) (:mod:`opentelemetry.instrumentation.vllm.export_child`)."""
+    import psutil
+
+    total = 0.0
+    for child in psutil.Process(pid).children(recursive=False):
+        try:
+            if any("export_child" in part for part in child.cmdline()):
+                t = child.cpu_times()
+                total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
+
+
+def _threads(pid: int) -> dict[int, float]:
+    """CPU seconds (user+system) per thread id of process ``pid``."""
+    import psutil
+
+    return {t.id: t.user_time + t.system_time for t in psutil.Process(pid).threads()}
+
+
+def _hooks(hooks_dir: Path | None, pid: int) -> dict:
+    """The instrumentation's hook accounting of process ``pid`` (empty without the switch)."""
+    if hooks_dir is None:
+        return {}
+    try:
+        return json.loads((hooks_dir / f"hooks-{pid}.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _thread_names(pid: int, hooks: dict) -> dict[int, str]:
+    names = {tid: name for name, tid in hooks.get("threads", {}).items()}
+    names[pid] = "MainThread (event loop)"
+    return names
+
+
+def breakdown(pid: int, requests: int, t0: dict[int, float], t1: dict[int, float], h0: dict, h1: dict) -> dict:
+    """Per-request µs: ``threads`` {thread name: CPU µs} from psutil deltas, ``hooks`` {hook@thread: [µs, calls per
+    request]} from the hook accounting deltas."""
+    names = _thread_names(pid, h1)
+    threads: dict[str, float] = {}
+    for tid, cpu in t1.items():
+        name = names.get(tid, "other (vLLM, uvicorn, torch)")
+        threads[name] = threads.get(name, 0.0) + (cpu - t0.get(tid, 0.0)) / requests * 1e6
+    hooks = {}
+    before = h0.get("times", {})
+    for key, (ns, calls) in h1.get("times", {}).items():
+        ns0, calls0 = before.get(key, (0, 0))
+        if calls != calls0:
+            hooks[key] = [(ns - ns0) / requests / 1e3, (calls - calls0) / requests]
+    return {"threads": threads, "hooks": hooks}
+
+
 def run(smoke: bool, workdir: Path) -> dict:
     from vllm_otel_inference.tiny_model import build_tiny_llama
     from vllm_otel_inference.workload import run_workload
@@ -55,23 +122,39 @@ def run(smoke: bool, workdir: Path) -> dict:
     result = new_result("overhead_served", smoke, _METHOD)
     model = build_tiny_llama(ROOT / ".cache" / "bench" / "tiny-llama")
     rounds, requests, conc, max_tokens = (1, 4, 2, 4) if smoke else (6, 96, 16, 16)
+    rounds = int(os.environ.get("BENCH_SERVED_ROUNDS", rounds))
+    requests = int(os.environ.get("BENCH_SERVED_REQUESTS", requests))
+    hooks_dir = workdir / "hooks"
+    hooks_dir.mkdir(parents=True, exist_ok=True)
     variants = ("none", "ours") if smoke else VARIANTS
+    if os.environ.get("BENCH_SERVED_VARIANTS"):  # e.g. "none,ours_child" for a quick check
+        variants = tuple(os.environ["BENCH_SERVED_VARIANTS"].split(","))
     sinks = {v: OtlpSink().__enter__() for v in variants}
     servers = {}
     samples = {v: [] for v in variants}
+    per_thread: dict[str, list[dict]] = {v: [] for v in variants}
     try:
         for v in variants:
-            servers[v] = _server(v, model, sinks[v].endpoint, workdir / f"served-{v}.log")
+            servers[v] = _server(v, model, sinks[v].endpoint, workdir / f"served-{v}.log",
+                                 hooks_dir if v in OURS else None)
             servers[v].start()
             servers[v].wait_ready()
         for rnd in range(rounds + 1):
             order = list(variants[rnd % len(variants):]) + list(variants[:rnd % len(variants)])
             for v in order:
                 pid = servers[v]._proc.pid  # the API server (opentelemetry-instrument execs into it)
+                h0, t0 = _hooks(hooks_dir if v in OURS else None, pid), _threads(pid)
+                k0 = _child_cpu(pid)
                 c0, w0 = _cpu(pid), time.perf_counter()
                 res = run_workload(servers[v].base_url, "tiny", requests=requests, concurrency=conc,
                                    max_tokens=max_tokens)
-                wall, cpu = time.perf_counter() - w0, _cpu(pid) - c0
+                wall = time.perf_counter() - w0
+                time.sleep(1.0)  # the writer and the span processor finish this round's requests; the dump catches up
+                cpu, t1 = _cpu(pid) - c0, _threads(pid)
+                h1 = _hooks(hooks_dir if v in OURS else None, pid)
+                if rnd:
+                    per_thread[v].append(breakdown(pid, requests, t0, t1, h0, h1))
+                    per_thread[v][-1]["threads"]["telemetry child process (outside the API server)"] = (_child_cpu(pid) - k0) / requests * 1e6
                 if rnd:
                     ttft = [r.client_ttft_s for r in res if r.ok and r.client_ttft_s is not None]
                     samples[v].append({"throughput_tok_s": sum(r.output_tokens or 0 for r in res) / wall,
@@ -101,9 +184,14 @@ def run(smoke: bool, workdir: Path) -> dict:
             "span_names": emitted[v]["span_names"], "metric_points": emitted[v]["points"],
         }
     result["samples"] = samples
+    result["per_thread"] = per_thread
+    result["breakdown"] = _median_breakdown(per_thread)
     result["summary"] = {"tiny": {"config": {"model": "tiny", "rounds": rounds, "requests_per_round": requests,
                                              "concurrency": conc, "max_tokens": max_tokens,
                                              "variants": list(variants)}, **summary}}
+    result["targets"] = {}
+    if "ours" not in summary:  # a reduced variant set (BENCH_SERVED_VARIANTS)
+        return result
     ours = summary["ours"]
     thr, cpu = ours["throughput_ratio"]["median"], ours["cpu_us_added_per_request"]["median"]
     result["targets"] = {"served_tiny_throughput_cost_le_1pct": {"target": 0.99, "measured": thr, "met": thr >= 0.99},
@@ -114,4 +202,28 @@ def run(smoke: bool, workdir: Path) -> dict:
             "target": "ours throughput ratio ≥ native's and added CPU ≤ native's",
             "measured": {"ours_ratio": thr, "native_ratio": n_thr, "ours_cpu_us": cpu, "native_cpu_us": n_cpu},
             "met": thr >= n_thr and cpu <= n_cpu}
+        for v in OURS:  # issue #13: API-server CPU added ≤ 100 µs and ≤ half of native tracing's, throughput ≥ 0.99
+            if v in summary and "cpu_us_added_per_request" in summary[v]:
+                v_cpu = summary[v]["cpu_us_added_per_request"]["median"]
+                v_thr = summary[v]["throughput_ratio"]["median"]
+                result["targets"][f"served_tiny_{v}_api_cpu_le_100us_and_half_native"] = {
+                    "target": "API-server CPU added ≤ 100 µs/request and ≤ native's / 2; throughput ratio ≥ 0.99",
+                    "measured": {"cpu_us": v_cpu, "native_cpu_us": n_cpu, "throughput_ratio": v_thr},
+                    "met": v_cpu <= 100.0 and v_cpu <= n_cpu / 2 and v_thr >= 0.99}
     return result
+
+
+def _median_breakdown(per_thread: dict[str, list[dict]]) -> dict:
+    """Median over rounds of each thread's and each hook's µs per request, per variant."""
+    from statistics import median
+
+    out: dict = {}
+    for v, rounds in per_thread.items():
+        if not rounds:
+            continue
+        threads = {k: median(r["threads"].get(k, 0.0) for r in rounds) for k in {k for r in rounds for k in r["threads"]}}
+        hooks = {k: [median(r["hooks"].get(k, [0.0, 0.0])[0] for r in rounds),
+                     median(r["hooks"].get(k, [0.0, 0.0])[1] for r in rounds)]
+                 for k in {k for r in rounds for k in r["hooks"]}}
+        out[v] = {"threads_us_per_request": threads, "hooks_us_per_request": hooks}
+    return out

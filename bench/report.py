@@ -187,7 +187,7 @@ def _served_breakdown(b: dict) -> list[str]:
     """API-server CPU per thread (psutil) and the telemetry's per-hook thread CPU (``VLLM_OTEL_BENCH_HOOK_TIMES``)."""
     if not b.get("ours"):
         return []
-    variants = [v for v in ("none", "ours", "native") if v in b]
+    variants = [v for v in ("none", "ours", "ours_child", "native") if v in b]
     names = sorted({n for v in variants for n in b[v]["threads_us_per_request"]},
                    key=lambda n: -b["ours"]["threads_us_per_request"].get(n, 0.0))
     out = ["API-server CPU per thread, µs per request (median over rounds; psutil per-thread times, thread names from "
@@ -195,11 +195,15 @@ def _served_breakdown(b: dict) -> list[str]:
            "| thread | " + " | ".join(variants) + " |", "|---|" + "---|" * len(variants)]
     for n in names:
         out.append(f"| {n} | " + " | ".join(_f(b[v]["threads_us_per_request"].get(n)) for v in variants) + " |")
-    hooks = b["ours"]["hooks_us_per_request"]
-    out += ["", "Telemetry's own CPU in `ours` by hook (`time.thread_time_ns` around each hook; median over rounds):", "",
-            "| hook @ thread | calls/request | µs/request |", "|---|---|---|"]
-    for k in sorted(hooks, key=lambda k: -hooks[k][0]):
-        out.append(f"| {k.replace('@', ' @ ')} | {_f(hooks[k][1])} | {_f(hooks[k][0])} |")
+    ours = [v for v in ("ours", "ours_child") if v in b]
+    keys = {k for v in ours for k in b[v]["hooks_us_per_request"]}
+    out += ["", "Telemetry's own CPU by hook (`time.thread_time_ns` around each hook, `VLLM_OTEL_BENCH_HOOK_TIMES`; "
+            "median over rounds; calls/request, µs/request):", "",
+            "| hook @ thread | " + " | ".join(f"{v} calls | {v} µs" for v in ours) + " |",
+            "|---|" + "---|---|" * len(ours)]
+    for k in sorted(keys, key=lambda k: -b["ours"]["hooks_us_per_request"].get(k, [0, 0])[0]):
+        cells = [(b[v]["hooks_us_per_request"].get(k) or [None, None]) for v in ours]
+        out.append(f"| {k.replace('@', ' @ ')} | " + " | ".join(f"{_f(c[1])} | {_f(c[0])}" for c in cells) + " |")
     return out + [""]
 
 
