@@ -1,8 +1,8 @@
 """A small in-test OTLP/gRPC receiver for metrics (and traces), on opentelemetry-proto's servicers.
 
-Keeps the latest export's data points, flattened: ``points(name)`` returns the points of ``name`` in the latest export
-(the periodic reader exports every metric in one request, counters as cumulative totals; an observable gauge without
-observations is absent, i.e. ``[]``).
+Keeps each exporting process's latest export, flattened: ``points(name)`` returns the points of ``name`` in the latest
+export of every connection (the periodic reader exports every metric of a process in one request, counters as
+cumulative totals; an observable gauge without observations is absent, i.e. ``[]``).
 """
 
 from __future__ import annotations
@@ -65,7 +65,9 @@ class _Metrics(metrics_service_pb2_grpc.MetricsServiceServicer):
                             value = p.as_double if p.WhichOneof("value") == "as_double" else p.as_int
                             pts.append(Point(m.name, kind, attrs, value=value, unit=m.unit,
                                              temporality=getattr(data, "aggregation_temporality", 0)))
-        self._sink._add(batch)
+        # the exporting process: our process.memory.usage point carries process.pid (else the connection)
+        pids = {p.attributes.get("process.pid") for p in batch.get("process.memory.usage", [])}
+        self._sink._add(batch, f"pid:{pids.pop()}" if len(pids) == 1 else context.peer())
         return metrics_service_pb2.ExportMetricsServiceResponse()
 
 
@@ -88,7 +90,7 @@ class OtlpMetricsReceiver:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.exports = 0
-        self._latest: dict[str, list[Point]] = {}
+        self._latest: dict[str, dict[str, list[Point]]] = {}  # per exporting connection (= process)
         self.spans: list[dict] = []
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
         metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(_Metrics(self), self._server)
@@ -103,18 +105,20 @@ class OtlpMetricsReceiver:
     def __exit__(self, *exc: Any) -> None:
         self._server.stop(grace=None)
 
-    def _add(self, batch: dict[str, list[Point]]) -> None:
+    def _add(self, batch: dict[str, list[Point]], peer: str) -> None:
         with self._lock:
             self.exports += 1
-            self._latest = batch  # one export = the whole current state (a gauge with no observation is absent)
+            # one export = the whole current state of that process (a gauge with no observation is absent); the
+            # API server, EngineCore and workers each export over their own connection
+            self._latest[peer] = batch
 
     def points(self, name: str) -> list[Point]:
         with self._lock:
-            return list(self._latest.get(name, []))
+            return [p for batch in self._latest.values() for p in batch.get(name, [])]
 
     def names(self) -> set[str]:
         with self._lock:
-            return set(self._latest)
+            return {n for batch in self._latest.values() for n in batch}
 
     def wait_exports(self, n: int, timeout: float = 30.0) -> None:
         """Block until ``n`` more exports arrived (each one starts after this call for n >= 2)."""
