@@ -1,12 +1,13 @@
-"""OTLP metrics → ``otel_metrics_gauge`` / ``otel_metrics_sum`` / ``otel_metrics_histogram`` columns.
+"""OTLP metrics → ``otel_metrics_gauge`` / ``otel_metrics_sum`` / ``otel_metrics_histogram`` /
+``otel_metrics_exponential_histogram`` columns.
 
 Column names and meanings follow the collector-contrib clickhouseexporter: one row per data point; times are ints of
 nanoseconds since the epoch (DateTime64(9)); ``Value`` is the point's double or int as Float64; attribute values are
-stringified exactly as for spans (:func:`vllm_otel_collector.otlp.values.value_str`). Exponential histograms and
-summaries are not stored: their points are counted as rejected with a message. Per the validation table
-(:mod:`.validation`) a point is rejected when ``time_unix_nano`` is 0 (OTLP requires it) or ≥ 2^63 ns,
-``start_time_unix_nano`` ≥ 2^63 ns, or one of its exemplars has a time ≥ 2^63 ns or ids that are neither empty nor
-16/8 bytes.
+stringified exactly as for spans (:func:`vllm_otel_collector.otlp.values.value_str`). Summaries are not stored: their
+points are counted as rejected with a message. Per the validation table (:mod:`.validation`) a point is rejected when
+``time_unix_nano`` is 0 (OTLP requires it) or ≥ 2^63 ns, ``start_time_unix_nano`` ≥ 2^63 ns, one of its exemplars
+has a time ≥ 2^63 ns or ids that are neither empty nor 16/8 bytes, or (exponential histograms) its ``scale`` is
+outside -10..20.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 
 from vllm_otel_collector.otlp.base import Columns, Limits, MalformedRequest, Payload
-from vllm_otel_collector.otlp.validation import exemplar_error, time_error
+from vllm_otel_collector.otlp.validation import exemplar_error, scale_error, time_error
 from vllm_otel_collector.otlp.values import attrs_map
 
 _COMMON = ("ResourceAttributes", "ResourceSchemaUrl", "ScopeName", "ScopeVersion", "ScopeAttributes",
@@ -29,6 +30,9 @@ METRIC_TABLES = {
     "otel_metrics_sum": _COMMON + ("Value", "AggregationTemporality", "IsMonotonic"),
     "otel_metrics_histogram": _COMMON + ("Count", "Sum", "BucketCounts", "ExplicitBounds", "Min", "Max",
                                          "AggregationTemporality"),
+    "otel_metrics_exponential_histogram": _COMMON + ("Count", "Sum", "Scale", "ZeroCount", "PositiveOffset",
+                                                     "PositiveBucketCounts", "NegativeOffset",
+                                                     "NegativeBucketCounts", "Min", "Max", "AggregationTemporality"),
 }
 
 
@@ -93,6 +97,8 @@ def convert_metrics(request: ExportMetricsServiceRequest, limits: Limits = Limit
                     table, points = "otel_metrics_sum", metric.sum.data_points
                 elif kind == "histogram":
                     table, points = "otel_metrics_histogram", metric.histogram.data_points
+                elif kind == "exponential_histogram":
+                    table, points = "otel_metrics_exponential_histogram", metric.exponential_histogram.data_points
                 else:
                     n = len(getattr(metric, kind).data_points) if kind else 0
                     rejected += n
@@ -106,7 +112,8 @@ def convert_metrics(request: ExportMetricsServiceRequest, limits: Limits = Limit
                         continue
                     err = (time_error("time_unix_nano", p.time_unix_nano)
                            or time_error("start_time_unix_nano", p.start_time_unix_nano)
-                           or next(filter(None, map(exemplar_error, p.exemplars)), None))
+                           or next(filter(None, map(exemplar_error, p.exemplars)), None)
+                           or (scale_error(p.scale) if kind == "exponential_histogram" else None))
                     if err:
                         rejected += 1
                         errors.append(f"metric {metric.name!r}: data point {err}")
@@ -132,6 +139,19 @@ def convert_metrics(request: ExportMetricsServiceRequest, limits: Limits = Limit
                         cols["Value"].append(_number(p))
                         cols["AggregationTemporality"].append(int(metric.sum.aggregation_temporality))
                         cols["IsMonotonic"].append(bool(metric.sum.is_monotonic))
+                    elif kind == "exponential_histogram":
+                        cols["Count"].append(p.count)
+                        cols["Sum"].append(p.sum)
+                        cols["Scale"].append(p.scale)
+                        cols["ZeroCount"].append(p.zero_count)
+                        cols["PositiveOffset"].append(p.positive.offset)
+                        cols["PositiveBucketCounts"].append(list(p.positive.bucket_counts))
+                        cols["NegativeOffset"].append(p.negative.offset)
+                        cols["NegativeBucketCounts"].append(list(p.negative.bucket_counts))
+                        cols["Min"].append(p.min)
+                        cols["Max"].append(p.max)
+                        cols["AggregationTemporality"].append(
+                            int(metric.exponential_histogram.aggregation_temporality))
                     else:
                         cols["Count"].append(p.count)
                         cols["Sum"].append(p.sum)

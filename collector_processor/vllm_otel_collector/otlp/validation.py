@@ -54,6 +54,9 @@ METRICS: tuple[Rule, ...] = (
     Rule("Exemplar.time_unix_nano", "otel_metrics_*.Exemplars.TimeUnix", 0, TIME_NS_MAX, "reject"),
     Rule("Exemplar.trace_id", "otel_metrics_*.Exemplars.TraceId", 0, 16, "reject", "bytes: empty or 16"),
     Rule("Exemplar.span_id", "otel_metrics_*.Exemplars.SpanId", 0, 8, "reject", "bytes: empty or 8"),
+    Rule("ExponentialHistogramDataPoint.scale", "otel_metrics_exponential_histogram.Scale", -10, 20, "reject",
+         "OTel data model: the SDKs' range (MaxScale 20, MinScale -10); beyond it the bucket bounds overflow or "
+         "collapse in Float64"),
 )
 
 TABLE: dict[str, tuple[Rule, ...]] = {"traces": TRACES, "metrics": METRICS}
@@ -69,6 +72,16 @@ def time_error(what: str, value: int) -> str | None:
     if 0 <= value <= TIME_NS_MAX:
         return None
     return f"{what} = {value} is outside 0..2^63-1 ns (DateTime64(9))"
+
+
+SCALE_MIN, SCALE_MAX = -10, 20
+
+
+def scale_error(scale: int) -> str | None:
+    """``"scale = <s> is outside -10..20"`` for an exponential-histogram scale outside the table's range, or None."""
+    if SCALE_MIN <= scale <= SCALE_MAX:
+        return None
+    return f"exponential histogram scale = {scale} is outside {SCALE_MIN}..{SCALE_MAX}"
 
 
 def exemplar_error(ex) -> str | None:
