@@ -205,3 +205,28 @@ def test_boundary_points_are_stored_or_rejected_with_a_message(collector):
     # negative bucket 2^31-1 >> 30 = 1 has le = -base^1 = -inf; point 3's negative -1, 0 -> le -2^-1024 and -1.0
     tiny = 2.0 ** -1024
     assert got == {math.inf: 5, 0.0: 1, tiny: 2, -math.inf: 1, -tiny: 2, -1.0: 0}
+
+
+def test_otlp_json_exponential_histogram_with_exemplar(collector):
+    now = time.time_ns()
+    trace_id, span_id = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+    doc = {"resourceMetrics": [{"resource": {"attributes": [{"key": "service.name",
+                                                              "value": {"stringValue": "exp-json"}}]},
+           "scopeMetrics": [{"metrics": [{"name": "j", "unit": "s", "exponentialHistogram": {
+               "aggregationTemporality": "AGGREGATION_TEMPORALITY_CUMULATIVE",
+               "dataPoints": [{"startTimeUnixNano": str(now - 10**9), "timeUnixNano": str(now), "count": "5",
+                               "sum": 1.25, "scale": 2, "zeroCount": "1", "min": 0, "max": 0.9,
+                               "positive": {"offset": -3, "bucketCounts": ["1", "0", "3"]},
+                               "negative": {"offset": 1, "bucketCounts": []},
+                               "exemplars": [{"timeUnixNano": str(now), "asDouble": 0.9, "traceId": trace_id,
+                                              "spanId": span_id}]},
+                              {"timeUnixNano": str(now), "scale": 40}]}}]}]}]}
+    r = httpx.post(f"http://127.0.0.1:{collector.http_port}/v1/metrics", json=doc, timeout=30)
+    assert r.status_code == 200
+    assert r.json()["partialSuccess"] == {"rejectedDataPoints": "1", "errorMessage":
+                                          "metric 'j': data point exponential histogram scale = 40 is outside -10..20"}
+    rows = _rows(collector.store, "exp-json", 1)
+    assert rows == [(2, 1, -3, [1, 0, 3], 1, [], 5, 1.25, 0.0, 0.9, 2, [trace_id])]
+    # a cumulative series that started inside the window counts whole: bucket -3 at scale 2 has le 2^(-2/4)
+    scale, hm = exp_heatmap(collector.store, "j", now / 1e9 - 5, now / 1e9 + 5, service="exp-json")
+    assert scale == 2 and totals(hm) == {0.0: 1, 2 ** -0.5: 1, 2 ** -0.25: 0, 1.0: 3}

@@ -8,6 +8,7 @@ CREATE TABLE IF NOT EXISTS otel_all.otel_traces_trace_id_ts ON CLUSTER llm AS ot
 CREATE TABLE IF NOT EXISTS otel_all.otel_metrics_gauge ON CLUSTER llm AS otel.otel_metrics_gauge ENGINE = Distributed(llm, otel, otel_metrics_gauge, rand());
 CREATE TABLE IF NOT EXISTS otel_all.otel_metrics_sum ON CLUSTER llm AS otel.otel_metrics_sum ENGINE = Distributed(llm, otel, otel_metrics_sum, rand());
 CREATE TABLE IF NOT EXISTS otel_all.otel_metrics_histogram ON CLUSTER llm AS otel.otel_metrics_histogram ENGINE = Distributed(llm, otel, otel_metrics_histogram, rand());
+CREATE TABLE IF NOT EXISTS otel_all.otel_metrics_exponential_histogram ON CLUSTER llm AS otel.otel_metrics_exponential_histogram ENGINE = Distributed(llm, otel, otel_metrics_exponential_histogram, rand());
 CREATE TABLE IF NOT EXISTS otel_all.llm_requests ON CLUSTER llm AS otel.llm_requests ENGINE = Distributed(llm, otel, llm_requests, cityHash64(TraceId));
 CREATE TABLE IF NOT EXISTS otel_all.llm_requests_1m ON CLUSTER llm AS otel.llm_requests_1m ENGINE = Distributed(llm, otel, llm_requests_1m, rand());
 CREATE TABLE IF NOT EXISTS otel_all.llm_requests_1h ON CLUSTER llm AS otel.llm_requests_1h ENGINE = Distributed(llm, otel, llm_requests_1h, rand());
