@@ -14,7 +14,8 @@ from vllm_otel_collector.store.testing import fresh_store, shared_chdb_path
 def test_migrations_create_exporter_tables_and_are_idempotent(store):
     tables = {r[0] for r in store.query("SHOW TABLES").result_rows}
     assert {"otel_traces", "otel_traces_trace_id_ts", "otel_traces_trace_id_ts_mv", "otel_metrics_gauge",
-            "otel_metrics_sum", "otel_metrics_histogram", "schema_migrations"} <= tables
+            "otel_metrics_sum", "otel_metrics_histogram", "otel_metrics_exponential_histogram",
+            "schema_migrations"} <= tables
     assert migrate(store) == []
     assert schema_is_current(store)
     types = dict(store.query(
