@@ -21,10 +21,16 @@ def span(n: int, name: str, ts_ns: int, duration_s: float = 0.0, attrs: dict[str
     }
 
 
-def request(n: int, ts_s: float, *, ttft=0.2, e2e=1.0, queue=0.05, prefill=0.15, decode=0.8, inp=10, out=9,
+def request(n: int, ts_s: float, *, ttft=0.2, e2e=None, queue=0.05, prefill=0.15, decode=0.8, inp=10, out=9,
             finish="stop", model="m1", service="vllm", cached=0, lora=None, status="Unset", op="chat",
             preemptions=0) -> dict:
-    """Our instrumentation's request span (``chat <model>``) with all latency attributes (seconds)."""
+    """Our instrumentation's request span (``chat <model>``) with all latency attributes (seconds).
+
+    ``e2e`` defaults to ``max(1.0, ttft)``: a request's first token never comes after its end (a TTFT above E2E is
+    flagged INVALID and kept out of the TTFT statistics, issue #12).
+    """
+    if e2e is None:
+        e2e = max(1.0, ttft) if isinstance(ttft, (int, float)) else 1.0
     attrs = {
         sc.OPERATION_NAME: op, sc.REQUEST_MODEL: model, sc.RESPONSE_MODEL: model,
         sc.LATENCY_TTFT: ttft, sc.LATENCY_E2E: e2e, sc.LATENCY_QUEUE: queue, sc.LATENCY_PREFILL: prefill,
