@@ -17,7 +17,7 @@ from typing import Any
 from opentelemetry.instrumentation.vllm import semconv as sc
 
 from vllm_otel_collector.analytics.levels import INVALID, NONE, Thresholds, level
-from vllm_otel_collector.native import SpanInterest
+from vllm_otel_collector.plugins import SpanInterest
 
 #: Column order of ``llm_requests`` (migration 0100).
 REQUEST_COLUMNS = (
