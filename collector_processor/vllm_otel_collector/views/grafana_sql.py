@@ -1,0 +1,149 @@
+"""The Grafana dashboard's SQL: the panel query builders and the grafana-clickhouse-datasource macro expansion.
+
+Queries are raw SQL for the grafana-clickhouse-datasource plugin, with its macros ``$__timeFilter(col)``,
+``$__fromTime``, ``$__toTime``, ``$__interval_s`` and the dashboard variables ``$model`` / ``$trace_id``;
+:func:`expand_macros` expands them the way the plugin does (the tests run every panel's query against chDB).
+
+Latency panels read the 1-minute rollups (``llm_requests_1m``): quantile lines and heatmaps from the log-scale
+histograms (:mod:`vllm_otel_collector.analytics.histogram`, quantiles within 1.083 % of the exact ones; heatmap rows
+are the histogram downscaled to ``HEATMAP_SCALE``: 4 buckets per doubling, each row's count exact). The SLO query uses
+the configured burn-rate rules (:class:`~vllm_otel_collector.analytics.config.BurnRateRule`, the same the alerts
+evaluate) and their events (:data:`vllm_otel_collector.analytics.rules.SLO_EVENTS`). Units: seconds throughout.
+"""
+
+from __future__ import annotations
+
+import re
+
+from vllm_otel_collector.analytics import histogram as H
+from vllm_otel_collector.analytics import otlp_histograms
+from vllm_otel_collector.analytics.config import AnalyticsConfig, BurnRateRule
+from vllm_otel_collector.analytics.rules import SLO_EVENTS
+
+#: Dashboard variable ``model`` (multi-select with "All"): the plugin's ``$__conditionalAll`` drops the filter for All.
+MODEL_FILTER = "$__conditionalAll(Model IN (${model:singlequote}), $model)"
+MODEL_VARIABLE_SQL = "SELECT DISTINCT Model FROM llm_requests_1m WHERE $__timeFilter(Bucket) ORDER BY Model"
+#: Value the tests pass for a variable set to "All".
+ALL = "$__all"
+
+#: Rollup bucket for time-series panels: never finer than the 1-minute rollup.
+BUCKET = "toStartOfInterval(Bucket, INTERVAL greatest($__interval_s, 60) SECOND)"
+#: Heatmap rows: the rollup histograms downscaled to this scale (2: 4 buckets per doubling, bounds 2^(k/4)).
+HEATMAP_SCALE = 2
+
+
+def latency_sql(metric: str) -> str:
+    """Quantile lines ``(time, p50, p95, p99)`` in seconds of ``<metric>Hist`` from the 1m rollup."""
+    q = H.quantiles_sql(f"sumMap({metric}Hist)", (0.5, 0.95, 0.99), metric)
+    return (f"SELECT time, q[1] AS p50, q[2] AS p95, q[3] AS p99 FROM (SELECT {BUCKET} AS time, {q} AS q "
+            f"FROM llm_requests_1m WHERE $__timeFilter(Bucket) AND {MODEL_FILTER} GROUP BY time "
+            f"HAVING sum({metric}Count) > 0) ORDER BY time")
+
+
+def heatmap_sql(metric: str) -> str:
+    """Heatmap rows ``(time, le, count)`` of ``<metric>Hist``: per time bucket, the requests whose value is in
+    (previous le, le] seconds at :data:`HEATMAP_SCALE` (``le`` as text: the plugin turns it into one field per
+    bucket; the zero bucket has le 0)."""
+    shift = H.SCALE - HEATMAP_SCALE
+    return (f"SELECT time, toString(toFloat32({H.upper_bound_sql('hk', shift)})) AS le, sum(c) AS count FROM ("
+            f"SELECT time, {H.heatmap_key_sql('k', shift)} AS hk, c FROM (SELECT {BUCKET} AS time, "
+            f"sumMap({metric}Hist) AS h FROM llm_requests_1m WHERE $__timeFilter(Bucket) AND {MODEL_FILTER} GROUP BY time) "
+            f"ARRAY JOIN mapKeys(h) AS k, mapValues(h) AS c) GROUP BY time, hk ORDER BY time, hk")
+
+
+def exemplar_sql(metric: str) -> str:
+    """The slowest request per time bucket (raw ``llm_requests``): ``(time, <metric>_s, TraceId)`` — the trace
+    behind the heatmap's top row, one click away."""
+    col = f"{metric.lower()}_s"
+    return (f"SELECT toStartOfInterval(Timestamp, INTERVAL greatest($__interval_s, 60) SECOND) AS time, "
+            f"max({metric}) AS {col}, argMax(TraceId, {metric}) AS TraceId FROM llm_requests "
+            f"WHERE $__timeFilter(Timestamp) AND {MODEL_FILTER} AND {metric} IS NOT NULL GROUP BY time ORDER BY time")
+
+
+#: OTLP histogram exemplars (SDK exemplar filter trace_based): one row per stored exemplar with its trace id.
+OTLP_EXEMPLAR_SQL = (
+    "SELECT ex.TimeUnix AS time, MetricName AS metric, ex.Value AS value, ex.TraceId AS TraceId "
+    "FROM otel_metrics_histogram ARRAY JOIN Exemplars AS ex "
+    "WHERE $__timeFilter(TimeUnix) AND ex.TraceId != '' AND MetricName LIKE 'gen_ai.server.%' "
+    "ORDER BY time LIMIT 1000")
+
+
+#: The same distribution from OTLP metrics alone (explicit-bucket histograms; cumulative points differenced).
+OTLP_HEATMAP_SQL = (
+    "SELECT time, if(isInfinite(b), '+Inf', toString(b)) AS le, count FROM (SELECT time, le AS b, count FROM ("
+    + otlp_histograms.heatmap_sql("'gen_ai.server.time_to_first_token'", "toUnixTimestamp($__fromTime)",
+                                  "toUnixTimestamp($__toTime) + 1", "greatest($__interval_s, 60)",
+                                  extra_filter="$__conditionalAll(Attributes['gen_ai.request.model'] IN "
+                                               "(${model:singlequote}), $model)")
+    + ")) ORDER BY time, b")
+
+
+def burn_rate_rules(config: AnalyticsConfig | None = None) -> list[BurnRateRule]:
+    """The burn-rate rules of ``config`` (default: the built-in defaults), in config order."""
+    return [r for r in (config or AnalyticsConfig()).rules if isinstance(r, BurnRateRule)]
+
+
+def slo_sql(rules: list[BurnRateRule]) -> str:
+    """One row per burn-rate rule: burn over its long and short windows ending at the last complete minute before
+    ``$__toTime`` (as the evaluator's ``complete_until``), whether both exceed its factor (the alert fires), and the
+    error budget left over the dashboard range: ``1 − (bad / total) / (1 − objective)`` (negative: overspent)."""
+    parts = []
+    for r in rules:
+        bad, total = SLO_EVENTS[r.slo]
+
+        def burn(since: str, until: str = "u") -> str:
+            cond = f"Bucket >= {since} AND Bucket < {until}"
+            return (f"if(sumIf({total}, {cond}) > 0, sumIf({bad}, {cond}) / sumIf({total}, {cond}) / "
+                    f"{1.0 - r.objective!r}, NULL)")
+
+        parts.append(
+            f"WITH toStartOfMinute($__toTime) AS u SELECT '{r.name}' AS rule, '{r.slo}' AS slo, {r.objective!r} AS objective, "
+            f"{burn(f'u - {r.long_seconds}')} AS long_burn, {burn(f'u - {r.short_seconds}')} AS short_burn, "
+            f"{r.factor!r} AS factor, ifNull(long_burn > factor AND short_burn > factor, 0) AS firing, "
+            f"if(sumIf({total}, $__timeFilter(Bucket)) > 0, 1 - sumIf({bad}, $__timeFilter(Bucket)) / "
+            f"sumIf({total}, $__timeFilter(Bucket)) / {1.0 - r.objective!r}, NULL) AS budget_left "
+            f"FROM llm_requests_1m WHERE Bucket >= least($__fromTime, toStartOfMinute($__toTime) - "
+            f"{max(r.long_seconds, r.short_seconds)}) AND Bucket < $__toTime AND {MODEL_FILTER}")
+    return "SELECT * FROM (" + " UNION ALL ".join(parts) + ") ORDER BY rule"
+
+
+def gauge_sql(metric: str, alias: str) -> str:
+    """``(time, <alias>)``: the average of OTLP gauge ``metric`` per time bucket (raw ``otel_metrics_gauge``)."""
+    return (f"SELECT toStartOfInterval(TimeUnix, INTERVAL greatest($__interval_s, 1) SECOND) AS time, "
+            f"avg(Value) AS {alias} FROM otel_metrics_gauge WHERE MetricName = '{metric}' "
+            f"AND $__timeFilter(TimeUnix) GROUP BY time ORDER BY time")
+
+
+def _conditional_all(sql: str, variables: dict[str, str | list[str]]) -> str:
+    """``$__conditionalAll(condition, $var)`` → ``1=1`` when ``var`` is All, else the condition (parens balanced)."""
+    out, i, token = [], 0, "$__conditionalAll("
+    while (j := sql.find(token, i)) >= 0:
+        out.append(sql[i:j])
+        depth, k = 1, j + len(token)
+        while depth:
+            depth += {"(": 1, ")": -1}.get(sql[k], 0)
+            k += 1
+        args = sql[j + len(token):k - 1]
+        condition, var = args.rsplit(",", 1)
+        out.append("1=1" if variables.get(var.strip().lstrip("$"), ALL) == ALL else condition.strip())
+        i = k
+    return "".join(out) + sql[i:]
+
+
+def expand_macros(sql: str, from_s: int, to_s: int, interval_s: int,
+                  variables: dict[str, str | list[str]] | None = None) -> str:
+    """Expand the grafana-clickhouse-datasource macros the way the plugin does (times in unix seconds), then
+    dashboard variables: ``${name:singlequote}`` (a list → ``'a','b'``), ``${name}`` and ``$name``. A variable set
+    to :data:`ALL` (or absent) makes ``$__conditionalAll(...)`` ``1=1``."""
+    variables = dict(variables or {})
+    out = _conditional_all(sql, variables)
+    out = re.sub(r"\$__timeFilter\(([^)]+)\)",
+                 lambda m: f"{m[1]} >= toDateTime({from_s}) AND {m[1]} <= toDateTime({to_s})", out)
+    out = out.replace("$__fromTime", f"toDateTime({from_s})").replace("$__toTime", f"toDateTime({to_s})")
+    out = out.replace("$__interval_s", str(interval_s))
+    for name, value in variables.items():
+        values = value if isinstance(value, list) else [value]
+        quoted = ",".join("'" + v.replace("\\", "\\\\").replace("'", "\\'") + "'" for v in values)
+        out = out.replace("${" + name + ":singlequote}", quoted)
+        out = out.replace("${" + name + "}", ",".join(values)).replace("$" + name, ",".join(values))
+    return out
