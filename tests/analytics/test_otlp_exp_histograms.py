@@ -6,12 +6,15 @@ partial_success message."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 import time
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (ExportMetricsServiceRequest,
                                                                           ExportMetricsServiceResponse)
@@ -56,7 +59,7 @@ def _index_counts(rows, scale: int) -> dict:
     for le, c in totals(rows).items():
         if c == 0:  # empty buckets (the SDK sends negative=[0]) are rows with count 0
             continue
-        key = "zero" if le == 0 else round(math.log2(le) * 2 ** scale) - 1
+        key = "zero" if le == 0 else "inf" if math.isinf(le) else round(math.log2(le) * 2 ** scale) - 1
         out[key] = out.get(key, 0) + c
     return out
 
@@ -65,6 +68,8 @@ def _expected(values, scale: int) -> dict:
     m, out = _mapping(scale), {}
     for v in values:
         key = "zero" if v == 0 else m.map_to_index(v)
+        if key != "zero" and (key + 1) * 2.0 ** -scale >= 1024:  # upper bound base^(i+1) beyond Float64
+            key = "inf"
         out[key] = out.get(key, 0) + 1
     return out
 
@@ -230,3 +235,41 @@ def test_otlp_json_exponential_histogram_with_exemplar(collector):
     # a cumulative series that started inside the window counts whole: bucket -3 at scale 2 has le 2^(-2/4)
     scale, hm = exp_heatmap(collector.store, "j", now / 1e9 - 5, now / 1e9 + 5, service="exp-json")
     assert scale == 2 and totals(hm) == {0.0: 1, 2 ** -0.5: 1, 2 ** -0.25: 0, 1.0: 3}
+
+
+_SEQ = itertools.count()
+
+
+def _sdk_point(m, t: int, start: int, values, scale: int):
+    """A cumulative point at ``scale`` holding ``values`` (> 0), buckets from the SDK's index mapping."""
+    idx = [_mapping(scale).map_to_index(v) for v in values]
+    counts = [0] * (max(idx) - min(idx) + 1)
+    for i in idx:
+        counts[i - min(idx)] += 1
+    return _point(m, t, start_time_unix_nano=start, scale=scale, count=len(values), pos=(min(idx), counts))
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(first=st.lists(st.floats(1e-4, 1e4), min_size=1, max_size=20),
+       more=st.lists(st.floats(1e-4, 1e4), max_size=20),
+       s1=st.integers(-10, 8), drop=st.integers(0, 18))  # scale 20 over 1e-4..1e4 = 28M buckets
+def test_scale_change_within_a_cumulative_series_is_differenced_at_one_scale(store, first, more, s1, drop):
+    """Two cumulative points of one series, the second at a lower (or equal) scale: the heatmap at the smaller scale
+    has every observation once in its bucket (converter -> chDB -> exp_heatmap)."""
+    from vllm_otel_collector.otlp.metrics import convert_metrics
+
+    s2 = max(-10, s1 - drop)
+    t = 1_700_000_000 * 10**9
+    req = ExportMetricsServiceRequest()
+    m = req.resource_metrics.add().scope_metrics.add().metrics.add(name=f"p{next(_SEQ)}")
+    m.exponential_histogram.aggregation_temporality = 2
+    _sdk_point(m, t + 10**9, t, first, s1)
+    _sdk_point(m, t + 2 * 10**9, t, first + more, s2)
+    batch = convert_metrics(req)
+    assert batch.rejected == 0
+    for table, cols in batch.inserts():
+        store.insert(table, cols)
+    scale, hm = exp_heatmap(store, m.name, t / 1e9, t / 1e9 + 10, step_seconds=1)
+    assert scale == s2
+    assert _index_counts(hm, s2) == _expected(first + more, s2)
+    assert sum(c for ts, _le, c in hm if ts == t // 10**9 + 2) == len(more)
