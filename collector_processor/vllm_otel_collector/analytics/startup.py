@@ -26,6 +26,7 @@ from typing import Any
 
 from opentelemetry.instrumentation.vllm import semconv as sc
 
+from vllm_otel_collector.analytics.api import MAX_WINDOW_S, number_param
 from vllm_otel_collector.analytics.loads import NATIVE_KV_SPAN, NATIVE_WEIGHTS_SPAN, _b, _f, _u
 
 PREPARE_SPAN = "Prepare model"
@@ -111,26 +112,13 @@ def engine_starts(store, since: float, limit: int = 10) -> list[dict[str, Any]]:
     return sorted(starts, key=lambda s: s["started"], reverse=True)[:limit]
 
 
-def _number(query: dict[str, str], name: str, default: float, lo: float, hi: float) -> float:
-    raw = query.get(name, "")
-    if raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"parameter {name} must be a number, got {raw[:40]!r}") from None
-    if not lo <= value <= hi:  # also NaN
-        raise ValueError(f"parameter {name} must be between {lo:g} and {hi:g}")
-    return value
-
-
 def startup_route(store, query: dict[str, str]) -> tuple[int, dict]:
     """Read API handler for ``/api/v1/startup?window=3600&since=&limit=10``: :func:`engine_starts` since ``since``
     (unix s; default now − ``window`` s, 1 s … 400 d), at most ``limit`` (1…1000). Body ``{"starts": [...]}``.
     A parameter that is not a finite number in range raises ``ValueError`` (HTTP 400, one line)."""
     import time
 
-    window = _number(query, "window", DEFAULT_WINDOW_S, 1, 400 * 86400)
-    since = _number(query, "since", time.time() - window, 0, 1e12)
-    limit = int(_number(query, "limit", 10, 1, 1000))
+    window = number_param(query, "window", DEFAULT_WINDOW_S, 1, MAX_WINDOW_S)
+    since = number_param(query, "since", time.time() - window, 0, 1e12)
+    limit = int(number_param(query, "limit", 10, 1, 1000))
     return 200, {"starts": engine_starts(store, since, limit)}
