@@ -51,7 +51,7 @@ def make_bodies(n_requests: int, spans_per_request: int = 512) -> list[bytes]:
                 "gen_ai.request.model": "smollm2", "gen_ai.usage.input_tokens": 20 + i % 50,
                 "gen_ai.usage.output_tokens": 64, "gen_ai.response.finish_reasons": ("stop",),
                 "gen_ai.server.time_to_first_token": 0.05 + (i % 7) / 100}) as span:
-                span.add_event("gen_ai.first_token", {"gen_ai.token.index": 0})
+                span.add_event("vllm.first_token", {"gen_ai.token.index": 0})
         bodies.append(encode_spans(exporter.get_finished_spans()).SerializeToString())
     return bodies
 

@@ -37,7 +37,7 @@ def measure(requests: int = 2000, rounds: int = 3) -> dict[str, float]:
                     c0 = time.process_time()
                     for _ in range(requests):
                         root = tracer.start_span("chat m", attributes=attrs)
-                        root.add_event("gen_ai.first_token")
+                        root.add_event("vllm.first_token")
                         ctx = trace.set_span_in_context(root)
                         for _k in range(n_spans - 1):
                             tracer.start_span("phase", context=ctx).end()

@@ -2,7 +2,7 @@
 stock collector-contrib layout on the same data.
 
 Data: :mod:`bench.synth` requests (1M; 100k in smoke mode) in ``llm_requests``, and the same requests as the spans our
-instrumentation emits (SERVER request span with ~21 attributes and a ``gen_ai.first_token`` event, plus
+instrumentation emits (SERVER request span with ~21 attributes and a ``vllm.first_token`` event, plus
 ``queue``/``prefill``/``decode`` children) in ``otel_traces``. ``OPTIMIZE … FINAL`` then sizes from
 ``system.parts`` (active parts: ``data_compressed_bytes``, ``data_uncompressed_bytes``) and ``system.columns``
 (per-column compressed bytes). The stock collector-contrib exporter stores only ``otel_traces`` (our ``otel_traces``

@@ -73,7 +73,7 @@ def _attr(key: str, expr: str) -> str:
 
 def otel_traces_from_llm_requests_sql(table: str = "otel_traces") -> str:
     """SQL inserting, for every ``llm_requests`` row, the spans our instrumentation emits for it into ``table``
-    (otel_traces columns): one SERVER request span with the GenAI/vLLM attributes (~17) and a ``gen_ai.first_token``
+    (otel_traces columns): one SERVER request span with the GenAI/vLLM attributes (~17) and a ``vllm.first_token``
     event, and three children ``queue`` / ``prefill`` / ``decode`` — i.e. the same requests as spans."""
     attrs = ", ".join([
         _attr(sc.OPERATION_NAME, "Operation"), _attr(sc.PROVIDER_NAME, "'vllm'"),

@@ -82,7 +82,7 @@ def test_first_token_event_inside_the_span(demo_run):
     rows = _query_store(
         tmp / "data",
         "SELECT TraceId, toUnixTimestamp64Nano(Timestamp), Duration, "
-        "arrayMap(t -> toUnixTimestamp64Nano(t), arrayFilter((t, n) -> n = 'gen_ai.first_token', "
+        "arrayMap(t -> toUnixTimestamp64Nano(t), arrayFilter((t, n) -> n = 'vllm.first_token', "
         "`Events.Timestamp`, `Events.Name`)) "
         "FROM otel_traces WHERE TraceId IN {ids:Array(String)} AND SpanKind = 'Server'",
         {"ids": ids},

@@ -17,7 +17,7 @@ What is emitted (names in :mod:`opentelemetry.instrumentation.vllm.semconv`)
 - One span per request, ``chat {model}`` / ``text_completion {model}``, started at vLLM's arrival time, parent =
   the incoming ``traceparent`` (or the current span, e.g. FastAPI's); kind SERVER when it is the first span of the
   request in this process, INTERNAL under a local parent (FastAPI's SERVER span). GenAI attributes, vLLM latencies
-  (``vllm.latency.*``, seconds), event ``gen_ai.first_token`` and children ``queue`` / ``prefill`` / ``decode``.
+  (``vllm.latency.*``, seconds), event ``vllm.first_token`` and children ``queue`` / ``prefill`` / ``decode``.
   Prompt tokens by source, spec-decode drafted/accepted tokens, ``vllm.request.prefill_completed`` (how far an abort
   got). Aborts (client disconnect) end with ``vllm.finish_reason=abort``; engine errors with status ERROR and
   ``error.type``; requests unfinished after the timeout with ``error.type=timeout``. No request span of ours when

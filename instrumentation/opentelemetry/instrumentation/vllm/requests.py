@@ -2,7 +2,7 @@
 
 When the request enters vLLM's ``OutputProcessor`` we capture its parent context and request attributes; at
 completion a writer thread creates the span (``start_time`` = vLLM's wall-clock ``arrival_time``, so it is the same
-span as if started then) and writes everything else once: attributes, the ``gen_ai.first_token`` event
+span as if started then) and writes everything else once: attributes, the ``vllm.first_token`` event
 (with its own timestamp), and the ``queue`` / ``prefill`` / ``decode`` child spans (engine-core monotonic timestamps
 converted to wall clock). Per generated token nothing happens here: the per-request cost is a handful of dict
 operations at add and at finish on vLLM's output loop; span/metric SDK work happens on the writer thread.

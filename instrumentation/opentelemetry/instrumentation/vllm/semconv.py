@@ -97,7 +97,7 @@ FINISH_ERROR: Final = "error"
 FINISH_TIMEOUT: Final = "timeout"
 
 # ---- Events and child spans ---------------------------------------------------------------------------------------
-EVENT_FIRST_TOKEN: Final = "gen_ai.first_token"
+EVENT_FIRST_TOKEN: Final = "vllm.first_token"  # no GenAI convention defines a first-token event
 SPAN_QUEUE: Final = "queue"
 SPAN_PREFILL: Final = "prefill"
 SPAN_DECODE: Final = "decode"
