@@ -268,13 +268,26 @@ def test_metrics_and_engine_gauges(offline_llm, spans, otel):
                      if p.attributes[sc.OPERATION_NAME] == "text_completion"]
     assert list(ttft_point.explicit_bounds)[:3] == [0.001, 0.005, 0.01]  # semconv advisory buckets
     # Engine gauges from the stat logger (offline fallback): vLLM's scheduler stats of the last step.
-    (kv,) = metric_points(otel.reader, sc.METRIC_KV_CACHE_USAGE)
+    # This engine's points (other tests of the session feed the same provider with other engines' stats).
+    served = offline_llm.llm_engine.model_config.served_model_name
+    model = served[0] if isinstance(served, (list, tuple)) else served
+
+    def engine_points(name: str) -> list:
+        return [p for p in metric_points(otel.reader, name) if p.attributes.get(sc.REQUEST_MODEL) == model]
+
+    (kv,) = engine_points(sc.METRIC_KV_CACHE_USAGE)
     assert 0.0 <= kv.value <= 1.0  # the last step's ratio (0 once its blocks are freed)
-    (running,) = metric_points(otel.reader, sc.METRIC_RUNNING)
-    (waiting,) = metric_points(otel.reader, sc.METRIC_WAITING)
+    (running,) = engine_points(sc.METRIC_RUNNING)
+    (waiting,) = engine_points(sc.METRIC_WAITING)
     assert 0 <= running.value + waiting.value <= 3
-    assert metric_sum(otel.reader, sc.METRIC_PREFIX_CACHE_QUERIES) >= metric_sum(otel.reader,
-                                                                                 sc.METRIC_PREFIX_CACHE_HITS) > 0
+    # A prompt of several KV blocks sent twice: the second is a prefix-cache hit (this test's own hits, whatever ran
+    # before it in the session).
+    hits_before = metric_sum(otel.reader, sc.METRIC_PREFIX_CACHE_HITS, **{sc.REQUEST_MODEL: model})
+    ids = offline_llm.get_tokenizer().encode(" ".join(f"w{i}" for i in range(96)))[:200]  # < max_model_len 256
+    offline_llm.generate([{"prompt_token_ids": ids}], vllm.SamplingParams(max_tokens=1))
+    offline_llm.generate([{"prompt_token_ids": ids}], vllm.SamplingParams(max_tokens=1))
+    hits = metric_sum(otel.reader, sc.METRIC_PREFIX_CACHE_HITS, **{sc.REQUEST_MODEL: model})
+    assert metric_sum(otel.reader, sc.METRIC_PREFIX_CACHE_QUERIES, **{sc.REQUEST_MODEL: model}) >= hits > hits_before
     (rss,) = metric_points(otel.reader, sc.METRIC_PROCESS_RSS)
     assert rss.value > 50 * 2**20
 
