@@ -10,9 +10,6 @@ import asyncio
 import json
 import os
 import secrets
-import signal
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -21,6 +18,7 @@ import httpx
 import pytest
 
 from otlp_receiver import OtlpReceiver  # noqa: E402  (tests/instrumentation is on sys.path)
+from served_server import free_port, server_group  # noqa: E402
 from opentelemetry.instrumentation.vllm import semconv as sc
 
 pytestmark = pytest.mark.vllm
@@ -28,15 +26,9 @@ SERVER = 2  # OTLP SpanKind.SPAN_KIND_SERVER
 ERROR = 2  # OTLP Status.STATUS_CODE_ERROR
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def served(tiny_model_dir, tmp_path_factory):
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("served") / "server.log"
     venv_bin = Path(sys.executable).parent
     with OtlpReceiver() as receiver:
@@ -51,31 +43,9 @@ def served(tiny_model_dir, tmp_path_factory):
                "--model", str(tiny_model_dir), "--dtype", "float32", "--max-model-len", "2048", "--enforce-eager",
                "--host", "127.0.0.1", "--port", str(port), "--max-num-seqs", "64",
                "--disable-log-stats"]  # stats must come on anyway (stat-logger plugin)
-        with open(log, "wb") as out:
-            proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        base = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 420  # a 2-core machine shared with other jobs starts slowly
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"server exited {proc.returncode}:\n{log.read_text()[-3000:]}")
-                try:
-                    if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"server not healthy:\n{log.read_text()[-3000:]}")
-                time.sleep(0.5)
+        with server_group(cmd, env, port, log, startup_s=420) as base:  # a shared 2-core machine starts slowly
             model = httpx.get(f"{base}/v1/models").json()["data"][0]["id"]
             yield receiver, base, model
-        finally:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(timeout=30)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
 
 
 async def _stream_chat(client: httpx.AsyncClient, base: str, model: str, text: str, max_tokens: int,
