@@ -2,9 +2,10 @@
 workload, three variants alive side by side and interleaved.
 
 Variants: ``none`` (plain server, our vLLM plugins excluded through ``VLLM_PLUGINS``), ``ours``
-(``opentelemetry-instrument`` + ``VLLMInstrumentor`` via its entry points, OTLP/gRPC traces and metrics),
-``ours_child`` (the same with ``OTEL_INSTRUMENTATION_VLLM_EXPORT_PROCESS=true``: request spans and metrics built in
-the telemetry child process, whose CPU is reported separately), ``native``
+(``opentelemetry-instrument`` + ``VLLMInstrumentor`` via its entry points, OTLP/gRPC traces and metrics; by default
+request spans and all metrics are built in the telemetry child process, whose CPU is reported separately),
+``ours_inprocess`` (the same with ``OTEL_INSTRUMENTATION_VLLM_EXPORT_PROCESS=false``: everything built in the API
+server), ``native``
 (``--otlp-traces-endpoint``, our plugins excluded). Each exports to its own null sink (:mod:`bench.sink`). OpenLIT has
 no served variant: its vLLM instrumentation wraps only the offline ``LLM.generate``. All servers start first; each
 round runs the same workload (``requests`` streaming chat requests, ``concurrency`` in flight, ``max_tokens``) against
@@ -12,7 +13,8 @@ each server, the order rotating; a first round warms up. Per round: throughput (
 TTFT p50/p99, API-server CPU µs per request (user+system of the server's main process — the frontend — over the
 round, from psutil), and the API server's CPU per thread (psutil ``threads()``; thread names from the
 instrumentation's benchmark-only hook accounting, ``VLLM_OTEL_BENCH_HOOK_TIMES``, on in ``ours``) with the
-telemetry's own per-hook ``thread_time_ns`` per request: the breakdown of where ours spends API-server CPU. Full runs
+telemetry's own per-hook ``thread_time_ns`` per request: the breakdown of where ours spends API-server CPU, and
+their sum, the telemetry's attributed API-server CPU per request (process totals cannot resolve 100 µs here). Full runs
 only (engine starts make it too slow for the smoke run); ``BENCH_SERVED_ROUNDS`` / ``BENCH_SERVED_REQUESTS`` /
 ``BENCH_SERVED_VARIANTS`` override the rounds, requests per round and variants.
 """
@@ -28,8 +30,8 @@ from bench.common import ROOT, new_result, percentile, ratios, spread
 from bench.sink import OtlpSink
 
 _METHOD = __doc__.split("\n\n", 1)[1].replace("\n", " ").strip()
-VARIANTS = ("none", "ours", "ours_child", "native")
-OURS = ("ours", "ours_child")
+VARIANTS = ("none", "ours", "ours_inprocess", "native")
+OURS = ("ours", "ours_inprocess")
 
 
 def _server(variant: str, model: Path, endpoint: str, log: Path, hooks_dir: Path | None = None):
@@ -41,8 +43,8 @@ def _server(variant: str, model: Path, endpoint: str, log: Path, hooks_dir: Path
     if hooks_dir is not None:
         env["VLLM_OTEL_BENCH_HOOK_TIMES"] = str(hooks_dir)
     extra = ["--enforce-eager"]
-    if variant == "ours_child":
-        env["OTEL_INSTRUMENTATION_VLLM_EXPORT_PROCESS"] = "true"
+    if variant == "ours_inprocess":
+        env["OTEL_INSTRUMENTATION_VLLM_EXPORT_PROCESS"] = "false"
     if variant not in OURS:
         env["VLLM_PLUGINS"] = ",".join(_other_general_plugins())
     if variant == "native":
@@ -83,13 +85,32 @@ def _threads(pid: int) -> dict[int, float]:
 
 
 def _hooks(hooks_dir: Path | None, pid: int) -> dict:
-    """The instrumentation's hook accounting of process ``pid`` (empty without the switch)."""
+    """The instrumentation's hook accounting of process ``pid`` (empty without the switch): asks the process's dump
+    thread for a fresh snapshot (``dump-<pid>``) and waits up to 5 s for it."""
     if hooks_dir is None:
         return {}
+    request = hooks_dir / f"dump-{pid}"
+    request.touch()
+    deadline = time.monotonic() + 5.0
+    while request.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
     try:
         return json.loads((hooks_dir / f"hooks-{pid}.json").read_text())
     except (OSError, ValueError):
         return {}
+
+
+#: API-server threads that belong to the telemetry (the SDK's and ours; not the benchmark's dump thread).
+TELEMETRY_THREADS = ("vllm-otel-writer", "vllm-otel-engine-metrics", "vllm-otel-zombie-sweeper",
+                     "OtelBatchSpanRecordProcessor", "OtelPeriodicExportingMetricReader")
+
+
+def attributed_us(threads: dict[str, float], hooks: dict[str, list[float]]) -> float:
+    """Telemetry's own API-server CPU per request (µs): its threads (psutil) plus its hooks on the event loop
+    (``thread_time_ns`` around each hook). Unlike process totals, this resolves tens of µs on a noisy machine; what
+    it leaves out is the wrappers' call overhead around the hooks and allocator/GC effects on vLLM's own code."""
+    return (sum(threads.get(t, 0.0) for t in TELEMETRY_THREADS)
+            + sum(us for key, (us, _) in hooks.items() if key.endswith("@MainThread")))
 
 
 def _thread_names(pid: int, hooks: dict) -> dict[int, str]:
@@ -112,7 +133,7 @@ def breakdown(pid: int, requests: int, t0: dict[int, float], t1: dict[int, float
         ns0, calls0 = before.get(key, (0, 0))
         if calls != calls0:
             hooks[key] = [(ns - ns0) / requests / 1e3, (calls - calls0) / requests]
-    return {"threads": threads, "hooks": hooks}
+    return {"threads": threads, "hooks": hooks, "telemetry_us": attributed_us(threads, hooks)}
 
 
 def run(smoke: bool, workdir: Path) -> dict:
@@ -127,7 +148,7 @@ def run(smoke: bool, workdir: Path) -> dict:
     hooks_dir = workdir / "hooks"
     hooks_dir.mkdir(parents=True, exist_ok=True)
     variants = ("none", "ours") if smoke else VARIANTS
-    if os.environ.get("BENCH_SERVED_VARIANTS"):  # e.g. "none,ours_child" for a quick check
+    if os.environ.get("BENCH_SERVED_VARIANTS"):  # e.g. "none,ours" for a quick check
         variants = tuple(os.environ["BENCH_SERVED_VARIANTS"].split(","))
     sinks = {v: OtlpSink().__enter__() for v in variants}
     servers = {}
@@ -210,6 +231,16 @@ def run(smoke: bool, workdir: Path) -> dict:
                     "target": "API-server CPU added ≤ 100 µs/request and ≤ native's / 2; throughput ratio ≥ 0.99",
                     "measured": {"cpu_us": v_cpu, "native_cpu_us": n_cpu, "throughput_ratio": v_thr},
                     "met": v_cpu <= 100.0 and v_cpu <= n_cpu / 2 and v_thr >= 0.99}
+    for v in OURS:  # the resolvable form of the same goal: telemetry's own API-server CPU (threads + hooks)
+        rounds_v = per_thread.get(v) or []
+        if rounds_v and v in summary:
+            t_us = result["breakdown"][v]["telemetry_us_per_request"]["median"]
+            v_thr = summary[v]["throughput_ratio"]["median"]
+            result["targets"][f"served_tiny_{v}_telemetry_cpu_le_100us"] = {
+                "target": "telemetry's own API-server CPU (its threads + its event-loop hooks) ≤ 100 µs/request; "
+                          "throughput ratio ≥ 0.99",
+                "measured": {"telemetry_us": t_us, "throughput_ratio": v_thr},
+                "met": t_us <= 100.0 and v_thr >= 0.99}
     return result
 
 
@@ -225,5 +256,6 @@ def _median_breakdown(per_thread: dict[str, list[dict]]) -> dict:
         hooks = {k: [median(r["hooks"].get(k, [0.0, 0.0])[0] for r in rounds),
                      median(r["hooks"].get(k, [0.0, 0.0])[1] for r in rounds)]
                  for k in {k for r in rounds for k in r["hooks"]}}
-        out[v] = {"threads_us_per_request": threads, "hooks_us_per_request": hooks}
+        out[v] = {"threads_us_per_request": threads, "hooks_us_per_request": hooks,
+                  "telemetry_us_per_request": spread([r.get("telemetry_us", 0.0) for r in rounds])}
     return out

@@ -187,7 +187,7 @@ def _served_breakdown(b: dict) -> list[str]:
     """API-server CPU per thread (psutil) and the telemetry's per-hook thread CPU (``VLLM_OTEL_BENCH_HOOK_TIMES``)."""
     if not b.get("ours"):
         return []
-    variants = [v for v in ("none", "ours", "ours_child", "native") if v in b]
+    variants = [v for v in ("none", "ours", "ours_inprocess", "ours_child", "native") if v in b]
     names = sorted({n for v in variants for n in b[v]["threads_us_per_request"]},
                    key=lambda n: -b["ours"]["threads_us_per_request"].get(n, 0.0))
     out = ["API-server CPU per thread, µs per request (median over rounds; psutil per-thread times, thread names from "
@@ -195,7 +195,7 @@ def _served_breakdown(b: dict) -> list[str]:
            "| thread | " + " | ".join(variants) + " |", "|---|" + "---|" * len(variants)]
     for n in names:
         out.append(f"| {n} | " + " | ".join(_f(b[v]["threads_us_per_request"].get(n)) for v in variants) + " |")
-    ours = [v for v in ("ours", "ours_child") if v in b]
+    ours = [v for v in ("ours", "ours_inprocess", "ours_child") if v in b]
     keys = {k for v in ours for k in b[v]["hooks_us_per_request"]}
     out += ["", "Telemetry's own CPU by hook (`time.thread_time_ns` around each hook, `VLLM_OTEL_BENCH_HOOK_TIMES`; "
             "median over rounds; calls/request, µs/request):", "",
@@ -204,6 +204,15 @@ def _served_breakdown(b: dict) -> list[str]:
     for k in sorted(keys, key=lambda k: -b["ours"]["hooks_us_per_request"].get(k, [0, 0])[0]):
         cells = [(b[v]["hooks_us_per_request"].get(k) or [None, None]) for v in ours]
         out.append(f"| {k.replace('@', ' @ ')} | " + " | ".join(f"{_f(c[1])} | {_f(c[0])}" for c in cells) + " |")
+    tele = [v for v in ours if b[v].get("telemetry_us_per_request")]
+    if tele:
+        out += ["", "Telemetry's own API-server CPU per request, µs (its threads — writer, engine metrics, sweeper, the "
+                "SDK's span processor and metric reader — plus its hooks on the event loop; median (min…max) over "
+                "rounds; the telemetry child's CPU is outside the API server and listed in the thread table):", "",
+                "| variant | telemetry µs/req |", "|---|---|"]
+        for v in tele:
+            t = b[v]["telemetry_us_per_request"]
+            out.append(f"| {v} | {_f(t['median'])} ({_f(t['min'])}…{_f(t['max'])}) |")
     return out + [""]
 
 

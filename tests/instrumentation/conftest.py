@@ -18,8 +18,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 #: Every attribute the instrumentor patches: (module, owner class, attribute).
 PATCHED = [
     ("vllm.v1.engine.output_processor", "OutputProcessor", "add_request"),
-    ("vllm.v1.engine.output_processor", "OutputProcessor", "_finish_request"),
-    ("vllm.v1.engine.output_processor", "OutputProcessor", "process_outputs"),
+    ("vllm.v1.engine.output_processor", "OutputProcessor", "_update_stats_from_finished"),
+    ("vllm.v1.engine.output_processor", "OutputProcessor", "_update_streaming_request_state"),
     ("vllm.v1.engine.output_processor", "OutputProcessor", "abort_requests"),
     ("vllm.v1.engine.output_processor", "OutputProcessor", "propagate_error"),
     ("vllm.v1.engine.async_llm", "AsyncLLM", "__init__"),

@@ -11,7 +11,7 @@ import pytest
 from conftest import metric_sum  # noqa: E402  (tests/instrumentation)
 from otlp_receiver import OtlpReceiver  # noqa: E402
 from opentelemetry.instrumentation.vllm import semconv as sc
-from opentelemetry.instrumentation.vllm import state, utils
+from opentelemetry.instrumentation.vllm import export_process, state, utils
 
 pytestmark = pytest.mark.vllm
 SERVER, INTERNAL = 2, 1  # OTLP span kinds
@@ -45,7 +45,7 @@ def test_child_builds_spans_flushed_when_generate_returns(offline_llm, child_mod
     spans = child_mode.spans()  # no wait: generate returned after the child's flush was confirmed
     server = {s.attributes[sc.VLLM_REQUEST_ID]: s for s in spans if s.kind == SERVER}
     assert set(server) == {o.request_id for o in outs}
-    link = state.tracker()._link
+    link = export_process.LINK.link
     assert link is not None and link.up and link.proc.pid != os.getpid()
     for out in outs:
         span = server[out.request_id]
@@ -86,7 +86,7 @@ def test_killed_child_never_fails_inference(offline_llm, child_mode, otel):
     import vllm
 
     offline_llm.generate(["warm the child"], vllm.SamplingParams(max_tokens=2, ignore_eos=True))
-    link = state.tracker()._link
+    link = export_process.LINK.link
     before = metric_sum(otel.reader, sc.METRIC_HOOK_ERRORS, hook="export_process")
     os.kill(link.proc.pid, signal.SIGKILL)
     link.proc.wait(10)

@@ -175,13 +175,13 @@ def test_engine_error_marks_status(offline_llm, spans):
 
 def test_hook_failure_does_not_break_inference(offline_llm, spans, otel, monkeypatch):
     import vllm
-    from opentelemetry.instrumentation.vllm.requests import RequestTracker
+    from opentelemetry.instrumentation.vllm import requests
 
     def boom(*args, **kwargs):
         raise RuntimeError("injected")
 
     before = metric_sum(otel.reader, sc.METRIC_HOOK_ERRORS, hook="request.add")
-    monkeypatch.setattr(RequestTracker, "_start_span", boom)
+    monkeypatch.setattr(requests, "_Capture", boom)
     outs = offline_llm.generate(["a", "b"], vllm.SamplingParams(max_tokens=4, ignore_eos=True))
     assert [len(o.outputs[0].token_ids) for o in outs] == [4, 4]
     assert spans.server() == []

@@ -26,8 +26,11 @@ SERVER = 2  # OTLP SpanKind.SPAN_KIND_SERVER
 ERROR = 2  # OTLP Status.STATUS_CODE_ERROR
 
 
-@pytest.fixture(scope="module")
-def served(tiny_model_dir, tmp_path_factory):
+@pytest.fixture(scope="module", params=["child", "in_process"])
+def served(request, tiny_model_dir, tmp_path_factory):
+    """The server in both modes of #13: spans and metrics built in the telemetry child (the default under
+    ``opentelemetry-instrument``) and in the API server itself (``OTEL_INSTRUMENTATION_VLLM_EXPORT_PROCESS=false``);
+    every test of the module runs against each."""
     port = free_port()
     log = tmp_path_factory.mktemp("served") / "server.log"
     venv_bin = Path(sys.executable).parent
@@ -37,8 +40,7 @@ def served(tiny_model_dir, tmp_path_factory):
                    OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint, OTEL_EXPORTER_OTLP_INSECURE="true",
                    OTEL_BSP_SCHEDULE_DELAY="200", VLLM_CPU_KVCACHE_SPACE="1",
                    OTEL_PYTHON_DISABLED_INSTRUMENTATIONS="fastapi")  # our spans alone (FastAPI: test_fastapi_*)
-        if os.environ.get("VLLM_OTEL_TEST_EXPORT_PROCESS"):  # the same tests with the telemetry child (#13)
-            env["OTEL_INSTRUMENTATION_VLLM_EXPORT_PROCESS"] = "true"
+        env["OTEL_INSTRUMENTATION_VLLM_EXPORT_PROCESS"] = "false" if request.param == "in_process" else ""
         cmd = [str(venv_bin / "opentelemetry-instrument"), sys.executable, "-m", "vllm.entrypoints.openai.api_server",
                "--model", str(tiny_model_dir), "--dtype", "float32", "--max-model-len", "2048", "--enforce-eager",
                "--host", "127.0.0.1", "--port", str(port), "--max-num-seqs", "64",

@@ -34,6 +34,10 @@ Environment
 - ``OTEL_INSTRUMENTATION_VLLM_MAX_IN_FLIGHT`` — bound on tracked requests (default 65536).
 - ``OTEL_INSTRUMENTATION_VLLM_PHASE_SPANS=false`` — no queue/prefill/decode child spans (1 span per request instead
   of 4: the cheapest setting; the phase durations stay attributes of the request span).
+- ``OTEL_INSTRUMENTATION_VLLM_EXPORT_PROCESS`` — where spans and metrics are built. Unset: in a telemetry child
+  process when the SDK was configured from the environment (``opentelemetry-instrument``), so the API server pays
+  only for handing compact records over a pipe; in this process when provider objects are passed in code.
+  ``false``: always in this process; ``true``: in the child whenever no provider object is passed.
 - ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true`` — record prompt and completion text. Off by default:
   without it no prompt or completion text leaves the process.
 
@@ -51,7 +55,7 @@ from typing import Any, Collection
 from opentelemetry import metrics, trace
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 
-from opentelemetry.instrumentation.vllm import engine, flush, model_load, state, utils
+from opentelemetry.instrumentation.vllm import engine, engine_metrics, export_process, flush, model_load, state, utils
 from opentelemetry.instrumentation.vllm.instruments import Instruments
 from opentelemetry.instrumentation.vllm.package import _instruments_any
 from opentelemetry.instrumentation.vllm.patching import Patcher
@@ -89,6 +93,11 @@ class VLLMInstrumentor(BaseInstrumentor):
                                                    "phase_spans", "export_process")})
             if kwargs.get("tracer_provider") is not None or kwargs.get("meter_provider") is not None:
                 settings = dataclasses.replace(settings, export_process=False)  # providers in code: in-process
+            elif settings.export_process is None:
+                settings = dataclasses.replace(settings,
+                                               export_process=export_process.configured_from_environment())
+            export_process.LINK.enabled = bool(settings.export_process)
+            engine_metrics.AGGREGATOR.sink = export_process.engine_sink if settings.export_process else None
             tracer = trace.get_tracer(_SCOPE, tracer_provider=kwargs.get("tracer_provider"))
             meter = metrics.get_meter(_SCOPE, meter_provider=kwargs.get("meter_provider"))
             inst = Instruments(meter)
@@ -110,6 +119,8 @@ class VLLMInstrumentor(BaseInstrumentor):
             utils.set_error_counter(None)
             if tracker is not None:
                 tracker.close()
+            engine_metrics.AGGREGATOR.sink = None
+            export_process.LINK.close()
 
 
 def _missing_vllm() -> bool:

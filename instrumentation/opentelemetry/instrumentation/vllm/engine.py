@@ -1,8 +1,9 @@
 """Hooks on vLLM's request funnel and engine construction (AsyncLLM for the OpenAI server, LLMEngine for ``LLM``).
 
 Every request of either engine passes ``vllm.v1.engine.output_processor.OutputProcessor``: ``add_request`` (start),
-``_finish_request`` + ``process_outputs`` (normal finish), ``abort_requests`` (abort / client disconnect) and
-``propagate_error`` (engine death). The OpenAI serving layer and ``LLM.chat`` only label the operation.
+``_update_stats_from_finished`` (normal finish, once per request, with vLLM's finish reason; no hook per engine
+step), ``_update_streaming_request_state`` (end of a streaming-input request), ``abort_requests`` (abort / client
+disconnect) and ``propagate_error`` (engine death). The OpenAI serving layer and ``LLM.chat`` only label the operation.
 Each wrapper calls vLLM first and never lets a telemetry exception escape (see :func:`.utils.guarded`).
 """
 
@@ -36,23 +37,40 @@ def _add_request(wrapped, instance, args, kwargs):
     return result
 
 
-def _finish_request(wrapped, instance, args, kwargs):
+def _update_stats_from_finished(wrapped, instance, args, kwargs):
+    """vLLM calls this once per request that finished in ``process_outputs`` (after ``_finish_request``), with the
+    finish reason it recorded: the request is finished here, so no hook runs per engine step."""
     result = wrapped(*args, **kwargs)
     tracker = state.tracker()
     if tracker is not None:
-        tracker.pending_finish.append(_arg(args, kwargs, 0, "req_state"))
+        tracker.finished(_arg(args, kwargs, 0, "req_state"), _arg(args, kwargs, 1, "finish_reason"),
+                         _arg(args, kwargs, 2, "iteration_stats"))
     return result
 
 
-def _process_outputs(wrapped, instance, args, kwargs):
-    outputs = _arg(args, kwargs, 0, "engine_core_outputs")
-    tracker = state.tracker()
-    if tracker is not None and outputs and getattr(instance, "_otel_scan_prefill", True):
-        tracker.note_prefill(outputs)  # before vLLM's loop: a request finishing in this step is still tracked
+def _update_streaming_request_state(wrapped, instance, args, kwargs):
+    """A streaming-input request whose engine side had already finished ends on its final (non-resumable) input:
+    vLLM then calls ``_finish_request`` from here, outside ``process_outputs``."""
+    req_state = _arg(args, kwargs, 0, "req_state")
     result = wrapped(*args, **kwargs)
-    if tracker is not None and tracker.pending_finish:
-        tracker.drain_finished(outputs, _arg(args, kwargs, 2, "iteration_stats"))
+    tracker = state.tracker()
+    if tracker is not None and req_state is not None and req_state.request_id not in instance.request_states:
+        tracker.finish(req_state.request_id, sc.FINISH_STOP, time.time())
     return result
+
+
+def _scan_prefill(process_outputs: Any) -> Any:
+    """Instance-level wrapper of one engine's ``process_outputs``, installed only when a KV connector can bring
+    external prompt tokens (their count arrives once, in the first output's ``PrefillStats``)."""
+
+    def scan_then_process(*args, **kwargs):
+        tracker = state.tracker()
+        outputs = _arg(args, kwargs, 0, "engine_core_outputs")
+        if tracker is not None and outputs:
+            tracker.note_prefill(outputs)  # before vLLM's loop: a request finishing now is still tracked
+        return process_outputs(*args, **kwargs)
+
+    return scan_then_process
 
 
 def _abort_requests(wrapped, instance, args, kwargs):
@@ -95,9 +113,10 @@ def _label_engine(instance: Any) -> None:
     try:
         instance.output_processor._otel_model = _served_model_name(instance.vllm_config)
         # Only a KV connector brings external prompt tokens; without one the local/external split needs no per-step
-        # scan (all cached tokens are local prefix-cache hits). The scan costs tens of µs per request (#13 bench).
-        instance.output_processor._otel_scan_prefill = getattr(instance.vllm_config, "kv_transfer_config",
-                                                               None) is not None
+        # scan (all cached tokens are local prefix-cache hits), so no hook runs per engine step (#13).
+        if getattr(instance.vllm_config, "kv_transfer_config", None) is not None:
+            op = instance.output_processor
+            op.process_outputs = _scan_prefill(op.process_outputs)
     except Exception as exc:  # noqa: BLE001
         report_hook_error("engine.init", exc)
 
@@ -198,8 +217,8 @@ def _llm_chat(wrapped, instance, args, kwargs):
 def install(patcher: Patcher) -> None:
     """Register every request-lifecycle patch (applied when the vLLM modules are imported)."""
     patcher.wrap(OUTPUT_PROCESSOR, "OutputProcessor.add_request", _add_request)
-    patcher.wrap(OUTPUT_PROCESSOR, "OutputProcessor._finish_request", _finish_request)
-    patcher.wrap(OUTPUT_PROCESSOR, "OutputProcessor.process_outputs", _process_outputs)
+    patcher.wrap(OUTPUT_PROCESSOR, "OutputProcessor._update_stats_from_finished", _update_stats_from_finished)
+    patcher.wrap(OUTPUT_PROCESSOR, "OutputProcessor._update_streaming_request_state", _update_streaming_request_state)
     patcher.wrap(OUTPUT_PROCESSOR, "OutputProcessor.abort_requests", _abort_requests)
     patcher.wrap(OUTPUT_PROCESSOR, "OutputProcessor.propagate_error", _propagate_error)
     patcher.wrap("vllm.v1.engine.async_llm", "AsyncLLM.__init__", _async_llm_init)

@@ -12,7 +12,9 @@ Three stages, so that vLLM's event loop pays (almost) nothing:
    :data:`DRAIN_INTERVAL_S`) and at the start of every metric collection (the observable callbacks call it), so
    ``MeterProvider.force_flush()`` / ``shutdown()`` always include every step recorded before them. Counters and
    gauges are our own sums / latest values exposed through observable instruments (no SDK call per step);
-   histogram values go to SDK histograms (one ``record`` per value, on the drain thread).
+   histogram values go to SDK histograms (one ``record`` per value, on the drain thread). With a telemetry child
+   (:mod:`.export_process`), the drain thread sends the converted records to the child in one message per drain and
+   the child aggregates and records them: the SDK work leaves the API server.
 
 Bucket boundaries of the mirrored histograms are vLLM's own (``vllm.v1.metrics.buckets.histogram_buckets``, incl.
 ``--custom-histogram-buckets``), so bucket counts match ``/metrics`` too. Attributes: ``vllm.engine.index`` (the
@@ -33,6 +35,7 @@ from typing import Any, Callable, Iterable
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 from opentelemetry.instrumentation.vllm import semconv as sc
+from opentelemetry.instrumentation.vllm.utils import timed
 from opentelemetry.instrumentation.vllm.engine_convert import (  # noqa: F401  (re-exported)
     COUNTER, GAUGE, HISTOGRAM, METRICS, EngineInfo, Record, convert, initial_records, sleep_records)
 
@@ -61,8 +64,12 @@ class EngineAggregator:
     draining and reading; the event loop never takes it.
     """
 
-    def __init__(self, pending: deque | None = None) -> None:
+    def __init__(self, pending: deque | None = None, start_thread: bool = True) -> None:
         self.pending = pending if pending is not None else deque()
+        #: Set by the instrumentor in telemetry-child mode: ``sink(batch, dropped) -> bool`` takes the converted steps
+        #: ``[(info, engines, records), ...]`` to the child; False (child down) means apply them here.
+        self.sink: Callable[[list, int], bool] | None = None
+        self._start_thread = start_thread
         self._lock = threading.RLock()
         self._counters: dict[str, dict[tuple, float]] = {}
         self._gauges: dict[str, dict[tuple, float]] = {}
@@ -93,7 +100,7 @@ class EngineAggregator:
                 elif kind == GAUGE:
                     meter.create_observable_gauge(name, [self._callback(name, self._gauges)], unit=unit,
                                                   description=desc)
-            if self._thread is None:
+            if self._thread is None and self._start_thread:
                 self._thread = threading.Thread(target=self._run, name="vllm-otel-engine-metrics", daemon=True)
                 self._thread.start()
 
@@ -125,11 +132,14 @@ class EngineAggregator:
         self._dropped += 1
 
     # -- drain ----------------------------------------------------------------------------------------------------
+    @timed("engine.drain")
     def drain(self) -> int:
-        """Convert and aggregate every queued step; returns how many items were applied."""
+        """Convert every queued step and aggregate it here, or hand it to :attr:`sink`; returns how many items were
+        taken from the queue."""
         n = 0
         with self._lock:
             pop = self.pending.popleft
+            batch: list[tuple[EngineInfo, tuple, list[Record]]] = []
             while True:
                 try:
                     item = pop()
@@ -141,20 +151,33 @@ class EngineAggregator:
                 elif kind == SLEEP:
                     records = sleep_records(item[3], item[4])
                 elif kind == ADMISSION:
-                    self._apply_one(info, None, sc.METRIC_ADMISSION_REJECTIONS,
-                                    ((sc.VLLM_ADMISSION_REASON, item[3]),), 1)
-                    n += 1
-                    continue
+                    records = [(sc.METRIC_ADMISSION_REJECTIONS, ((sc.VLLM_ADMISSION_REASON, item[3]),), 1)]
                 else:
                     records = initial_records(info)
-                for engine in (info.engine_indexes if idx is None else (idx,)):
-                    for name, extra, value in records:
-                        self._apply_one(info, engine, name, extra, value)
+                engines = (None,) if kind == ADMISSION else info.engine_indexes if idx is None else (idx,)
+                batch.append((info, engines, records))
                 n += 1
-            if self._dropped:
-                self._add(sc.METRIC_ENGINE_STATS_DROPPED, (), self._dropped)
-                self._dropped = 0
+            dropped, self._dropped = self._dropped, 0
+            sink = self.sink
+            if (batch or dropped) and (sink is None or not sink(batch, dropped)):
+                for info, engines, records in batch:
+                    self.apply(info, engines, records)
+                self.add_dropped(dropped)
         return n
+
+    def apply(self, info: EngineInfo, engines: Iterable[int | None], records: Iterable[Record]) -> None:
+        """Aggregate one step's converted ``records`` for each engine index of ``engines`` (None: no engine
+        attribute, e.g. admission rejections)."""
+        with self._lock:
+            for engine in engines:
+                for name, extra, value in records:
+                    self._apply_one(info, engine, name, extra, value)
+
+    def add_dropped(self, steps: int) -> None:
+        """Count ``steps`` engine steps whose stats were dropped (queue full) in ``vllm_otel.engine_stats.dropped``."""
+        if steps:
+            with self._lock:
+                self._add(sc.METRIC_ENGINE_STATS_DROPPED, (), steps)
 
     def _key(self, info: EngineInfo, engine: int | None, extra: tuple) -> tuple:
         key = (info.model, engine, extra)

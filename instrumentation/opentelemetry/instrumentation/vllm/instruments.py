@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
@@ -24,9 +24,9 @@ DURATION_BUCKETS = [0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 
 TOKEN_BUCKETS = [1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864]
 
 
-class Instruments:
-    """The request-path instruments (recorded by :mod:`.record`), the process/GPU observers, and the engine metric
-    set (:mod:`.engine_metrics`, bound to the same meter). Construction registers the observable callbacks."""
+class RequestInstruments:
+    """The request-path instruments recorded by :mod:`.record` (per finished request) and the hook-error counter:
+    what both the server (in-process writing) and the telemetry child (:mod:`.export_child`) create."""
 
     def __init__(self, meter: Meter) -> None:
         self.ttft = meter.create_histogram(sc.METRIC_TTFT, unit="s", description="Time to first token",
@@ -45,29 +45,57 @@ class Instruments:
                                             description="Requests ended by the instrumentation after the timeout")
         self.hook_errors = meter.create_counter(sc.METRIC_HOOK_ERRORS, unit="{error}",
                                                 description="Exceptions caught in vllm-otel hooks")
+
+
+class Instruments(RequestInstruments):
+    """The request-path instruments, the process/GPU observers of this process, and the engine metric set
+    (:mod:`.engine_metrics`, bound to the same meter). Construction registers the observable callbacks. While a
+    telemetry child is up (:data:`.export_process.LINK`), the child observes this process and the GPUs instead, and
+    these callbacks report nothing (no duplicate series)."""
+
+    def __init__(self, meter: Meter) -> None:
+        super().__init__(meter)
         engine_metrics.AGGREGATOR.bind(meter)
-        self._process = _ProcessObserver()
-        meter.create_observable_gauge(sc.METRIC_PROCESS_CPU, [self._process.cpu], unit="1",
-                                      description="Process CPU utilization since the last collection, as a fraction "
-                                                  "of the CPUs available to the process (semconv)")
-        meter.create_observable_up_down_counter(sc.METRIC_PROCESS_RSS, [self._process.rss], unit="By",
-                                                description="Process resident set size")
-        self._gpu = _NvmlObserver.create()
-        if self._gpu is not None:
-            meter.create_observable_gauge(sc.METRIC_GPU_UTILIZATION, [self._gpu.utilization], unit="1",
-                                          description="GPU utilization (NVML)")
-            meter.create_observable_up_down_counter(sc.METRIC_GPU_MEMORY_USED, [self._gpu.memory_used], unit="By",
-                                                    description="GPU memory used (NVML)")
+        from opentelemetry.instrumentation.vllm.export_process import LINK
+
+        register_host_observers(meter, os.getpid(), silent=LINK.up)
+
+
+def register_host_observers(meter: Meter, pid: int, silent: Callable[[], bool] | None = None) -> None:
+    """``process.cpu.utilization`` / ``process.memory.usage`` of process ``pid`` and the NVML GPU instruments (when a
+    GPU is present) on ``meter``. ``silent()`` true: the callbacks observe nothing this time."""
+    proc = _ProcessObserver(pid)
+    quiet = silent or (lambda: False)
+
+    def gated(fn: Callable[[CallbackOptions], Iterable[Observation]]) -> Callable[[CallbackOptions],
+                                                                                   Iterable[Observation]]:
+        def observe(options: CallbackOptions) -> Iterable[Observation]:
+            return [] if quiet() else fn(options)
+
+        return observe
+
+    meter.create_observable_gauge(sc.METRIC_PROCESS_CPU, [gated(proc.cpu)], unit="1",
+                                  description="Process CPU utilization since the last collection, as a fraction "
+                                              "of the CPUs available to the process (semconv)")
+    meter.create_observable_up_down_counter(sc.METRIC_PROCESS_RSS, [gated(proc.rss)], unit="By",
+                                            description="Process resident set size")
+    gpu = _NvmlObserver.create()
+    if gpu is not None:
+        meter.create_observable_gauge(sc.METRIC_GPU_UTILIZATION, [gated(gpu.utilization)], unit="1",
+                                      description="GPU utilization (NVML)")
+        meter.create_observable_up_down_counter(sc.METRIC_GPU_MEMORY_USED, [gated(gpu.memory_used)], unit="By",
+                                                description="GPU memory used (NVML)")
 
 
 class _ProcessObserver:
     """psutil-based CPU utilization (delta since the last collection divided by elapsed time and by the CPUs available
-    to the process, 0..1, as ``process.cpu.utilization`` is defined) and RSS (bytes) of this process."""
+    to the process, 0..1, as ``process.cpu.utilization`` is defined) and RSS (bytes) of process ``pid``."""
 
-    def __init__(self) -> None:
+    def __init__(self, pid: int) -> None:
         import psutil
 
-        self._proc = psutil.Process(os.getpid())
+        self._pid = pid
+        self._proc = psutil.Process(pid)
         self._lock = threading.Lock()
         self._proc.cpu_percent(None)  # prime the delta
         try:
@@ -76,11 +104,22 @@ class _ProcessObserver:
             self._cpus = max(os.cpu_count() or 1, 1)
 
     def cpu(self, _: CallbackOptions) -> Iterable[Observation]:
+        import psutil
+
         with self._lock:
-            return [Observation(self._proc.cpu_percent(None) / 100.0 / self._cpus, {sc.PROCESS_PID: os.getpid()})]
+            try:
+                share = self._proc.cpu_percent(None) / 100.0 / self._cpus
+            except psutil.Error:  # the observed server has exited (telemetry child at shutdown)
+                return []
+            return [Observation(share, {sc.PROCESS_PID: self._pid})]
 
     def rss(self, _: CallbackOptions) -> Iterable[Observation]:
-        return [Observation(self._proc.memory_info().rss, {sc.PROCESS_PID: os.getpid()})]
+        import psutil
+
+        try:
+            return [Observation(self._proc.memory_info().rss, {sc.PROCESS_PID: self._pid})]
+        except psutil.Error:
+            return []
 
 
 class _NvmlObserver:

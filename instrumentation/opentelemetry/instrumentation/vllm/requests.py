@@ -1,11 +1,12 @@
 """Request lifecycle: one SERVER span per request, built from vLLM's own per-request stats.
 
-When the request enters vLLM's ``OutputProcessor`` we capture its parent context and request attributes; at
-completion a writer thread creates the span (``start_time`` = vLLM's wall-clock ``arrival_time``, so it is the same
-span as if started then) and writes everything else once: attributes, the ``vllm.first_token`` event
-(with its own timestamp), and the ``queue`` / ``prefill`` / ``decode`` child spans (engine-core monotonic timestamps
-converted to wall clock). Per generated token nothing happens here: the per-request cost is a handful of dict
-operations at add and at finish on vLLM's output loop; span/metric SDK work happens on the writer thread.
+When the request enters vLLM's ``OutputProcessor`` we capture its parent context and a few request fields
+(:class:`_Capture`); at completion the writer (:mod:`.writer`, its own thread) builds the attributes and creates the
+span (``start_time`` = vLLM's wall-clock ``arrival_time``, so it is the same span as if started then) with everything
+else once: the ``vllm.first_token`` event (with its own timestamp) and the ``queue`` / ``prefill`` / ``decode`` child
+spans (engine-core monotonic timestamps converted to wall clock) — or hands the facts to the telemetry child
+(:mod:`.export_process`). Per generated token and per engine step nothing happens here: the per-request cost on
+vLLM's output loop is a handful of dict operations at add and at finish.
 
 In-flight state is keyed by vLLM's internal request id (parallel-sampling children share their parent's entry), is
 bounded by ``Settings.max_in_flight``, and a sweeper thread ends requests that exceed ``Settings.request_timeout_s``
@@ -14,10 +15,7 @@ with ``error.type=timeout`` (zombies).
 
 from __future__ import annotations
 
-import atexit
-import dataclasses
 import json
-import queue
 import threading
 import time
 from collections import OrderedDict
@@ -30,10 +28,9 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
 from opentelemetry.instrumentation.vllm import semconv as sc
-from opentelemetry.instrumentation.vllm.instruments import Instruments
-from opentelemetry.instrumentation.vllm.record import record_metrics, start_span, write_span
-from opentelemetry.instrumentation.vllm.summary import summarize
+from opentelemetry.instrumentation.vllm.instruments import RequestInstruments
 from opentelemetry.instrumentation.vllm.utils import Settings, guarded, to_ns
+from opentelemetry.instrumentation.vllm.writer import RequestWriter
 
 
 @dataclass(frozen=True)
@@ -51,7 +48,6 @@ class RequestInfo:
 
 
 REQUEST_INFO: ContextVar[RequestInfo | None] = ContextVar("vllm_otel_request_info", default=None)
-_MAX_QUEUED_WRITES = 10_000
 
 
 class _SpanPlan(NamedTuple):
@@ -64,6 +60,56 @@ class _SpanPlan(NamedTuple):
     attrs: dict[str, Any]
     #: SERVER when the request span is the first span of the request in this process, INTERNAL under a local parent.
     kind: SpanKind = SpanKind.SERVER
+
+
+class _Capture(NamedTuple):
+    """What ``on_add`` keeps for the request span (references and scalars only; attributes are built later)."""
+
+    sampling_params: Any
+    request_id: str  # external id the client knows (or internal)
+    parent_request_id: str | None  # parallel sampling: the parent's external id
+    parent_n: int | None
+    lora_name: str | None
+    prompt: str | None  # only with content capture on
+    async_engine: bool
+    info: "RequestInfo | None"
+    context: Any
+    headers: Any
+    kind: SpanKind
+    arrival: float
+
+
+def _build_plan(c: _Capture, operation: str, model: str) -> _SpanPlan:
+    """The request span's plan (name, parent, start, add-time attributes) from what ``on_add`` captured."""
+    sp, info = c.sampling_params, c.info
+    attrs: dict[str, Any] = {
+        sc.OPERATION_NAME: operation,
+        sc.PROVIDER_NAME: sc.PROVIDER_VLLM,
+        sc.REQUEST_MODEL: model,
+        sc.VLLM_REQUEST_ID: c.parent_request_id if c.parent_request_id is not None else c.request_id,
+        sc.VLLM_ENGINE: "async_llm" if c.async_engine else "llm_engine",
+    }
+    if info is not None and info.response_id:
+        attrs[sc.RESPONSE_ID] = info.response_id
+    if info is not None and info.stream is not None:
+        attrs[sc.REQUEST_STREAM] = info.stream
+    elif info is None:
+        attrs[sc.REQUEST_STREAM] = False  # offline LLM returns whole outputs
+    if sp is not None:
+        if sp.max_tokens is not None:
+            attrs[sc.REQUEST_MAX_TOKENS] = sp.max_tokens
+        attrs[sc.REQUEST_TEMPERATURE] = float(sp.temperature)
+        attrs[sc.REQUEST_TOP_P] = float(sp.top_p)
+        attrs[sc.REQUEST_TOP_K] = int(sp.top_k)
+        attrs[sc.REQUEST_CHOICE_COUNT] = int(c.parent_n if c.parent_n is not None else sp.n)
+        if sp.seed is not None:
+            attrs[sc.REQUEST_SEED] = int(sp.seed)
+    if c.lora_name is not None:
+        attrs[sc.VLLM_LORA_NAME] = c.lora_name
+    if c.prompt:
+        attrs[sc.INPUT_MESSAGES] = json.dumps(
+            [{"role": "user", "parts": [{"type": "text", "content": c.prompt}]}], ensure_ascii=False)
+    return _SpanPlan(f"{operation} {model}".strip(), c.context, c.headers, to_ns(c.arrival), attrs, c.kind)
 
 
 class _Entry:
@@ -88,22 +134,17 @@ class _Entry:
 class RequestTracker:
     """In-flight requests of this process. All public methods are safe to call from vLLM's threads."""
 
-    def __init__(self, tracer: trace.Tracer, instruments: Instruments, settings: Settings) -> None:
-        self._tracer = tracer
-        self._inst = instruments
+    def __init__(self, tracer: trace.Tracer, instruments: RequestInstruments, settings: Settings) -> None:
         self._settings = settings
         self._lock = threading.Lock()
         self._entries: dict[str, _Entry] = {}  # key (parent or request id) -> entry, insertion = deadline order
         self._by_internal: dict[str, _Entry] = {}  # vLLM internal request id -> entry
-        self.pending_finish: list[Any] = []  # RequestStates finished inside the current process_outputs call
         self._labels: OrderedDict[str, RequestInfo] = OrderedDict()  # external request id -> serving-layer info
         self._stop = threading.Event()
         self._sweeper: threading.Thread | None = None
         # Finished requests are written (span attributes, children, end, metrics) by one writer thread, off vLLM's
-        # output loop: the finish hook itself only pops the entry and enqueues it.
-        self._writes: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._writer: threading.Thread | None = None  # started under self._lock by the first finished request
-        self._link: Any = None  # export_process.ChildLink when settings.export_process (writer thread only)
+        # output loop (or sent to the telemetry child): the finish hook itself only pops the entry and enqueues it.
+        self._writer = RequestWriter(tracer, instruments, settings, _build_plan)
 
     # ---- introspection (tests, docs) ----------------------------------------------------------------------------
     def in_flight(self) -> int:
@@ -122,80 +163,53 @@ class RequestTracker:
     # ---- add -------------------------------------------------------------------------------------------------------
     @guarded("request.add")
     def on_add(self, processor: Any, request: Any, prompt: str | None, parent_req: Any) -> None:
-        """Called after ``OutputProcessor.add_request``: start the request span (or join the parent's entry)."""
-        req_state = processor.request_states.get(request.request_id)
-        if req_state is None or request.request_id in self._by_internal:
+        """Called after ``OutputProcessor.add_request``: track the request (or join the parent's entry). Only
+        references and a few scalars are taken here, on vLLM's event loop; the span's attributes are built when it
+        is written (:func:`_build_plan`, writer thread)."""
+        rid = request.request_id
+        req_state = processor.request_states.get(rid)
+        if req_state is None or rid in self._by_internal:
             return  # streaming-input continuation of a tracked request
-        key = parent_req.request_id if parent_req is not None else request.request_id
+        key = parent_req.request_id if parent_req is not None else rid
         with self._lock:
             entry = self._entries.get(key)
             if entry is not None:
                 entry.states.append(req_state)
                 entry.pending += 1
-                self._by_internal[request.request_id] = entry
+                self._by_internal[rid] = entry
                 return
             info = self._labels.pop(request.external_req_id, None) if self._labels else None
-        self._evict_if_full()
+        if len(self._entries) >= self._settings.max_in_flight:
+            self._evict_if_full()
         info = info or REQUEST_INFO.get()
         operation = info.operation if info is not None else sc.OP_TEXT_COMPLETION
         model = (info.model if info is not None and info.model else None) or getattr(processor, "_otel_model", "")
-        span = None
-        if not getattr(processor, "tracing_enabled", False):  # vLLM's native llm_request span is the request span
-            span = self._start_span(processor, request, prompt, parent_req, info, operation, model)
         arrival = float(request.arrival_time or time.time())
-        entry = _Entry(key, span, id(processor), arrival, time.monotonic() + self._settings.request_timeout_s,
+        capture = None
+        if not getattr(processor, "tracing_enabled", False):  # vLLM's native llm_request span is the request span
+            parent_ctx, headers, kind = None, None, SpanKind.SERVER
+            current = trace.get_current_span().get_span_context()
+            if current.is_valid:
+                parent_ctx = otel_context.get_current()  # e.g. the FastAPI server span
+                if not current.is_remote:
+                    kind = SpanKind.INTERNAL  # a local span already stands for the incoming request
+            else:
+                headers = request.trace_headers or (info.trace_headers if info is not None else None)
+            capture = _Capture(request.sampling_params, request.external_req_id or rid,
+                               parent_req.external_req_id if parent_req is not None else None,
+                               parent_req.n if parent_req is not None else None,
+                               getattr(getattr(request, "lora_request", None), "lora_name", None),
+                               prompt if self._settings.capture_content else None,
+                               req_state.queue is not None, info, parent_ctx, headers, kind, arrival)
+        entry = _Entry(key, capture, id(processor), arrival, time.monotonic() + self._settings.request_timeout_s,
                        operation, model)
         entry.states.append(req_state)
         entry.pending = 1
         with self._lock:
             self._entries[key] = entry
-            self._by_internal[request.request_id] = entry
-        self._ensure_sweeper()
-
-    def _start_span(self, processor: Any, request: Any, prompt: str | None, parent_req: Any,
-                    info: RequestInfo | None, operation: str, model: str) -> Any:
-        sp = request.sampling_params
-        attrs: dict[str, Any] = {
-            sc.OPERATION_NAME: operation,
-            sc.PROVIDER_NAME: sc.PROVIDER_VLLM,
-            sc.REQUEST_MODEL: model,
-            sc.VLLM_REQUEST_ID: request.external_req_id or request.request_id,
-            sc.VLLM_ENGINE: "async_llm" if processor.request_states[request.request_id].queue is not None
-            else "llm_engine",
-        }
-        if parent_req is not None:
-            attrs[sc.VLLM_REQUEST_ID] = parent_req.external_req_id
-        if info is not None and info.response_id:
-            attrs[sc.RESPONSE_ID] = info.response_id
-        if info is not None and info.stream is not None:
-            attrs[sc.REQUEST_STREAM] = info.stream
-        elif info is None:
-            attrs[sc.REQUEST_STREAM] = False  # offline LLM returns whole outputs
-        if sp is not None:
-            if sp.max_tokens is not None:
-                attrs[sc.REQUEST_MAX_TOKENS] = sp.max_tokens
-            attrs[sc.REQUEST_TEMPERATURE] = float(sp.temperature)
-            attrs[sc.REQUEST_TOP_P] = float(sp.top_p)
-            attrs[sc.REQUEST_TOP_K] = int(sp.top_k)
-            attrs[sc.REQUEST_CHOICE_COUNT] = int(parent_req.n if parent_req is not None else sp.n)
-            if sp.seed is not None:
-                attrs[sc.REQUEST_SEED] = int(sp.seed)
-        lora = getattr(request, "lora_request", None)
-        if lora is not None:
-            attrs[sc.VLLM_LORA_NAME] = lora.lora_name
-        if self._settings.capture_content and prompt:
-            attrs[sc.INPUT_MESSAGES] = json.dumps(
-                [{"role": "user", "parts": [{"type": "text", "content": prompt}]}], ensure_ascii=False)
-        parent_ctx, headers, kind = None, None, SpanKind.SERVER
-        current = trace.get_current_span().get_span_context()
-        if current.is_valid:
-            parent_ctx = otel_context.get_current()  # e.g. the FastAPI server span
-            if not current.is_remote:
-                kind = SpanKind.INTERNAL  # a local span already stands for the incoming request
-        else:
-            headers = request.trace_headers or (info.trace_headers if info is not None else None)
-        return _SpanPlan(f"{operation} {model}".strip(), parent_ctx, headers,
-                         to_ns(float(request.arrival_time or time.time())), attrs, kind)
+            self._by_internal[rid] = entry
+        if self._sweeper is None:
+            self._ensure_sweeper()
 
     @guarded("request.prefill")
     def note_prefill(self, engine_core_outputs: Any) -> None:
@@ -211,18 +225,12 @@ class RequestTracker:
 
     # ---- finish ----------------------------------------------------------------------------------------------------
     @guarded("request.finish")
-    def drain_finished(self, engine_core_outputs: Any, iteration_stats: Any) -> None:
-        """After ``process_outputs``: finish every request ``_finish_request`` reported during the call.
-
-        The finish reason is the engine's (``stop``/``length``/``abort``/``error``); a request finished by a stop
-        string the frontend matched has no engine reason and is ``stop``. End time = vLLM's iteration timestamp.
-        """
-        finished, self.pending_finish = self.pending_finish, []
-        reasons = {o.request_id: o.finish_reason for o in engine_core_outputs or () if o.finish_reason is not None}
+    def finished(self, req_state: Any, finish_reason: Any, iteration_stats: Any) -> None:
+        """After ``OutputProcessor._update_stats_from_finished`` (vLLM calls it once per request that finished in
+        ``process_outputs``, right after ``_finish_request``): the reason is the one vLLM recorded (the engine's, or
+        ``stop`` for a stop string the frontend matched); end time = vLLM's iteration timestamp."""
         end = iteration_stats.iteration_timestamp if iteration_stats is not None else time.time()
-        for state in finished:
-            reason = reasons.get(state.request_id)
-            self.finish(state.request_id, str(reason) if reason is not None else sc.FINISH_STOP, end)
+        self.finish(req_state.request_id, str(finish_reason) if finish_reason is not None else sc.FINISH_STOP, end)
 
     @guarded("request.abort")
     def abort(self, request_ids: Any, end_wall: float) -> None:
@@ -318,95 +326,24 @@ class RequestTracker:
             inline = [self._finalize_locked(e, time.time(), sc.FINISH_TIMEOUT, sc.FINISH_TIMEOUT) for e in rest]
         self._write_inline(inline)
         self.flush()
-        if self._writer is not None:
-            self._writes.put(None)
-            self._writer.join(5.0)
-        if self._link is not None:
-            self._link.close()
+        self._writer.close()
 
     def flush(self, timeout: float = 10.0) -> bool:
-        """Block until every finished request queued so far is written (its span ended, its metrics recorded);
-        False on timeout. A no-op on the writer thread itself (e.g. an exporter flushing from inside a write)."""
-        done = threading.Event()
+        """Block until every finished request queued so far is written (its span ended, its metrics recorded, or
+        confirmed by the telemetry child); False on timeout. A no-op on the writer thread itself (e.g. an exporter
+        flushing from inside a write)."""
         with self._lock:  # every entry removed from the in-flight maps before this point is already queued
-            writer = self._writer
-            if writer is None or threading.current_thread() is writer or not writer.is_alive():
-                return True
-            self._writes.put(done)
-        return done.wait(timeout)
+            done = self._writer.flush_event()
+        return True if done is None else done.wait(timeout)
 
-    # ---- the one place a request's telemetry is written ------------------------------------------------------------
+    # ---- the one place a request's telemetry is handed over ------------------------------------------------------
     def _finalize_locked(self, entry: _Entry, end_wall: float, reason: str, error_type: str | None) -> Any:
         """Hand a finished entry to the writer; called with ``self._lock`` held, in the same critical section that
         removed it from the in-flight maps (so a concurrent :meth:`flush` never misses it). Returns the item to
         write inline after the lock is released when the writer is backed up (backpressure), else None."""
-        if self._writer is None:
-            self._writer = threading.Thread(target=self._write_loop, name="vllm-otel-writer", daemon=True)
-            self._writer.start()
-            # atexit runs LIFO: this flush precedes the SDK provider's shutdown registered before us.
-            atexit.register(self.flush, 5.0)
-        item = (entry, end_wall, reason, error_type)
-        if self._writes.qsize() > _MAX_QUEUED_WRITES:  # the SDK cannot keep up: write inline
-            return item
-        self._writes.put(item)
-        return None
+        return self._writer.submit((entry, end_wall, reason, error_type))
 
     def _write_inline(self, items: Any) -> None:
         for item in items:
             if item is not None:
-                self._write_safely(*item)
-
-    def _write_loop(self) -> None:
-        while True:
-            item = self._writes.get()
-            if item is None:
-                return
-            if isinstance(item, threading.Event):
-                if self._link is not None and self._link.up:
-                    self._link.flush(5.0)  # the child's providers include everything sent so far
-                item.set()
-                continue
-            self._write_safely(*item)
-
-    def _child_link(self) -> Any:
-        """The telemetry child (started on the writer thread by the first finished request), or None."""
-        if not self._settings.export_process or threading.current_thread() is not self._writer:
-            return None
-        if self._link is None:
-            from opentelemetry.instrumentation.vllm.export_process import ChildLink
-
-            try:
-                self._link = ChildLink()
-            except Exception as exc:  # noqa: BLE001 - no child: in-process writing
-                self._settings = dataclasses.replace(self._settings, export_process=False)
-                from opentelemetry.instrumentation.vllm.utils import report_hook_error
-
-                report_hook_error("export_process", exc)
-                return None
-        return self._link if self._link.up else None
-
-    def _write_safely(self, entry: _Entry, end_wall: float, reason: str, error_type: str | None) -> None:
-        span = None
-        try:
-            summary = summarize(entry, end_wall, reason, error_type, self._settings.capture_content)
-            plan = entry.span
-            link = self._child_link()
-            if link is not None:
-                from opentelemetry.instrumentation.vllm.export_process import ExportLost, parent_tuple
-
-                try:
-                    compact = None if plan is None else (plan.name, plan.start_ns, plan.attrs, plan.kind.value)
-                    link.send(parent_tuple(plan) if plan is not None else None, compact, summary)
-                    return
-                except ExportLost:
-                    pass  # written in-process below
-            if plan is not None:
-                span = start_span(self._tracer, plan)
-                write_span(self._tracer, self._settings, span, plan, summary)
-            record_metrics(self._inst, summary, span)
-        except Exception as exc:  # noqa: BLE001
-            from opentelemetry.instrumentation.vllm.utils import report_hook_error
-
-            report_hook_error("request.finalize", exc)
-            if span is not None and span.is_recording():
-                span.end()
+                self._writer.write_one(*item)

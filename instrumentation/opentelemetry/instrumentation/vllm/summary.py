@@ -12,7 +12,8 @@ seconds (wall clock).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import operator
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from opentelemetry.instrumentation.vllm import semconv as sc
@@ -58,6 +59,18 @@ class RequestSummary:
     @property
     def failed(self) -> bool:
         return self.error_type is not None
+
+    def as_tuple(self) -> tuple:
+        """The fields in declaration order (plain values: what :mod:`.export_process` marshals to the child)."""
+        return _FIELDS_GETTER(self)
+
+    @classmethod
+    def from_tuple(cls, values: tuple) -> "RequestSummary":
+        """Inverse of :meth:`as_tuple`; raises ``TypeError`` on a tuple of the wrong length."""
+        return cls(*values)
+
+
+_FIELDS_GETTER = operator.attrgetter(*(f.name for f in fields(RequestSummary)))
 
 
 @timed("writer.summary")

@@ -22,7 +22,9 @@ ENV_CAPTURE_CONTENT = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 #: 1 span per request instead of 4, ~3/4 less SDK cost per request (docs/BENCHMARKS.md, section 1).
 ENV_PHASE_SPANS = "OTEL_INSTRUMENTATION_VLLM_PHASE_SPANS"
 
-#: "true" hands finished requests to a telemetry child process that builds spans/metrics (see :mod:`.export_process`).
+#: Telemetry child process that builds spans/metrics off the API server (see :mod:`.export_process`): unset = on when
+#: the SDK was configured from the environment (``opentelemetry-instrument``), "false" = never, "true" = whenever no
+#: provider object is passed to ``instrument()``.
 ENV_EXPORT_PROCESS = "OTEL_INSTRUMENTATION_VLLM_EXPORT_PROCESS"
 
 DEFAULT_REQUEST_TIMEOUT_S = 60.0
@@ -37,14 +39,15 @@ class Settings:
     ``request_timeout_s`` — zombie timeout in seconds (default 60, must be > 0);
     ``max_in_flight`` — bound on tracked requests; ``capture_content`` — record prompt/completion text;
     ``phase_spans`` — emit the queue/prefill/decode child spans (default on); ``export_process`` — build spans and
-    metrics in a telemetry child process (default off; only when no provider object was passed to ``instrument()``).
+    metrics in a telemetry child process (None = auto: on under ``opentelemetry-instrument``; never when a provider
+    object is passed to ``instrument()``).
     """
 
     request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
     capture_content: bool = False
     phase_spans: bool = True
-    export_process: bool = False
+    export_process: bool | None = None
 
     @classmethod
     def from_env(cls, **overrides: Any) -> "Settings":
@@ -54,7 +57,8 @@ class Settings:
         max_in_flight = int(_float_env(ENV_MAX_IN_FLIGHT, DEFAULT_MAX_IN_FLIGHT))
         capture = os.environ.get(ENV_CAPTURE_CONTENT, "").strip().lower() in _TRUE
         phases = os.environ.get(ENV_PHASE_SPANS, "true").strip().lower() not in ("0", "false", "no", "off")
-        export = os.environ.get(ENV_EXPORT_PROCESS, "").strip().lower() in ("1", "true", "yes", "on")
+        raw = os.environ.get(ENV_EXPORT_PROCESS, "").strip().lower()
+        export = True if raw in ("1", "true", "yes", "on") else False if raw in ("0", "false", "no", "off") else None
         values = {"request_timeout_s": timeout, "max_in_flight": max_in_flight, "capture_content": capture,
                   "phase_spans": phases, "export_process": export}
         values.update({k: v for k, v in overrides.items() if k in values and v is not None})
@@ -120,7 +124,8 @@ def guarded(hook: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
 
 # ---- benchmark-only hook accounting ------------------------------------------------------------------------------
 #: Benchmark-only switch: a directory. When set, every guarded hook (and the writer) adds its ``time.thread_time_ns``
-#: to a per-(hook, thread) total, and a daemon thread writes ``hooks-<pid>.json`` there every 0.5 s:
+#: to a per-(hook, thread) total, and a daemon thread writes ``hooks-<pid>.json`` there whenever the benchmark asks
+#: (it creates ``dump-<pid>``; the thread looks every 0.2 s, writes, removes the request):
 #: ``{"pid", "times": {"hook@thread": [cpu_ns, calls]}, "threads": {thread name: native id}}``.
 #: Unset (the default), :func:`timed` returns the function unchanged: zero cost.
 ENV_BENCH_HOOK_TIMES = "VLLM_OTEL_BENCH_HOOK_TIMES"
@@ -165,10 +170,13 @@ def _start_dumper() -> None:
     import json
 
     path = os.path.join(_bench_dir, f"hooks-{os.getpid()}.json")
+    request = os.path.join(_bench_dir, f"dump-{os.getpid()}")
 
     def dump() -> None:
         while True:
-            time.sleep(0.5)
+            time.sleep(0.2)
+            if not os.path.exists(request):
+                continue
             try:
                 snap = {"pid": os.getpid(), "times": {k: list(v) for k, v in list(_hook_times.items())},
                         "threads": {t.name: t.native_id for t in threading.enumerate()}}
@@ -176,6 +184,7 @@ def _start_dumper() -> None:
                 with open(tmp, "w") as fh:
                     json.dump(snap, fh)
                 os.replace(tmp, path)
+                os.remove(request)
             except Exception:  # noqa: BLE001 - benchmark aid only
                 pass
 
