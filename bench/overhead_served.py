@@ -110,7 +110,7 @@ def attributed_us(threads: dict[str, float], hooks: dict[str, list[float]]) -> f
     (``thread_time_ns`` around each hook). Unlike process totals, this resolves tens of µs on a noisy machine; what
     it leaves out is the wrappers' call overhead around the hooks and allocator/GC effects on vLLM's own code."""
     return (sum(threads.get(t, 0.0) for t in TELEMETRY_THREADS)
-            + sum(us for key, (us, _) in hooks.items() if key.endswith("@MainThread")))
+            + sum(us for key, (us, _) in hooks.items() if key.endswith("@MainThread") and not key.startswith("gc.")))
 
 
 def _thread_names(pid: int, hooks: dict) -> dict[int, str]:

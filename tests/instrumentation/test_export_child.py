@@ -250,3 +250,13 @@ def test_killed_child_is_counted_once_per_unconfirmed_record(quiet_child_env, mo
     assert not link.up and holder.get() is None
     assert counted == [(1, "export_process")] * 3  # the 3 records sent after the last confirmed flush
     holder.close()
+
+
+def test_child_environment_drops_only_the_auto_instrumentation_sitecustomize():
+    import opentelemetry.instrumentation.auto_instrumentation as auto
+
+    site = os.path.dirname(auto.__file__)
+    env = export_process.child_environment({"PYTHONPATH": os.pathsep.join(["/opt/a", site, site + "/", "/opt/b"]),
+                                            "OTEL_SERVICE_NAME": "svc"})
+    assert env == {"PYTHONPATH": os.pathsep.join(["/opt/a", "/opt/b"]), "OTEL_SERVICE_NAME": "svc"}
+    assert "PYTHONPATH" not in export_process.child_environment({"PYTHONPATH": site})

@@ -68,7 +68,7 @@ class ChildLink:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "opentelemetry.instrumentation.vllm.export_child", str(to_child_r),
              str(from_child_w), str(os.getpid())], pass_fds=(to_child_r, from_child_w), stdin=subprocess.DEVNULL,
-            close_fds=True)
+            close_fds=True, env=child_environment(os.environ))
         os.close(to_child_r)
         os.close(from_child_w)
         self._send = Connection(to_child_w, readable=False)
@@ -142,6 +142,21 @@ class ChildLink:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+
+
+def child_environment(environ: Any) -> dict[str, str]:
+    """The child's environment: the server's, without ``opentelemetry-instrument``'s ``sitecustomize`` directory on
+    ``PYTHONPATH`` (the child configures the SDK itself from the same ``OTEL_*`` variables; re-running the whole
+    auto-instrumentation there would load every instrumentor and configure the providers twice)."""
+    env = dict(environ)
+    parts = [p for p in env.get("PYTHONPATH", "").split(os.pathsep)
+             if p and not os.path.normpath(p).endswith(os.path.join("opentelemetry", "instrumentation",
+                                                                     "auto_instrumentation"))]
+    if parts:
+        env["PYTHONPATH"] = os.pathsep.join(parts)
+    else:
+        env.pop("PYTHONPATH", None)
+    return env
 
 
 class LinkHolder:

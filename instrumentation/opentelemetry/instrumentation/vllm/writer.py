@@ -1,7 +1,7 @@
 """The request writer: one thread that turns finished requests into telemetry, off vLLM's output loop.
 
-The tracker (:mod:`.requests`) hands over ``(entry, end_wall, reason, error_type)`` items; the writer takes every item
-already queued in one go and either
+The tracker (:mod:`.requests`) hands over ``(entry, end_wall, reason, error_type)`` items; the writer waits
+:data:`LINGER_S` after the first one (a flush does not wait), takes every item queued by then in one go and either
 
 - sends them to the telemetry child in **one** message (:mod:`.export_process`: facts and add-time attributes only,
   the child builds spans and metrics), or
@@ -33,6 +33,10 @@ from opentelemetry.instrumentation.vllm.utils import Settings, report_hook_error
 MAX_QUEUED = 10_000
 #: Most items taken from the queue for one message to the child.
 MAX_BATCH = 512
+#: Seconds the writer waits after the first finished request of a batch for more to arrive (a flush or close cuts it
+#: short). One wake-up and one message per batch instead of per request: on a busy frontend each wake-up of a cold
+#: thread costs more than the work it does (docs/BENCHMARKS.md §1b).
+LINGER_S = 0.1
 
 
 class QueueFull(Exception):
@@ -50,6 +54,7 @@ class RequestWriter:
         self._settings = settings
         self._build_plan = build_plan  # (capture, operation, model) -> _SpanPlan
         self._q: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._wake = threading.Event()  # set by flush/close: stop lingering
         self.thread: threading.Thread | None = None
 
     def _start(self) -> None:
@@ -77,6 +82,7 @@ class RequestWriter:
             return None
         done = threading.Event()
         self._q.put(done)
+        self._wake.set()
         return done
 
     def _flush_at_exit(self) -> None:
@@ -88,6 +94,7 @@ class RequestWriter:
         """Stop the thread after everything queued is written."""
         if self.thread is not None and self.thread.is_alive():
             self._q.put(None)
+            self._wake.set()
             self.thread.join(5.0)
 
     # ---- the writer thread ----------------------------------------------------------------------------------------
@@ -95,6 +102,9 @@ class RequestWriter:
         get, get_nowait = self._q.get, self._q.get_nowait
         while True:
             batch = [get()]
+            if isinstance(batch[0], tuple) and not self._wake.is_set():
+                self._wake.wait(LINGER_S)
+            self._wake.clear()
             try:
                 while len(batch) < MAX_BATCH:
                     batch.append(get_nowait())
