@@ -155,10 +155,10 @@ class RequestTracker:
     def label(self, external_request_id: str, info: RequestInfo) -> None:
         """Remember the serving layer's info for a request about to be added (``AsyncLLM.generate`` is called in the
         handler's task, but vLLM may consume the generator in another task, where the context variable is gone)."""
-        with self._lock:
-            self._labels[external_request_id] = info
-            while len(self._labels) > 4096:  # generators created but never started
-                self._labels.popitem(last=False)
+        labels = self._labels  # only vLLM's event loop (or the offline caller's thread) labels and adds
+        labels[external_request_id] = info
+        if len(labels) > 4096:  # generators created but never started
+            labels.popitem(last=False)
 
     # ---- add -------------------------------------------------------------------------------------------------------
     @guarded("request.add")

@@ -36,7 +36,7 @@ MAX_BATCH = 512
 #: Seconds the writer waits after the first finished request of a batch for more to arrive (a flush or close cuts it
 #: short). One wake-up and one message per batch instead of per request: on a busy frontend each wake-up of a cold
 #: thread costs more than the work it does (docs/BENCHMARKS.md §1b).
-LINGER_S = 0.1
+LINGER_S = 0.5
 
 
 class QueueFull(Exception):
