@@ -94,3 +94,35 @@ def test_killed_child_never_fails_inference(offline_llm, child_mode, otel):
     assert [len(o.outputs[0].token_ids) for o in outs] == [3, 3]
     assert not link.up and state.tracker().in_flight() == 0
     assert metric_sum(otel.reader, sc.METRIC_HOOK_ERRORS, hook="export_process") - before == 1
+
+
+def test_full_queue_drops_and_counts_instead_of_blocking(offline_llm, child_mode, otel, monkeypatch):
+    """A telemetry child that cannot keep up (its pipe write blocked: injected) never makes vLLM's loop write
+    telemetry: beyond the bound a finished request is dropped and counted; arrived + dropped = finished."""
+    import threading
+
+    import vllm
+    from opentelemetry.instrumentation.vllm import writer
+
+    offline_llm.generate(["warm the child"], vllm.SamplingParams(max_tokens=2, ignore_eos=True))
+    link = export_process.LINK.link
+    release = threading.Event()
+    real_send = link.send
+
+    def stuck_send(message, records):
+        if message[0] == export_process.REQUESTS:
+            release.wait(30)
+        return real_send(message, records)
+
+    monkeypatch.setattr(link, "send", stuck_send)
+    monkeypatch.setattr(writer, "MAX_QUEUED", 2)
+    before = metric_sum(otel.reader, sc.METRIC_HOOK_ERRORS, hook="export_queue")
+    threading.Timer(3.0, release.set).start()  # the child "recovers" while generate's flush waits
+    prompts = [f"queue full {i}" for i in range(12)]
+    outs = offline_llm.generate(prompts, vllm.SamplingParams(max_tokens=3, ignore_eos=True))
+    assert [len(o.outputs[0].token_ids) for o in outs] == [3] * 12  # inference untouched
+    assert state.tracker().flush(30.0)
+    dropped = metric_sum(otel.reader, sc.METRIC_HOOK_ERRORS, hook="export_queue") - before
+    ids = {o.request_id for o in outs}
+    arrived = {s.attributes[sc.VLLM_REQUEST_ID] for s in child_mode.spans() if s.kind == SERVER} & ids
+    assert dropped >= 1 and len(arrived) + dropped == 12

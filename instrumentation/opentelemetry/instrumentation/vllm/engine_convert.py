@@ -143,14 +143,15 @@ def _vllm_buckets(vllm_config: Any) -> dict[str, list[float]]:
         return {}
 
 
-Record = tuple[str, tuple, float]
+#: ``(metric name, extra attribute pairs, value)``; for histograms ``value`` may be a list of observations.
+Record = tuple[str, tuple, Any]
 
 
 def convert(info: EngineInfo, scheduler_stats: Any, iteration_stats: Any, mm_cache_stats: Any) -> list[Record]:
     """One engine step's stats -> ``[(metric name, extra attribute pairs, value), ...]`` (pure; no SDK).
 
     The meaning of each value follows ``PrometheusStatLogger.record``: counters are increments, gauges the current
-    value, histograms one observation each. ``extra`` is a tuple of ``(attribute, value)`` pairs beyond the engine
+    value, histograms one observation each, or a list of observations (per-token and per-finished-request values). ``extra`` is a tuple of ``(attribute, value)`` pairs beyond the engine
     attributes; for the replaced gauge families a record ``(name, None, 0)`` first clears the family.
     """
     out: list[Record] = []
@@ -227,24 +228,34 @@ def convert(info: EngineInfo, scheduler_stats: Any, iteration_stats: Any, mm_cac
     add((sc.METRIC_PROMPT_TOKENS_CACHED, (), pts.cached_tokens))
     add((sc.METRIC_GENERATION_TOKENS, (), it.num_generation_tokens))
     add((sc.METRIC_ITERATION_TOKENS, (), pts.computed + it.num_generation_tokens))
-    for v in it.max_num_generation_tokens_iter:
-        add((sc.METRIC_REQ_MAX_GENERATION_TOKENS, (), v))
-    for v in it.n_params_iter:
-        add((sc.METRIC_REQ_PARAMS_N, (), v))
-    for v in it.inter_token_latencies_iter:
-        add((sc.METRIC_INTER_TOKEN_LATENCY, (), v))
-    for fr in it.finished_requests:
-        add((sc.METRIC_REQUEST_SUCCESS, ((sc.VLLM_FINISH_REASON, str(fr.finish_reason)),), 1))
-        add((sc.METRIC_REQ_QUEUE_TIME, (), fr.queued_time))
-        add((sc.METRIC_REQ_PREFILL_TIME, (), fr.prefill_time))
-        add((sc.METRIC_REQ_INFERENCE_TIME, (), fr.inference_time))
-        add((sc.METRIC_REQ_DECODE_TIME, (), fr.decode_time))
-        add((sc.METRIC_REQ_PREEMPTIONS, (), fr.num_preemptions))
-        add((sc.METRIC_REQ_PREFILL_KV_COMPUTED, (), fr.num_prompt_tokens - max(fr.num_cached_tokens, 0)))
-        add((sc.METRIC_REQ_PROMPT_TOKENS, (), fr.num_prompt_tokens))
-        add((sc.METRIC_REQ_GENERATION_TOKENS, (), fr.num_generation_tokens))
-        if fr.max_tokens_param:
-            add((sc.METRIC_REQ_PARAMS_MAX_TOKENS, (), fr.max_tokens_param))
+    # Histogram observations travel as one record per metric with a list of values (one Python list op per step
+    # instead of a tuple per generated token / finished request); the aggregator records each value.
+    if it.max_num_generation_tokens_iter:
+        add((sc.METRIC_REQ_MAX_GENERATION_TOKENS, (), list(it.max_num_generation_tokens_iter)))
+    if it.n_params_iter:
+        add((sc.METRIC_REQ_PARAMS_N, (), list(it.n_params_iter)))
+    if it.inter_token_latencies_iter:
+        add((sc.METRIC_INTER_TOKEN_LATENCY, (), list(it.inter_token_latencies_iter)))
+    frs = it.finished_requests
+    if frs:
+        by_reason: dict[str, int] = {}
+        for fr in frs:
+            reason = str(fr.finish_reason)
+            by_reason[reason] = by_reason.get(reason, 0) + 1
+        for reason, n in by_reason.items():
+            add((sc.METRIC_REQUEST_SUCCESS, ((sc.VLLM_FINISH_REASON, reason),), n))
+        add((sc.METRIC_REQ_QUEUE_TIME, (), [fr.queued_time for fr in frs]))
+        add((sc.METRIC_REQ_PREFILL_TIME, (), [fr.prefill_time for fr in frs]))
+        add((sc.METRIC_REQ_INFERENCE_TIME, (), [fr.inference_time for fr in frs]))
+        add((sc.METRIC_REQ_DECODE_TIME, (), [fr.decode_time for fr in frs]))
+        add((sc.METRIC_REQ_PREEMPTIONS, (), [fr.num_preemptions for fr in frs]))
+        add((sc.METRIC_REQ_PREFILL_KV_COMPUTED, (),
+             [fr.num_prompt_tokens - max(fr.num_cached_tokens, 0) for fr in frs]))
+        add((sc.METRIC_REQ_PROMPT_TOKENS, (), [fr.num_prompt_tokens for fr in frs]))
+        add((sc.METRIC_REQ_GENERATION_TOKENS, (), [fr.num_generation_tokens for fr in frs]))
+        max_tokens = [fr.max_tokens_param for fr in frs if fr.max_tokens_param]
+        if max_tokens:
+            add((sc.METRIC_REQ_PARAMS_MAX_TOKENS, (), max_tokens))
     return out
 
 

@@ -197,7 +197,11 @@ class EngineAggregator:
         table = self._counters.setdefault(name, {})
         table[key] = table.get(key, 0) + value
 
-    def _apply_one(self, info: EngineInfo, engine: int | None, name: str, extra: tuple | None, value: float) -> None:
+    def _apply_one(self, info: EngineInfo, engine: int | None, name: str, extra: tuple | None, value: Any) -> None:
+        if type(value) is list:  # a histogram's observations of one step
+            for v in value:
+                self._apply_one(info, engine, name, extra, v)
+            return
         kind = METRICS[name][0]
         if not (0 <= value < _INF) and not (kind == GAUGE and extra is None):
             # NaN, ±Inf, negative: the SDK would drop a histogram value with a warning per value, a negative increment
