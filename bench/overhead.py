@@ -1,7 +1,8 @@
-"""Instrumentation overhead benchmark: offline ``LLM.generate`` on the vLLM CPU engine, four variants interleaved.
+"""Instrumentation overhead benchmark: offline ``LLM.generate`` on the vLLM CPU engine, five variants interleaved.
 
 Variants (each in its own long-lived process, see :mod:`bench.overhead_worker`): ``none`` (uninstrumented), ``ours``
-(``VLLMInstrumentor`` + SDK providers exporting OTLP/gRPC), ``native`` (vLLM's ``otlp_traces_endpoint``), ``openlit``
+(``VLLMInstrumentor`` + SDK providers in code exporting OTLP/gRPC: in-process writing), ``ours_child`` (the SDK
+configured from ``OTEL_*``, spans and metrics built in the telemetry child process), ``native`` (vLLM's ``otlp_traces_endpoint``), ``openlit``
 (OpenLIT 1.45's vLLM instrumentation on the same SDK providers). Every variant exports to its own null OTLP sink
 (:mod:`bench.sink`), which counts what each emitted. All engines start first; then each round runs the same batch
 (``requests`` prompts × ``max_tokens`` tokens, ``ignore_eos``, greedy) once per variant, the order rotating every round
@@ -26,7 +27,7 @@ from bench.common import ROOT, new_result, percentile, ratios, spread
 from bench.sink import OtlpSink
 
 _METHOD = __doc__.split("\n\n", 1)[1].replace("\n", " ").strip()
-VARIANTS = ("none", "ours", "native", "openlit")
+VARIANTS = ("none", "ours", "ours_child", "native", "openlit")
 
 
 def _other_general_plugins() -> list[str]:
@@ -44,7 +45,7 @@ class Worker:
         env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE=os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
                    TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
         env.pop("OTEL_SDK_DISABLED", None)
-        if variant != "ours":
+        if variant not in ("ours", "ours_child"):
             # Our `vllm.general_plugins` entry point instruments any vLLM process that has an SDK tracer provider
             # (OpenLIT's variant has one): keep it out of every variant but ours.
             env["VLLM_PLUGINS"] = ",".join(_other_general_plugins())
@@ -180,6 +181,8 @@ def _models(smoke: bool, workdir: Path) -> list[tuple[str, Path, dict]]:
     if smoke:
         return [("tiny", tiny, {"rounds": 1, "requests": 16, "max_tokens": 4})]
     models = [("tiny", tiny, {"rounds": 8, "requests": 512, "max_tokens": 16})]
+    if os.environ.get("BENCH_OFFLINE_MODELS", "tiny,smollm2").split(",") == ["tiny"]:
+        return models
     try:
         from vllm_otel_inference.model_prep import prepare_smollm2
 
@@ -191,6 +194,8 @@ def _models(smoke: bool, workdir: Path) -> list[tuple[str, Path, dict]]:
 
 def run(smoke: bool, workdir: Path) -> dict:
     variants = ("none", "ours") if smoke else VARIANTS
+    if os.environ.get("BENCH_OFFLINE_VARIANTS"):  # e.g. "none,ours,ours_child" for a quick check
+        variants = tuple(os.environ["BENCH_OFFLINE_VARIANTS"].split(","))
     if "openlit" in variants:
         from bench.openlit_env import ensure_installed
 

@@ -92,6 +92,15 @@ def setup(variant: str, endpoint: str):
 
         VLLMInstrumentor().instrument(tracer_provider=tp, meter_provider=mp)
         providers = (tp, mp)
+    elif variant == "ours_child":  # #13: the SDK configured from OTEL_*, spans and metrics built in the child
+        os.environ.update({"OTEL_SERVICE_NAME": "bench-ours-child", "OTEL_TRACES_EXPORTER": "otlp",
+                           "OTEL_METRICS_EXPORTER": "otlp", "OTEL_LOGS_EXPORTER": "none",
+                           "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+                           "OTEL_EXPORTER_OTLP_INSECURE": "true", "OTEL_METRIC_EXPORT_INTERVAL": "5000",
+                           "OTEL_INSTRUMENTATION_VLLM_EXPORT_PROCESS": "true"})
+        from opentelemetry.instrumentation.vllm import VLLMInstrumentor
+
+        VLLMInstrumentor().instrument()
     elif variant == "native":
         os.environ.setdefault("OTEL_EXPORTER_OTLP_TRACES_INSECURE", "true")
         kwargs["otlp_traces_endpoint"] = endpoint
@@ -129,7 +138,7 @@ def _children_cpu() -> float:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--variant", required=True, choices=["none", "ours", "native", "openlit"])
+    ap.add_argument("--variant", required=True, choices=["none", "ours", "ours_child", "native", "openlit"])
     ap.add_argument("--model", required=True)
     ap.add_argument("--endpoint", required=True, help="OTLP/gRPC sink, http://127.0.0.1:PORT")
     ap.add_argument("--result-fd", type=int, required=True)

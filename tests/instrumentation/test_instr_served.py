@@ -212,3 +212,77 @@ def test_concurrent_streams_with_disconnects(served):
         alone = set(range(len(disconnect)))
         aborted += _check_disconnect_spans(receiver, asyncio.run(run(len(alone), alone)), alone)
     assert aborted >= len(disconnect) // 2, aborted
+
+
+def test_spans_and_metrics_built_where_configured(served, request):
+    """Default under ``opentelemetry-instrument``: exactly one telemetry child in the whole server tree (the API
+    server's; EngineCore and workers start none), at nice +10 and without the auto-instrumentation
+    ``sitecustomize``. ``OTEL_INSTRUMENTATION_VLLM_EXPORT_PROCESS=false``: none."""
+    import psutil
+
+    receiver, base, model = served
+    port = base.rsplit(":", 1)[1]
+    (server,) = [p for p in psutil.process_iter(["cmdline"])
+                 if "vllm.entrypoints.openai.api_server" in (p.info["cmdline"] or [])
+                 and port in (p.info["cmdline"] or [])]
+    resp = httpx.post(f"{base}/v1/completions", json={"model": model, "prompt": "where", "max_tokens": 2,
+                                                       "ignore_eos": True}, timeout=60).json()
+    receiver.wait_for(lambda ss: len(_server_spans(ss, {resp["id"]})) == 1, timeout=30)  # written somewhere
+
+    def children():
+        out = []
+        for c in server.children(recursive=True):
+            try:
+                if "opentelemetry.instrumentation.vllm.export_child" in c.cmdline():
+                    out.append(c)
+            except psutil.Error:
+                pass
+        return out
+
+    kids = children()
+    if request.node.callspec.params["served"] == "in_process":
+        assert kids == []
+        return
+    (child,) = kids
+    assert child.ppid() == server.pid
+    assert child.nice() == server.nice() + 10
+    assert "auto_instrumentation" not in child.environ().get("PYTHONPATH", "")
+
+
+def test_killed_child_falls_back_in_the_server(served, request, tmp_path_factory):
+    """SIGKILL the telemetry child under a running server: the next requests succeed and their spans still arrive
+    (written by the API server itself from then on); the loss is logged. Runs last in child mode (it kills the
+    child); in-process there is nothing to kill."""
+    import signal as _signal
+
+    import psutil
+
+    if request.node.callspec.params["served"] == "in_process":
+        pytest.skip("no telemetry child in this mode")
+    receiver, base, model = served
+    port = base.rsplit(":", 1)[1]
+    (server,) = [p for p in psutil.process_iter(["cmdline"])
+                 if "vllm.entrypoints.openai.api_server" in (p.info["cmdline"] or [])
+                 and port in (p.info["cmdline"] or [])]
+    (child,) = [c for c in server.children() if "opentelemetry.instrumentation.vllm.export_child" in c.cmdline()]
+    child.send_signal(_signal.SIGKILL)
+    child.wait(10)
+
+    async def run():
+        async with httpx.AsyncClient(timeout=60) as client:
+            return [await _stream_chat(client, base, model, f"after the kill {i}", 5) for i in range(4)]
+
+    results = asyncio.run(run())
+    assert [len(r["token_ids"]) for r in results] == [5] * 4 and all(r["finish_reason"] == "length" for r in results)
+    ids = {r["id"] for r in results}
+    spans = receiver.wait_for(lambda ss: len(_server_spans(ss, ids)) >= 4, timeout=60)
+    got = {s.attributes[sc.RESPONSE_ID]: s for s in _server_spans(spans, ids)}
+    assert set(got) == ids and all(got[r["id"]].attributes[sc.USAGE_OUTPUT_TOKENS] == 5 for r in results)
+    alive = []
+    for c in server.children():
+        try:
+            if "opentelemetry.instrumentation.vllm.export_child" in c.cmdline():
+                alive.append(c)
+        except psutil.Error:  # exited meanwhile
+            pass
+    assert alive == []  # reaped, not restarted: the server writes its telemetry itself now

@@ -29,8 +29,6 @@ import sys
 from typing import Any
 
 REQUESTS, ENGINE, ENGINE_INFO, FLUSH, FLUSHED = "R", "E", "I", "F", "f"  # same as export_process (no SDK import)
-#: ``nice`` increment of the child (Linux CFS: nice 10 weighs ~1/10 of nice 0).
-CHILD_NICE = 10
 
 
 def _configure() -> tuple[Any, Any]:
@@ -173,12 +171,6 @@ def main(argv: list[str]) -> int:
     # what the server flushed at exit is exported; EOF also comes when the server is killed.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    # Telemetry must not compete with inference for CPU: the child runs at a lower priority (it has no GIL to share
-    # with the server, so it cannot hold the server up; when CPU is short it falls behind and its pipe buffers).
-    try:
-        os.nice(CHILD_NICE)
-    except OSError:
-        pass
     fd_in, fd_out = int(argv[1]), int(argv[2])
     server_pid = int(argv[3]) if len(argv) > 3 else os.getppid()
     conn_in, conn_out = Connection(fd_in, writable=False), Connection(fd_out, readable=False)

@@ -36,6 +36,10 @@ _PROPAGATOR = TraceContextTextMapPropagator()
 REQUESTS, ENGINE, ENGINE_INFO, FLUSH, FLUSHED = "R", "E", "I", "F", "f"
 #: marshal format version (4: shared references for interned strings, i.e. repeated attribute keys are cheap).
 MARSHAL_VERSION = 4
+#: ``nice`` increment of the child over the server (Linux CFS: nice +10 weighs ~1/10 of the server's threads).
+#: Telemetry must not compete with inference for CPU; the child shares no GIL with the server, so a descheduled child
+#: holds nothing up: it falls behind and its pipe buffers.
+CHILD_NICE = 10
 
 
 class ExportLost(Exception):
@@ -71,6 +75,10 @@ class ChildLink:
             close_fds=True, env=child_environment(os.environ))
         os.close(to_child_r)
         os.close(from_child_w)
+        try:
+            os.setpriority(os.PRIO_PROCESS, self.proc.pid, os.getpriority(os.PRIO_PROCESS, 0) + CHILD_NICE)
+        except (OSError, AttributeError):  # not permitted / not POSIX: normal priority
+            pass
         self._send = Connection(to_child_w, readable=False)
         self._recv = Connection(from_child_r, writable=False)
         self.up = True
@@ -126,6 +134,10 @@ class ChildLink:
                            exc, lost)
             for _ in range(max(lost, 1)):
                 report_hook_error("export_process", ExportLost(str(exc)))
+            try:
+                self.proc.poll()  # reap it (no zombie left behind)
+            except OSError:
+                pass
 
     def close(self, timeout: float = 10.0) -> None:
         """Flush, close the pipe (the child then shuts its providers down and exits) and wait for it."""
