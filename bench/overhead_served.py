@@ -206,6 +206,9 @@ def run(smoke: bool, workdir: Path) -> dict:
         }
     result["samples"] = samples
     result["per_thread"] = per_thread
+    from bench.sdk_floor import measure_handover
+
+    result["handover_floor"] = measure_handover()  # the same hand-over code, warm in an idle process
     result["breakdown"] = _median_breakdown(per_thread)
     result["summary"] = {"tiny": {"config": {"model": "tiny", "rounds": rounds, "requests_per_round": requests,
                                              "concurrency": conc, "max_tokens": max_tokens,

@@ -180,6 +180,12 @@ def _overhead_served(res: dict) -> list[str]:
         out += _variant_table(summ, "API-server")
         out += ["", f"![served overhead {model}](../bench/results/overhead_served_{model}.png)", ""]
     out += _served_breakdown(res.get("breakdown") or {})
+    floor = res.get("handover_floor")
+    if floor:
+        out += ["The same hand-over code warm in an idle process (:func:`bench.sdk_floor.measure_handover`), CPU µs: "
+                f"a finished request's facts + its share of a 16-request message {_f(floor['request_facts_us'])}; "
+                f"one engine step (16 running, 16 inter-token latencies, 1 finished request) converted + its share "
+                f"of a 40-step message {_f(floor['engine_step_us'])}.", ""]
     return out
 
 

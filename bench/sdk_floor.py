@@ -47,3 +47,59 @@ def measure(requests: int = 2000, rounds: int = 3) -> dict[str, float]:
                     tp.shutdown()
                 out[f"{mode}_{n_spans}_spans_us"] = statistics.median(samples)
     return out
+
+
+def measure_handover(requests: int = 20000, steps: int = 5000) -> dict[str, float]:
+    """What the API server itself does per request and per engine step with the telemetry child (#13), warm, in an
+    idle process: the floor under the served benchmark's attributed figures. CPU µs (``time.thread_time_ns``):
+
+    - ``request_facts_us``: the writer's per-request facts — span plan (:func:`requests._build_plan`), parent tuple,
+      :meth:`RequestSummary.as_tuple` — plus its share of one ``marshal`` message of 16 requests;
+    - ``engine_step_us``: :func:`engine_convert.convert` of one step of 16 running requests (16 inter-token
+      latencies, one finished request) plus its share of one ``marshal`` message of 40 steps.
+    """
+    import marshal
+    from types import SimpleNamespace
+
+    from opentelemetry.trace import SpanKind
+    from vllm.v1.engine import FinishReason
+    from vllm.v1.metrics.stats import FinishedRequestStats, IterationStats, SchedulerStats
+
+    from opentelemetry.instrumentation.vllm import export_process
+    from opentelemetry.instrumentation.vllm.engine_convert import EngineInfo, convert
+    from opentelemetry.instrumentation.vllm.requests import RequestInfo, _build_plan, _Capture
+    from opentelemetry.instrumentation.vllm.summary import RequestSummary
+
+    sp = SimpleNamespace(max_tokens=16, temperature=0.8, top_p=1.0, top_k=-1, n=1, seed=11)
+    capture = _Capture(sp, "chatcmpl-1", None, None, None, None, True, RequestInfo("chat", True, "tiny", "chatcmpl-1"),
+                       None, None, SpanKind.SERVER, 1.7e9)
+    summary = RequestSummary(operation="chat", model="tiny", reason="length", reasons=["length"], error_type=None,
+                             arrival=1.7e9, end=1.7e9 + 1, e2e=1.0, prompt_tokens=30, output_tokens=16,
+                             cached_tokens=0, preemptions=0, response_id="chatcmpl-1", ttft=0.1, tpot=0.05,
+                             queue=0.01, prefill=0.09, decode=0.75, inference=0.84, t_scheduled=1.7e9 + 0.01,
+                             t_first_token=1.7e9 + 0.1, prefill_done=True, prompt_computed=30, prompt_local_cache=0,
+                             prompt_external_cache=0)
+
+    def facts() -> tuple:
+        plan = _build_plan(capture, "chat", "tiny")
+        return (export_process.parent_tuple(plan.context, plan.headers),
+                (plan.name, plan.start_ns, plan.attrs, plan.kind.value), summary.as_tuple())
+
+    t0 = time.thread_time_ns()
+    for _ in range(requests // 16):
+        marshal.dumps((export_process.REQUESTS, [facts() for _ in range(16)]), export_process.MARSHAL_VERSION)
+    request_us = (time.thread_time_ns() - t0) / (requests // 16 * 16) / 1e3
+
+    info = EngineInfo(model="tiny")
+    it = IterationStats()
+    it.num_generation_tokens = 16
+    it.inter_token_latencies_iter = [0.05] * 16
+    it.finished_requests = [FinishedRequestStats(FinishReason.LENGTH, "r", 1.0, 30, 0, 16, 16, 0.01, 0.09, 0.84,
+                                                 0.75, 0.05)]
+    sched = SchedulerStats(num_running_reqs=16)
+    t0 = time.thread_time_ns()
+    for _ in range(steps // 40):
+        batch = [(1, (0,), convert(info, sched, it, None)) for _ in range(40)]
+        marshal.dumps((export_process.ENGINE, batch, 0), export_process.MARSHAL_VERSION)
+    step_us = (time.thread_time_ns() - t0) / (steps // 40 * 40) / 1e3
+    return {"request_facts_us": request_us, "engine_step_us": step_us}

@@ -19,7 +19,7 @@ from vllm.v1.metrics.loggers import AggregateStatLoggerBase
 
 from opentelemetry.instrumentation.vllm import engine_metrics as em
 from opentelemetry.instrumentation.vllm import state
-from opentelemetry.instrumentation.vllm.utils import report_hook_error
+from opentelemetry.instrumentation.vllm.utils import report_hook_error, timed
 
 _PENDING = em.PENDING
 _MAX = em.MAX_PENDING
@@ -38,6 +38,7 @@ class VLLMOtelStatLogger(AggregateStatLoggerBase):
         self.model = self.info.model
         self._enqueue((em.INIT, self.info, None))
 
+    @timed("stat_logger.record")
     def record(self, scheduler_stats: Any, iteration_stats: Any, mm_cache_stats: Any = None,
                engine_idx: int = 0) -> None:
         if state.instruments() is None:
