@@ -16,7 +16,9 @@ instrumentation's benchmark-only hook accounting, ``VLLM_OTEL_BENCH_HOOK_TIMES``
 telemetry's own per-hook ``thread_time_ns`` per request: the breakdown of where ours spends API-server CPU, and
 their sum, the telemetry's attributed API-server CPU per request (process totals cannot resolve 100 µs here). Full runs
 only (engine starts make it too slow for the smoke run); ``BENCH_SERVED_ROUNDS`` / ``BENCH_SERVED_REQUESTS`` /
-``BENCH_SERVED_VARIANTS`` override the rounds, requests per round and variants.
+``BENCH_SERVED_VARIANTS`` override the rounds, requests per round and variants (besides the four: ``sdk_only``,
+``opentelemetry-instrument`` with its SDK and exporters but our instrumentation disabled — the cost of the bootstrap
+itself —, and ``ours_nohooks``, ``ours`` without the benchmark's hook accounting — the accounting's own cost).
 """
 
 from __future__ import annotations
@@ -45,13 +47,17 @@ def _server(variant: str, model: Path, endpoint: str, log: Path, hooks_dir: Path
     extra = ["--enforce-eager"]
     if variant == "ours_inprocess":
         env["OTEL_INSTRUMENTATION_VLLM_EXPORT_PROCESS"] = "false"
-    if variant not in OURS:
+    if variant not in OURS + ("ours_nohooks",):
         env["VLLM_PLUGINS"] = ",".join(_other_general_plugins())
+    if variant == "sdk_only":  # opentelemetry-instrument and its SDK in every process, our instrumentation off
+        env["OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"] = "fastapi,vllm"
     if variant == "native":
         env["OTEL_EXPORTER_OTLP_TRACES_INSECURE"] = "true"
         extra += ["--otlp-traces-endpoint", endpoint]
-    return VLLMServer(model_dir=model, served_model_name="tiny", otlp_endpoint=endpoint if variant in OURS else None,
-                      port=free_port(), log_path=log, max_model_len=512, instrumented=variant in OURS,
+    sdk = variant in OURS + ("ours_nohooks", "sdk_only")
+    return VLLMServer(model_dir=model, served_model_name="tiny", otlp_endpoint=endpoint if sdk else None,
+                      port=free_port(), log_path=log, max_model_len=512,
+                      instrumented=sdk,
                       service_name=f"bench-served-{variant}", extra_args=extra, extra_env=env)
 
 
@@ -75,6 +81,19 @@ def _child_cpu(pid: int) -> float:
         except psutil.Error:
             pass
     return total
+
+
+def _engine_steps(base_url: str) -> float:
+    """Engine steps so far: the count of vLLM's own ``vllm:iteration_tokens_total`` histogram (one observation per
+    step) from the server's ``/metrics`` — the same in every variant, so steps per request compare across them."""
+    import httpx
+
+    try:
+        text = httpx.get(f"{base_url}/metrics", timeout=10).text
+    except httpx.HTTPError:
+        return float("nan")
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("vllm:iteration_tokens_total_count"))
 
 
 def _threads(pid: int) -> dict[int, float]:
@@ -166,6 +185,7 @@ def run(smoke: bool, workdir: Path) -> dict:
                 pid = servers[v]._proc.pid  # the API server (opentelemetry-instrument execs into it)
                 h0, t0 = _hooks(hooks_dir if v in OURS else None, pid), _threads(pid)
                 k0 = _child_cpu(pid)
+                s0 = _engine_steps(servers[v].base_url)
                 c0, w0 = _cpu(pid), time.perf_counter()
                 res = run_workload(servers[v].base_url, "tiny", requests=requests, concurrency=conc,
                                    max_tokens=max_tokens)
@@ -180,6 +200,8 @@ def run(smoke: bool, workdir: Path) -> dict:
                     ttft = [r.client_ttft_s for r in res if r.ok and r.client_ttft_s is not None]
                     samples[v].append({"throughput_tok_s": sum(r.output_tokens or 0 for r in res) / wall,
                                        "ok": sum(r.ok for r in res), "cpu_us_per_request": cpu / requests * 1e6,
+                                       "engine_steps_per_request": (_engine_steps(servers[v].base_url) - s0)
+                                       / requests,
                                        "ttft_p50_s": percentile(ttft, 50), "ttft_p99_s": percentile(ttft, 99)})
     finally:
         for s in servers.values():
@@ -195,6 +217,7 @@ def run(smoke: bool, workdir: Path) -> dict:
         col = {k: [x[k] for x in s] for k in s[0]}
         summary[v] = {
             "throughput_tok_s": spread(col["throughput_tok_s"]), "cpu_us_per_request": spread(col["cpu_us_per_request"]),
+            "engine_steps_per_request": spread(col.get("engine_steps_per_request", [float("nan")])),
             "ttft_p50_s": spread(col["ttft_p50_s"]), "ttft_p99_s": spread(col["ttft_p99_s"]),
             "throughput_ratio": ratios(col["throughput_tok_s"], [b["throughput_tok_s"] for b in base]),
             "ttft_p50_ratio": ratios(col["ttft_p50_s"], [b["ttft_p50_s"] for b in base]),

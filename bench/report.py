@@ -178,6 +178,11 @@ def _overhead_served(res: dict) -> list[str]:
                 f"{cfg['max_tokens']} tokens per round, {cfg['rounds']} recorded rounds; TTFT as the client sees it; "
                 "CPU of the API-server process.", ""]
         out += _variant_table(summ, "API-server")
+        steps = {v: summ[v]["engine_steps_per_request"]["median"] for v in summ
+                 if isinstance(summ[v], dict) and "engine_steps_per_request" in summ[v]}
+        if steps:
+            out += ["", "Engine steps per request (vLLM's own `vllm:iteration_tokens_total` count over the round, "
+                    "median): " + ", ".join(f"{v} {_f(n)}" for v, n in steps.items()) + "."]
         out += ["", f"![served overhead {model}](../bench/results/overhead_served_{model}.png)", ""]
     out += _served_breakdown(res.get("breakdown") or {})
     floor = res.get("handover_floor")

@@ -113,13 +113,13 @@ def _build_plan(c: _Capture, operation: str, model: str) -> _SpanPlan:
 
 
 class _Entry:
-    __slots__ = ("key", "span", "owner", "states", "pending", "arrival", "deadline", "operation", "model",
+    __slots__ = ("key", "capture", "owner", "states", "pending", "arrival", "deadline", "operation", "model",
                  "reasons", "prefill_stats")
 
-    def __init__(self, key: str, span: Any, owner: int, arrival: float, deadline: float, operation: str,
-                 model: str) -> None:
+    def __init__(self, key: str, capture: "_Capture | None", owner: int, arrival: float, deadline: float,
+                 operation: str, model: str) -> None:
         self.key = key
-        self.span = span
+        self.capture = capture  # what the request span's plan is built from; None: vLLM's native span is the span
         self.owner = owner
         self.states: list[Any] = []
         self.pending = 0

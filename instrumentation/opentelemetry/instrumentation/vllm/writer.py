@@ -153,9 +153,9 @@ class RequestWriter:
     @timed("writer.compact")
     def _compact(self, entry: Any, end_wall: float, reason: str, error_type: str | None) -> tuple:
         summary = summarize(entry, end_wall, reason, error_type, self._settings.capture_content)
-        if entry.span is None:
+        if entry.capture is None:
             return None, None, summary.as_tuple()
-        plan = self._build_plan(entry.span, entry.operation, entry.model)
+        plan = self._build_plan(entry.capture, entry.operation, entry.model)
         return (parent_tuple(plan.context, plan.headers), (plan.name, plan.start_ns, plan.attrs, plan.kind.value),
                 summary.as_tuple())
 
@@ -164,8 +164,8 @@ class RequestWriter:
         span = None
         try:
             summary = summarize(entry, end_wall, reason, error_type, self._settings.capture_content)
-            if entry.span is not None:
-                plan = self._build_plan(entry.span, entry.operation, entry.model)
+            if entry.capture is not None:
+                plan = self._build_plan(entry.capture, entry.operation, entry.model)
                 span = start_span(self._tracer, plan)
                 write_span(self._tracer, self._settings, span, plan, summary)
             record_metrics(self._inst, summary, span)
