@@ -147,17 +147,22 @@ def timed(hook: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
             try:
                 return fn(*args, **kwargs)
             finally:
-                # one key per thread: no two threads update the same list
-                key = f"{hook}@{threading.current_thread().name}"
-                acc = _hook_times.get(key)
-                if acc is None:
-                    acc = _hook_times.setdefault(key, [0, 0])
-                acc[0] += time.thread_time_ns() - t0
-                acc[1] += 1
+                _charge(hook, t0)
 
         return inner
 
     return deco
+
+
+def _charge(name: str, t0: int) -> None:
+    """Add this thread's CPU since ``t0`` (``time.thread_time_ns``) and one call to ``<name>@<thread>`` (one key per
+    thread: no two threads update the same list)."""
+    key = f"{name}@{threading.current_thread().name}"
+    acc = _hook_times.get(key)
+    if acc is None:
+        acc = _hook_times.setdefault(key, [0, 0])
+    acc[0] += time.thread_time_ns() - t0
+    acc[1] += 1
 
 
 _dumper: Any = None
@@ -178,12 +183,7 @@ def _account_gc() -> None:
         t0 = started.pop(ident, None)
         if t0 is None:
             return
-        key = f"gc.gen{info.get('generation')}@{threading.current_thread().name}"
-        acc = _hook_times.get(key)
-        if acc is None:
-            acc = _hook_times.setdefault(key, [0, 0])
-        acc[0] += time.thread_time_ns() - t0
-        acc[1] += 1
+        _charge(f"gc.gen{info.get('generation')}", t0)
 
     gc.callbacks.append(callback)
 
