@@ -5,10 +5,11 @@
 -- -> requests. Merge = sumMap (addition). Quantiles: vllm_otel_collector/analytics/histogram.py (relative error
 -- <= 1.083 %). The t-digest <M>Quantiles columns are dropped.
 -- Steps (each idempotent): drop the views; add the columns; drop the t-digest columns; backfill the histograms of the
--- buckets whose raw rows still exist (rows with only the histogram set: every other column adds 0 / max 0; the
--- deduplication token makes a re-run after an interruption insert nothing; buckets older than the raw retention keep
--- their counts and sums but get no histogram); re-create the views. Run while no rows are inserted (the collector
--- migrates before it starts its receivers).
+-- buckets whose raw rows still exist (rows with only the histogram set: every other column adds 0 / max 0; a bucket
+-- that already holds a histogram is skipped, so a re-run after an interruption adds nothing -- a deduplication token
+-- was not enough: it names blocks by position, and an INSERT ... SELECT may split its output into blocks differently
+-- on each run; buckets older than the raw retention keep their counts and sums but get no histogram); re-create the
+-- views. Run while no rows are inserted (the collector migrates before it starts its receivers).
 DROP VIEW IF EXISTS ${db}.llm_requests_1m_mv ${on_cluster};
 DROP VIEW IF EXISTS ${db}.llm_requests_1h_mv ${on_cluster};
 
@@ -58,8 +59,10 @@ SELECT
     CAST(mapFromArrays(arrayDistinct(arraySort(groupArrayIf(toInt16(if(toFloat64(assumeNotNull(Decode)) > 0, greatest(least(ceil(log2(toFloat64(assumeNotNull(Decode))) * 32) - 1, 32000), -32000), -32768)), Decode IS NOT NULL))), arrayMap(d -> toUInt64(countEqual(arraySort(groupArrayIf(toInt16(if(toFloat64(assumeNotNull(Decode)) > 0, greatest(least(ceil(log2(toFloat64(assumeNotNull(Decode))) * 32) - 1, 32000), -32000), -32768)), Decode IS NOT NULL)), d)), arrayDistinct(arraySort(groupArrayIf(toInt16(if(toFloat64(assumeNotNull(Decode)) > 0, greatest(least(ceil(log2(toFloat64(assumeNotNull(Decode))) * 32) - 1, 32000), -32000), -32768)), Decode IS NOT NULL))))), 'Map(Int16, UInt64)') AS DecodeHist,
     CAST(mapFromArrays(arrayDistinct(arraySort(groupArrayIf(toInt16(if(toFloat64(assumeNotNull(TokensPerSecond)) > 0, greatest(least(ceil(log2(toFloat64(assumeNotNull(TokensPerSecond))) * 32) - 1, 32000), -32000), -32768)), TokensPerSecond IS NOT NULL))), arrayMap(d -> toUInt64(countEqual(arraySort(groupArrayIf(toInt16(if(toFloat64(assumeNotNull(TokensPerSecond)) > 0, greatest(least(ceil(log2(toFloat64(assumeNotNull(TokensPerSecond))) * 32) - 1, 32000), -32000), -32768)), TokensPerSecond IS NOT NULL)), d)), arrayDistinct(arraySort(groupArrayIf(toInt16(if(toFloat64(assumeNotNull(TokensPerSecond)) > 0, greatest(least(ceil(log2(toFloat64(assumeNotNull(TokensPerSecond))) * 32) - 1, 32000), -32000), -32768)), TokensPerSecond IS NOT NULL))))), 'Map(Int16, UInt64)') AS TokensPerSecondHist
 FROM ${db}.llm_requests
-GROUP BY Bucket, ServiceName, Model, Operation
-SETTINGS insert_deduplicate = 1, insert_deduplication_token = 'migration_0105_llm_requests_1m';
+WHERE (toStartOfMinute(toDateTime(Timestamp)), ServiceName, Model, Operation) NOT IN (
+    SELECT Bucket, ServiceName, Model, Operation FROM ${db}.llm_requests_1m
+    WHERE notEmpty(TTFTHist) OR notEmpty(TPOTHist) OR notEmpty(E2EHist) OR notEmpty(QueueHist) OR notEmpty(PrefillHist) OR notEmpty(DecodeHist) OR notEmpty(TokensPerSecondHist))
+GROUP BY Bucket, ServiceName, Model, Operation;
 
 INSERT INTO ${db}.llm_requests_1h (Bucket, ServiceName, Model, Operation, TTFTHist, TPOTHist, E2EHist, QueueHist, PrefillHist, DecodeHist, TokensPerSecondHist)
 SELECT
@@ -75,8 +78,10 @@ SELECT
     CAST(mapFromArrays(arrayDistinct(arraySort(groupArrayIf(toInt16(if(toFloat64(assumeNotNull(Decode)) > 0, greatest(least(ceil(log2(toFloat64(assumeNotNull(Decode))) * 32) - 1, 32000), -32000), -32768)), Decode IS NOT NULL))), arrayMap(d -> toUInt64(countEqual(arraySort(groupArrayIf(toInt16(if(toFloat64(assumeNotNull(Decode)) > 0, greatest(least(ceil(log2(toFloat64(assumeNotNull(Decode))) * 32) - 1, 32000), -32000), -32768)), Decode IS NOT NULL)), d)), arrayDistinct(arraySort(groupArrayIf(toInt16(if(toFloat64(assumeNotNull(Decode)) > 0, greatest(least(ceil(log2(toFloat64(assumeNotNull(Decode))) * 32) - 1, 32000), -32000), -32768)), Decode IS NOT NULL))))), 'Map(Int16, UInt64)') AS DecodeHist,
     CAST(mapFromArrays(arrayDistinct(arraySort(groupArrayIf(toInt16(if(toFloat64(assumeNotNull(TokensPerSecond)) > 0, greatest(least(ceil(log2(toFloat64(assumeNotNull(TokensPerSecond))) * 32) - 1, 32000), -32000), -32768)), TokensPerSecond IS NOT NULL))), arrayMap(d -> toUInt64(countEqual(arraySort(groupArrayIf(toInt16(if(toFloat64(assumeNotNull(TokensPerSecond)) > 0, greatest(least(ceil(log2(toFloat64(assumeNotNull(TokensPerSecond))) * 32) - 1, 32000), -32000), -32768)), TokensPerSecond IS NOT NULL)), d)), arrayDistinct(arraySort(groupArrayIf(toInt16(if(toFloat64(assumeNotNull(TokensPerSecond)) > 0, greatest(least(ceil(log2(toFloat64(assumeNotNull(TokensPerSecond))) * 32) - 1, 32000), -32000), -32768)), TokensPerSecond IS NOT NULL))))), 'Map(Int16, UInt64)') AS TokensPerSecondHist
 FROM ${db}.llm_requests
-GROUP BY Bucket, ServiceName, Model, Operation
-SETTINGS insert_deduplicate = 1, insert_deduplication_token = 'migration_0105_llm_requests_1h';
+WHERE (toStartOfHour(toDateTime(Timestamp)), ServiceName, Model, Operation) NOT IN (
+    SELECT Bucket, ServiceName, Model, Operation FROM ${db}.llm_requests_1h
+    WHERE notEmpty(TTFTHist) OR notEmpty(TPOTHist) OR notEmpty(E2EHist) OR notEmpty(QueueHist) OR notEmpty(PrefillHist) OR notEmpty(DecodeHist) OR notEmpty(TokensPerSecondHist))
+GROUP BY Bucket, ServiceName, Model, Operation;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS ${db}.llm_requests_1m_mv ${on_cluster}
 TO ${db}.llm_requests_1m
