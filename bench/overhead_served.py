@@ -129,7 +129,17 @@ def attributed_us(threads: dict[str, float], hooks: dict[str, list[float]]) -> f
     (``thread_time_ns`` around each hook). Unlike process totals, this resolves tens of µs on a noisy machine; what
     it leaves out is the wrappers' call overhead around the hooks and allocator/GC effects on vLLM's own code."""
     return (sum(threads.get(t, 0.0) for t in TELEMETRY_THREADS)
-            + sum(us for key, (us, _) in hooks.items() if key.endswith("@MainThread") and not key.startswith("gc.")))
+            + sum(us for key, (us, _) in hooks.items() if key.endswith("@MainThread")
+                  and not key.startswith(("gc.", "accounting@"))))
+
+
+def accounting_us(hooks: dict[str, list[float]]) -> float:
+    """The hook accounting's own estimated share of :func:`attributed_us` (µs per request): one clock-read gap per
+    timed call (``accounting@<thread>``, probed right after each timed call) on the event loop and the telemetry
+    threads. On the threads it under-corrects (their psutil time also holds the probe's own reads), so
+    ``attributed_us - accounting_us`` still errs on the high side."""
+    threads = ("MainThread",) + TELEMETRY_THREADS
+    return sum(us for key, (us, _) in hooks.items() if key.startswith("accounting@") and key.split("@", 1)[1] in threads)
 
 
 def _thread_names(pid: int, hooks: dict) -> dict[int, str]:
@@ -152,7 +162,8 @@ def breakdown(pid: int, requests: int, t0: dict[int, float], t1: dict[int, float
         ns0, calls0 = before.get(key, (0, 0))
         if calls != calls0:
             hooks[key] = [(ns - ns0) / requests / 1e3, (calls - calls0) / requests]
-    return {"threads": threads, "hooks": hooks, "telemetry_us": attributed_us(threads, hooks)}
+    raw = attributed_us(threads, hooks)
+    return {"threads": threads, "hooks": hooks, "telemetry_us": raw, "telemetry_net_us": raw - accounting_us(hooks)}
 
 
 def run(smoke: bool, workdir: Path) -> dict:
@@ -261,12 +272,13 @@ def run(smoke: bool, workdir: Path) -> dict:
         rounds_v = per_thread.get(v) or []
         if rounds_v and v in summary:
             t_us = result["breakdown"][v]["telemetry_us_per_request"]["median"]
+            net = result["breakdown"][v]["telemetry_net_us_per_request"]["median"]
             v_thr = summary[v]["throughput_ratio"]["median"]
             result["targets"][f"served_tiny_{v}_telemetry_cpu_le_100us"] = {
-                "target": "telemetry's own API-server CPU (its threads + its event-loop hooks) ≤ 100 µs/request; "
-                          "throughput ratio ≥ 0.99",
-                "measured": {"telemetry_us": t_us, "throughput_ratio": v_thr},
-                "met": t_us <= 100.0 and v_thr >= 0.99}
+                "target": "telemetry's own API-server CPU (its threads + its event-loop hooks, the accounting's "
+                          "estimated share subtracted) ≤ 100 µs/request; throughput ratio ≥ 0.99",
+                "measured": {"telemetry_us": net, "telemetry_us_with_accounting": t_us, "throughput_ratio": v_thr},
+                "met": net <= 100.0 and v_thr >= 0.99}
     return result
 
 
@@ -283,5 +295,7 @@ def _median_breakdown(per_thread: dict[str, list[dict]]) -> dict:
                      median(r["hooks"].get(k, [0.0, 0.0])[1] for r in rounds)]
                  for k in {k for r in rounds for k in r["hooks"]}}
         out[v] = {"threads_us_per_request": threads, "hooks_us_per_request": hooks,
-                  "telemetry_us_per_request": spread([r.get("telemetry_us", 0.0) for r in rounds])}
+                  "telemetry_us_per_request": spread([r.get("telemetry_us", 0.0) for r in rounds]),
+                  "telemetry_net_us_per_request": spread([r.get("telemetry_net_us", r.get("telemetry_us", 0.0))
+                                                          for r in rounds])}
     return out

@@ -189,8 +189,10 @@ def _overhead_served(res: dict) -> list[str]:
     if floor:
         out += ["The same hand-over code warm in an idle process (:func:`bench.sdk_floor.measure_handover`), CPU µs: "
                 f"a finished request's facts + its share of a 16-request message {_f(floor['request_facts_us'])}; "
-                f"one engine step (16 running, 16 inter-token latencies, 1 finished request) converted + its share "
-                f"of a 40-step message {_f(floor['engine_step_us'])}.", ""]
+                f"one engine step (16 running, 16 inter-token latencies, 1 finished request) read into step facts "
+                f"+ its share of a 40-step message {_f(floor['engine_step_us'])}"
+                + (f" (records built in the server instead: {_f(floor['engine_step_records_us'])})"
+                   if "engine_step_records_us" in floor else "") + ".", ""]
     return out
 
 
@@ -220,10 +222,12 @@ def _served_breakdown(b: dict) -> list[str]:
         out += ["", "Telemetry's own API-server CPU per request, µs (its threads — writer, engine metrics, sweeper, the "
                 "SDK's span processor and metric reader — plus its hooks on the event loop; median (min…max) over "
                 "rounds; the telemetry child's CPU is outside the API server and listed in the thread table):", "",
-                "| variant | telemetry µs/req |", "|---|---|"]
+                "| variant | telemetry µs/req | accounting's estimated share subtracted |", "|---|---|---|"]
         for v in tele:
             t = b[v]["telemetry_us_per_request"]
-            out.append(f"| {v} | {_f(t['median'])} ({_f(t['min'])}…{_f(t['max'])}) |")
+            net = b[v].get("telemetry_net_us_per_request")
+            out.append(f"| {v} | {_f(t['median'])} ({_f(t['min'])}…{_f(t['max'])}) | "
+                       + (f"{_f(net['median'])} ({_f(net['min'])}…{_f(net['max'])})" if net else "–") + " |")
     return out + [""]
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from typing import Any
 
 
 def measure(requests: int = 2000, rounds: int = 3) -> dict[str, float]:
@@ -55,8 +56,11 @@ def measure_handover(requests: int = 20000, steps: int = 5000) -> dict[str, floa
 
     - ``request_facts_us``: the writer's per-request facts — span plan (:func:`requests._build_plan`), parent tuple,
       :meth:`RequestSummary.as_tuple` — plus its share of one ``marshal`` message of 16 requests;
-    - ``engine_step_us``: :func:`engine_convert.convert` of one step of 16 running requests (16 inter-token
-      latencies, one finished request) plus its share of one ``marshal`` message of 40 steps.
+    - ``engine_step_us``: :func:`engine_convert.step_facts` of one step of 16 running requests (16 inter-token
+      latencies, one finished request) plus its share of one ``marshal`` message of 40 steps (what the drain thread
+      sends the child);
+    - ``engine_step_records_us``: the same with the records built in the server (:func:`engine_convert.convert`, what
+      the drain thread did before it sent facts; the in-process path still does it).
     """
     import marshal
     from types import SimpleNamespace
@@ -66,7 +70,7 @@ def measure_handover(requests: int = 20000, steps: int = 5000) -> dict[str, floa
     from vllm.v1.metrics.stats import FinishedRequestStats, IterationStats, SchedulerStats
 
     from opentelemetry.instrumentation.vllm import export_process
-    from opentelemetry.instrumentation.vllm.engine_convert import EngineInfo, convert
+    from opentelemetry.instrumentation.vllm.engine_convert import EngineInfo, convert, step_facts
     from opentelemetry.instrumentation.vllm.requests import RequestInfo, _build_plan, _Capture
     from opentelemetry.instrumentation.vllm.summary import RequestSummary
 
@@ -97,9 +101,13 @@ def measure_handover(requests: int = 20000, steps: int = 5000) -> dict[str, floa
     it.finished_requests = [FinishedRequestStats(FinishReason.LENGTH, "r", 1.0, 30, 0, 16, 16, 0.01, 0.09, 0.84,
                                                  0.75, 0.05)]
     sched = SchedulerStats(num_running_reqs=16)
-    t0 = time.thread_time_ns()
-    for _ in range(steps // 40):
-        batch = [(1, (0,), convert(info, sched, it, None)) for _ in range(40)]
-        marshal.dumps((export_process.ENGINE, batch, 0), export_process.MARSHAL_VERSION)
-    step_us = (time.thread_time_ns() - t0) / (steps // 40 * 40) / 1e3
-    return {"request_facts_us": request_us, "engine_step_us": step_us}
+
+    def per_step(build: Any) -> float:
+        t0 = time.thread_time_ns()
+        for _ in range(steps // 40):
+            batch = [(1, (0,), True, build(info, sched, it, None)) for _ in range(40)]
+            marshal.dumps((export_process.ENGINE, batch, 0), export_process.MARSHAL_VERSION)
+        return (time.thread_time_ns() - t0) / (steps // 40 * 40) / 1e3
+
+    return {"request_facts_us": request_us, "engine_step_us": per_step(step_facts),
+            "engine_step_records_us": per_step(convert)}

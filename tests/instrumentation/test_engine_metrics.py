@@ -88,6 +88,69 @@ def _steps():
     return out
 
 
+def _items(info) -> list[tuple]:
+    """What the stat logger queues for ``_steps()`` plus init, admission rejections and a sleep-state change."""
+    items = [(em.INIT, info, None)]
+    items += [(em.STEP, info, engine, sched, it, mm) for engine, sched, it, mm in _steps()]
+    items += [(em.ADMISSION, info, None, r) for r in ("max_num_queued_reqs", "max_num_queued_reqs",
+                                                       "max_num_queued_tokens")]
+    return items + [(em.SLEEP, info, None, 1, 2)]
+
+
+def _points_by_name(reader) -> dict[str, list]:
+    """Engine-metric points as comparable tuples (no timestamps): name -> sorted [(attributes, value...)]."""
+    out: dict[str, list] = {}
+    for rm in reader.get_metrics_data().resource_metrics:
+        for sm in rm.scope_metrics:
+            for m in sm.metrics:
+                if m.name not in em.METRICS:
+                    continue
+                for p in m.data.data_points:
+                    attrs = tuple(sorted(p.attributes.items()))
+                    v = (p.count, p.sum, tuple(p.bucket_counts), tuple(p.explicit_bounds)) \
+                        if hasattr(p, "bucket_counts") else (p.value,)
+                    out.setdefault(m.name, []).append((attrs, v))
+    return {k: sorted(v, key=repr) for k, v in out.items()}
+
+
+def test_step_facts_sent_to_the_child_give_the_in_process_points(vllm_config):
+    """With a telemetry child the API server sends only step facts (marshalled); the child expands them. Every
+    branch of ``_steps()`` (both engines, LoRA, spec decode, KV residency, perf, external cache, every finish reason)
+    must give exactly the points the in-process path gives, and the facts must be marshal-able as they are."""
+    import marshal
+    import os
+
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from opentelemetry.instrumentation.vllm import export_child
+
+    info = em.EngineInfo.from_vllm_config(vllm_config, [0, 1])
+    here_reader = InMemoryMetricReader()
+    here = em.EngineAggregator(deque(_items(info)), start_thread=False)
+    here.bind(MeterProvider(metric_readers=[here_reader]).get_meter("test"))
+    here.drain()
+    expected = _points_by_name(here_reader)
+
+    messages = []
+
+    def sink(batch, dropped):
+        messages.append(marshal.dumps((export_child.ENGINE, [(7, e, is_step, p) for _, e, is_step, p in batch],
+                                       dropped), 4))
+        return True
+
+    server = em.EngineAggregator(deque(_items(info)), start_thread=False)
+    server.sink = sink
+    assert server.drain() == len(_items(info)) and len(messages) == 1
+    child_reader = InMemoryMetricReader()
+    child = export_child.Child(TracerProvider(), MeterProvider(metric_readers=[child_reader]), os.getpid())
+    child.engine_info(7, (info.model, info.buckets))
+    msg = marshal.loads(messages[0])
+    child.engine_steps(msg[1], msg[2])
+    got = _points_by_name(child_reader)
+    assert got == expected
+    assert len(expected) > 40  # the mirrored set, not a handful
+
+
 def _feed(vllm_config):
     """Feed ``_steps()`` to vLLM's PrometheusStatLogger and to a fresh aggregator (own queue and meter).
     Returns (our metrics by name: list of points, prometheus registry)."""

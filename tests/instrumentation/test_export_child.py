@@ -155,7 +155,7 @@ def test_engine_records_aggregate_in_the_child_as_in_process():
     tp2, mp2, _, reader2 = _sdk()
     child = export_child.Child(tp2, mp2, os.getpid())
     msgs = [(export_child.ENGINE_INFO, 17, (info.model, info.buckets)),
-            (export_child.ENGINE, [(17, (0, 1), records)], 3)]
+            (export_child.ENGINE, [(17, (0, 1), False, records)], 3)]
     for m in msgs:
         m = marshal.loads(marshal.dumps(m, 4))
         child.engine_info(m[1], m[2]) if m[0] == export_child.ENGINE_INFO else child.engine_steps(m[1], m[2])

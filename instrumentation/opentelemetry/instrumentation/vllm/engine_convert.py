@@ -2,8 +2,9 @@
 
 :data:`METRICS` names every instrument of vLLM's engine metric set (kind, unit, description, vLLM bucket family);
 :func:`convert` turns one engine step's stats objects into ``(metric, extra attributes, value)`` records with exactly
-the semantics of ``PrometheusStatLogger.record`` (``vllm/v1/metrics/loggers.py``, vLLM 0.32). Records are plain tuples,
-so the conversion can run wherever the SDK runs (this process's drain thread today).
+the semantics of ``PrometheusStatLogger.record`` (``vllm/v1/metrics/loggers.py``, vLLM 0.32). It is two halves:
+:func:`step_facts` reads the stats objects into plain values (run by the API server, cheap) and :func:`step_records`
+expands them into records (run where the SDK runs: the telemetry child, or this process's drain thread).
 """
 
 from __future__ import annotations
@@ -148,112 +149,165 @@ Record = tuple[str, tuple, Any]
 
 
 def convert(info: EngineInfo, scheduler_stats: Any, iteration_stats: Any, mm_cache_stats: Any) -> list[Record]:
-    """One engine step's stats -> ``[(metric name, extra attribute pairs, value), ...]`` (pure; no SDK).
+    """One engine step's stats -> ``[(metric name, extra attribute pairs, value), ...]`` (pure; no SDK):
+    ``step_records(step_facts(...))``.
 
     The meaning of each value follows ``PrometheusStatLogger.record``: counters are increments, gauges the current
-    value, histograms one observation each, or a list of observations (per-token and per-finished-request values). ``extra`` is a tuple of ``(attribute, value)`` pairs beyond the engine
-    attributes; for the replaced gauge families a record ``(name, None, 0)`` first clears the family.
+    value, histograms one observation each, or a list of observations (per-token and per-finished-request values).
+    ``extra`` is a tuple of ``(attribute, value)`` pairs beyond the engine attributes; for the replaced gauge families
+    a record ``(name, None, 0)`` first clears the family.
     """
-    out: list[Record] = []
-    add = out.append
+    return step_records(step_facts(info, scheduler_stats, iteration_stats, mm_cache_stats))
+
+
+#: One engine step as plain values (numbers, strings, lists, tuples, None), ``(scheduler, mm_cache, iteration)``:
+#: what the API server reads from vLLM's stats objects and hands to the telemetry child, which expands it with
+#: :func:`step_records`. Reading is ~4x cheaper than building the records (#13: the API server pays only this).
+StepFacts = tuple
+
+
+def step_facts(info: EngineInfo, scheduler_stats: Any, iteration_stats: Any, mm_cache_stats: Any) -> StepFacts:
+    """The values :func:`step_records` needs from one step's stats objects; an optional part is None when vLLM would
+    not export its metrics (``info`` decides, as ``PrometheusStatLogger.__init__`` does) or the stats are absent.
+    Lists of observations are vLLM's own (it builds new stats objects per step and never changes them afterwards)."""
+    sched = it = mm = None
     s = scheduler_stats
     if s is not None:
-        add((sc.METRIC_RUNNING, (), s.num_running_reqs))
-        add((sc.METRIC_WAITING, (), s.num_waiting_reqs + s.num_skipped_waiting_reqs))
-        add((sc.METRIC_WAITING_BY_REASON, ((sc.VLLM_WAITING_REASON, "capacity"),), s.num_waiting_reqs))
-        add((sc.METRIC_WAITING_BY_REASON, ((sc.VLLM_WAITING_REASON, "deferred"),), s.num_skipped_waiting_reqs))
+        pcs = s.prefix_cache_stats
+        ext = s.connector_prefix_cache_stats
+        sds = s.spec_decoding_stats
+        perf = getattr(s, "perf_stats", None)
+        fetch = None
         if info.kv_consumer:
             by_stage = getattr(s, "num_kv_fetch_reqs_by_stage", None) or {}
-            for stage in _KV_FETCH_STAGES:
-                add((sc.METRIC_KV_FETCH_BY_STAGE, ((sc.VLLM_KV_FETCH_STAGE, stage),), by_stage.get(stage, 0)))
-        add((sc.METRIC_KV_CACHE_USAGE, (), s.kv_cache_usage))
-        pcs = s.prefix_cache_stats
-        add((sc.METRIC_PREFIX_CACHE_QUERIES, (), pcs.queries))
-        add((sc.METRIC_PREFIX_CACHE_HITS, (), pcs.hits))
-        add((sc.METRIC_PROMPT_TOKENS_CACHED_BY_SOURCE, ((sc.VLLM_CACHE_SOURCE, "device"),), pcs.hits))
-        ext = s.connector_prefix_cache_stats
+            fetch = tuple(by_stage.get(stage, 0) for stage in _KV_FETCH_STAGES)
+        sched = (
+            s.num_running_reqs, s.num_waiting_reqs, s.num_skipped_waiting_reqs, fetch, s.kv_cache_usage,
+            pcs.queries, pcs.hits,
+            None if ext is None else (ext.queries, ext.hits, tuple(
+                (getattr(tier, "value", str(tier)), n) for tier, n in (getattr(ext, "hits_by_source", None) or {}).items())),
+            None if sds is None or not info.num_spec_tokens else (
+                sds.num_drafts, sds.num_draft_tokens, sds.num_accepted_tokens,
+                list(sds.num_accepted_tokens_per_pos[:info.num_spec_tokens])),
+            None if perf is None or not (perf.num_flops_per_gpu or perf.num_read_bytes_per_gpu
+                                         or perf.num_write_bytes_per_gpu) else (
+                perf.num_flops_per_gpu, perf.num_read_bytes_per_gpu, perf.num_write_bytes_per_gpu),
+            None if not info.kv_cache_metrics else tuple(
+                (ev.lifetime_seconds, ev.idle_seconds, list(ev.reuse_gaps_seconds))
+                for ev in getattr(s, "kv_cache_eviction_events", None) or ()),
+            None if info.max_loras is None else (tuple(s.running_lora_adapters.items()),
+                                                  tuple(s.waiting_lora_adapters.items())),
+        )
+    if mm_cache_stats is not None:
+        mm = (mm_cache_stats.queries, mm_cache_stats.hits)
+    i = iteration_stats
+    if i is not None:
+        pts = i.prompt_token_stats
+        frs = i.finished_requests
+        it = (
+            i.num_corrupted_reqs if info.compute_nans else None,
+            (i.num_watermarked_reqs, i.num_watermark_skipped_reqs, i.num_not_watermarked_reqs)
+            if info.watermark else None,
+            i.num_preempted_reqs, pts.total, pts.computed, pts.local_cache_hit, pts.external_kv_transfer,
+            pts.cached_tokens, i.num_generation_tokens, i.max_num_generation_tokens_iter, i.n_params_iter,
+            i.inter_token_latencies_iter,
+            [(str(fr.finish_reason), fr.queued_time, fr.prefill_time, fr.inference_time, fr.decode_time,
+              fr.num_preemptions, fr.num_prompt_tokens, fr.num_cached_tokens, fr.num_generation_tokens,
+              fr.max_tokens_param) for fr in frs] if frs else None,
+        )
+    return sched, mm, it
+
+
+def step_records(facts: StepFacts) -> list[Record]:
+    """:func:`step_facts` -> the step's records (see :func:`convert`)."""
+    out: list[Record] = []
+    add = out.append
+    sched, mm, it = facts
+    if sched is not None:
+        running, waiting, skipped, fetch, usage, queries, hits, ext, spec, perf, kv_events, lora = sched
+        add((sc.METRIC_RUNNING, (), running))
+        add((sc.METRIC_WAITING, (), waiting + skipped))
+        add((sc.METRIC_WAITING_BY_REASON, ((sc.VLLM_WAITING_REASON, "capacity"),), waiting))
+        add((sc.METRIC_WAITING_BY_REASON, ((sc.VLLM_WAITING_REASON, "deferred"),), skipped))
+        if fetch is not None:
+            for stage, n in zip(_KV_FETCH_STAGES, fetch):
+                add((sc.METRIC_KV_FETCH_BY_STAGE, ((sc.VLLM_KV_FETCH_STAGE, stage),), n))
+        add((sc.METRIC_KV_CACHE_USAGE, (), usage))
+        add((sc.METRIC_PREFIX_CACHE_QUERIES, (), queries))
+        add((sc.METRIC_PREFIX_CACHE_HITS, (), hits))
+        add((sc.METRIC_PROMPT_TOKENS_CACHED_BY_SOURCE, ((sc.VLLM_CACHE_SOURCE, "device"),), hits))
         if ext is not None:
-            add((sc.METRIC_EXTERNAL_PREFIX_CACHE_QUERIES, (), ext.queries))
-            add((sc.METRIC_EXTERNAL_PREFIX_CACHE_HITS, (), ext.hits))
-            for tier, n in (getattr(ext, "hits_by_source", None) or {}).items():
-                add((sc.METRIC_PROMPT_TOKENS_CACHED_BY_SOURCE,
-                     ((sc.VLLM_CACHE_SOURCE, getattr(tier, "value", str(tier))),), n))
-        sds = s.spec_decoding_stats
-        if sds is not None and info.num_spec_tokens:
-            add((sc.METRIC_SPEC_DRAFTS, (), sds.num_drafts))
-            add((sc.METRIC_SPEC_DRAFT_TOKENS, (), sds.num_draft_tokens))
-            add((sc.METRIC_SPEC_ACCEPTED_TOKENS, (), sds.num_accepted_tokens))
-            per_pos = sds.num_accepted_tokens_per_pos
-            for pos in range(min(info.num_spec_tokens, len(per_pos))):
-                add((sc.METRIC_SPEC_ACCEPTED_PER_POS, ((sc.VLLM_SPEC_POSITION, pos),), per_pos[pos]))
-        perf = getattr(s, "perf_stats", None)
-        if perf is not None and (perf.num_flops_per_gpu or perf.num_read_bytes_per_gpu
-                                 or perf.num_write_bytes_per_gpu):
-            add((sc.METRIC_PERF_FLOPS, (), perf.num_flops_per_gpu))
-            add((sc.METRIC_PERF_READ_BYTES, (), perf.num_read_bytes_per_gpu))
-            add((sc.METRIC_PERF_WRITE_BYTES, (), perf.num_write_bytes_per_gpu))
-        if info.kv_cache_metrics:
-            for ev in getattr(s, "kv_cache_eviction_events", None) or ():
-                add((sc.METRIC_KV_BLOCK_LIFETIME, (), ev.lifetime_seconds))
-                add((sc.METRIC_KV_BLOCK_IDLE_BEFORE_EVICT, (), ev.idle_seconds))
-                for gap in ev.reuse_gaps_seconds:
+            add((sc.METRIC_EXTERNAL_PREFIX_CACHE_QUERIES, (), ext[0]))
+            add((sc.METRIC_EXTERNAL_PREFIX_CACHE_HITS, (), ext[1]))
+            for tier, n in ext[2]:
+                add((sc.METRIC_PROMPT_TOKENS_CACHED_BY_SOURCE, ((sc.VLLM_CACHE_SOURCE, tier),), n))
+        if spec is not None:
+            add((sc.METRIC_SPEC_DRAFTS, (), spec[0]))
+            add((sc.METRIC_SPEC_DRAFT_TOKENS, (), spec[1]))
+            add((sc.METRIC_SPEC_ACCEPTED_TOKENS, (), spec[2]))
+            for pos, n in enumerate(spec[3]):
+                add((sc.METRIC_SPEC_ACCEPTED_PER_POS, ((sc.VLLM_SPEC_POSITION, pos),), n))
+        if perf is not None:
+            add((sc.METRIC_PERF_FLOPS, (), perf[0]))
+            add((sc.METRIC_PERF_READ_BYTES, (), perf[1]))
+            add((sc.METRIC_PERF_WRITE_BYTES, (), perf[2]))
+        if kv_events:
+            for lifetime, idle, gaps in kv_events:
+                add((sc.METRIC_KV_BLOCK_LIFETIME, (), lifetime))
+                add((sc.METRIC_KV_BLOCK_IDLE_BEFORE_EVICT, (), idle))
+                for gap in gaps:
                     add((sc.METRIC_KV_BLOCK_REUSE_GAP, (), gap))
-        if info.max_loras is not None:
+        if lora is not None:
             add((sc.METRIC_LORA_RUNNING, None, 0))
             add((sc.METRIC_LORA_WAITING, None, 0))
-            for name, n in s.running_lora_adapters.items():
+            for name, n in lora[0]:
                 add((sc.METRIC_LORA_RUNNING, ((sc.VLLM_LORA_NAME, name),), n))
-            for name, n in s.waiting_lora_adapters.items():
+            for name, n in lora[1]:
                 add((sc.METRIC_LORA_WAITING, ((sc.VLLM_LORA_NAME, name),), n))
-    if mm_cache_stats is not None:
-        add((sc.METRIC_MM_CACHE_QUERIES, (), mm_cache_stats.queries))
-        add((sc.METRIC_MM_CACHE_HITS, (), mm_cache_stats.hits))
-    it = iteration_stats
+    if mm is not None:
+        add((sc.METRIC_MM_CACHE_QUERIES, (), mm[0]))
+        add((sc.METRIC_MM_CACHE_HITS, (), mm[1]))
     if it is None:
         return out
-    if info.compute_nans:
-        add((sc.METRIC_CORRUPTED_REQUESTS, (), it.num_corrupted_reqs))
-    if info.watermark:
-        add((sc.METRIC_WATERMARK_REQUESTS, ((sc.VLLM_WATERMARK_STATUS, "watermarked"),), it.num_watermarked_reqs))
-        add((sc.METRIC_WATERMARK_REQUESTS, ((sc.VLLM_WATERMARK_STATUS, "skipped"),), it.num_watermark_skipped_reqs))
-        add((sc.METRIC_WATERMARK_REQUESTS, ((sc.VLLM_WATERMARK_STATUS, "not_watermarked"),),
-             it.num_not_watermarked_reqs))
-    add((sc.METRIC_PREEMPTIONS, (), it.num_preempted_reqs))
-    pts = it.prompt_token_stats
-    add((sc.METRIC_PROMPT_TOKENS, (), pts.total))
-    add((sc.METRIC_PROMPT_TOKENS_BY_SOURCE, ((sc.VLLM_PROMPT_SOURCE, "local_compute"),), pts.computed))
-    add((sc.METRIC_PROMPT_TOKENS_BY_SOURCE, ((sc.VLLM_PROMPT_SOURCE, "local_cache_hit"),), pts.local_cache_hit))
-    add((sc.METRIC_PROMPT_TOKENS_BY_SOURCE, ((sc.VLLM_PROMPT_SOURCE, "external_kv_transfer"),),
-         pts.external_kv_transfer))
-    add((sc.METRIC_PROMPT_TOKENS_CACHED, (), pts.cached_tokens))
-    add((sc.METRIC_GENERATION_TOKENS, (), it.num_generation_tokens))
-    add((sc.METRIC_ITERATION_TOKENS, (), pts.computed + it.num_generation_tokens))
+    (corrupted, watermark, preempted, prompt_total, computed, local_hit, external, cached, generated, max_gen,
+     n_params, itl, finished) = it
+    if corrupted is not None:
+        add((sc.METRIC_CORRUPTED_REQUESTS, (), corrupted))
+    if watermark is not None:
+        add((sc.METRIC_WATERMARK_REQUESTS, ((sc.VLLM_WATERMARK_STATUS, "watermarked"),), watermark[0]))
+        add((sc.METRIC_WATERMARK_REQUESTS, ((sc.VLLM_WATERMARK_STATUS, "skipped"),), watermark[1]))
+        add((sc.METRIC_WATERMARK_REQUESTS, ((sc.VLLM_WATERMARK_STATUS, "not_watermarked"),), watermark[2]))
+    add((sc.METRIC_PREEMPTIONS, (), preempted))
+    add((sc.METRIC_PROMPT_TOKENS, (), prompt_total))
+    add((sc.METRIC_PROMPT_TOKENS_BY_SOURCE, ((sc.VLLM_PROMPT_SOURCE, "local_compute"),), computed))
+    add((sc.METRIC_PROMPT_TOKENS_BY_SOURCE, ((sc.VLLM_PROMPT_SOURCE, "local_cache_hit"),), local_hit))
+    add((sc.METRIC_PROMPT_TOKENS_BY_SOURCE, ((sc.VLLM_PROMPT_SOURCE, "external_kv_transfer"),), external))
+    add((sc.METRIC_PROMPT_TOKENS_CACHED, (), cached))
+    add((sc.METRIC_GENERATION_TOKENS, (), generated))
+    add((sc.METRIC_ITERATION_TOKENS, (), computed + generated))
     # Histogram observations travel as one record per metric with a list of values (one Python list op per step
     # instead of a tuple per generated token / finished request); the aggregator records each value.
-    if it.max_num_generation_tokens_iter:
-        add((sc.METRIC_REQ_MAX_GENERATION_TOKENS, (), list(it.max_num_generation_tokens_iter)))
-    if it.n_params_iter:
-        add((sc.METRIC_REQ_PARAMS_N, (), list(it.n_params_iter)))
-    if it.inter_token_latencies_iter:
-        add((sc.METRIC_INTER_TOKEN_LATENCY, (), list(it.inter_token_latencies_iter)))
-    frs = it.finished_requests
-    if frs:
+    if max_gen:
+        add((sc.METRIC_REQ_MAX_GENERATION_TOKENS, (), list(max_gen)))
+    if n_params:
+        add((sc.METRIC_REQ_PARAMS_N, (), list(n_params)))
+    if itl:
+        add((sc.METRIC_INTER_TOKEN_LATENCY, (), list(itl)))
+    if finished:
         by_reason: dict[str, int] = {}
-        for fr in frs:
-            reason = str(fr.finish_reason)
-            by_reason[reason] = by_reason.get(reason, 0) + 1
+        for fr in finished:
+            by_reason[fr[0]] = by_reason.get(fr[0], 0) + 1
         for reason, n in by_reason.items():
             add((sc.METRIC_REQUEST_SUCCESS, ((sc.VLLM_FINISH_REASON, reason),), n))
-        add((sc.METRIC_REQ_QUEUE_TIME, (), [fr.queued_time for fr in frs]))
-        add((sc.METRIC_REQ_PREFILL_TIME, (), [fr.prefill_time for fr in frs]))
-        add((sc.METRIC_REQ_INFERENCE_TIME, (), [fr.inference_time for fr in frs]))
-        add((sc.METRIC_REQ_DECODE_TIME, (), [fr.decode_time for fr in frs]))
-        add((sc.METRIC_REQ_PREEMPTIONS, (), [fr.num_preemptions for fr in frs]))
-        add((sc.METRIC_REQ_PREFILL_KV_COMPUTED, (),
-             [fr.num_prompt_tokens - max(fr.num_cached_tokens, 0) for fr in frs]))
-        add((sc.METRIC_REQ_PROMPT_TOKENS, (), [fr.num_prompt_tokens for fr in frs]))
-        add((sc.METRIC_REQ_GENERATION_TOKENS, (), [fr.num_generation_tokens for fr in frs]))
-        max_tokens = [fr.max_tokens_param for fr in frs if fr.max_tokens_param]
+        add((sc.METRIC_REQ_QUEUE_TIME, (), [fr[1] for fr in finished]))
+        add((sc.METRIC_REQ_PREFILL_TIME, (), [fr[2] for fr in finished]))
+        add((sc.METRIC_REQ_INFERENCE_TIME, (), [fr[3] for fr in finished]))
+        add((sc.METRIC_REQ_DECODE_TIME, (), [fr[4] for fr in finished]))
+        add((sc.METRIC_REQ_PREEMPTIONS, (), [fr[5] for fr in finished]))
+        add((sc.METRIC_REQ_PREFILL_KV_COMPUTED, (), [fr[6] - max(fr[7], 0) for fr in finished]))
+        add((sc.METRIC_REQ_PROMPT_TOKENS, (), [fr[6] for fr in finished]))
+        add((sc.METRIC_REQ_GENERATION_TOKENS, (), [fr[8] for fr in finished]))
+        max_tokens = [fr[9] for fr in finished if fr[9]]
         if max_tokens:
             add((sc.METRIC_REQ_PARAMS_MAX_TOKENS, (), max_tokens))
     return out

@@ -6,15 +6,17 @@ Three stages, so that vLLM's event loop pays (almost) nothing:
    vLLM's ``SchedulerStats`` / ``IterationStats`` / ``MultiModalCacheStats`` to :data:`PENDING` (a ``deque``; vLLM
    builds fresh stats objects per step and never touches them after ``record``). Bounded by :data:`MAX_PENDING`;
    beyond it a step is dropped and counted in ``vllm_otel.engine_stats.dropped``.
-2. **Convert** (pure, :mod:`.engine_convert`): :func:`convert` turns one step's stats into ``(metric, extra attributes, value)`` records with
-   exactly the semantics of ``PrometheusStatLogger.record`` (``vllm/v1/metrics/loggers.py``, vLLM 0.32).
+2. **Convert** (pure, :mod:`.engine_convert`): :func:`step_facts` reads one step's stats into plain values and
+   :func:`step_records` expands them into ``(metric, extra attributes, value)`` records with exactly the semantics of
+   ``PrometheusStatLogger.record`` (``vllm/v1/metrics/loggers.py``, vLLM 0.32); :func:`convert` is both.
 3. **Aggregate and record** (off the event loop): :meth:`EngineAggregator.drain` runs on this module's thread (every
-   :data:`DRAIN_INTERVAL_S`) and at the start of every metric collection (the observable callbacks call it), so
-   ``MeterProvider.force_flush()`` / ``shutdown()`` always include every step recorded before them. Counters and
-   gauges are our own sums / latest values exposed through observable instruments (no SDK call per step);
-   histogram values go to SDK histograms (one ``record`` per value, on the drain thread). With a telemetry child
-   (:mod:`.export_process`), the drain thread sends the converted records to the child in one message per drain and
-   the child aggregates and records them: the SDK work leaves the API server.
+   :data:`DRAIN_INTERVAL_S`) and at the start of a metric collection that has steps queued (the observable callbacks
+   call it), so ``MeterProvider.force_flush()`` / ``shutdown()`` always include every step recorded before them.
+   Counters and gauges are our own sums / latest values exposed through observable instruments (no SDK call per
+   step); histogram values go to SDK histograms (one ``record`` per value, on the drain thread). With a telemetry
+   child (:mod:`.export_process`), the drain thread sends only the step facts to the child, one message per drain;
+   the child expands, aggregates and records them (the SDK work and the record building leave the API server), and
+   the flush points (:mod:`.writer`) drain before they flush the child.
 
 Bucket boundaries of the mirrored histograms are vLLM's own (``vllm.v1.metrics.buckets.histogram_buckets``, incl.
 ``--custom-histogram-buckets``), so bucket counts match ``/metrics`` too. Attributes: ``vllm.engine.index`` (the
@@ -37,7 +39,8 @@ from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from opentelemetry.instrumentation.vllm import semconv as sc
 from opentelemetry.instrumentation.vllm.utils import timed
 from opentelemetry.instrumentation.vllm.engine_convert import (  # noqa: F401  (re-exported)
-    COUNTER, GAUGE, HISTOGRAM, METRICS, EngineInfo, Record, convert, initial_records, sleep_records)
+    COUNTER, GAUGE, HISTOGRAM, METRICS, EngineInfo, Record, convert, initial_records, sleep_records, step_facts,
+    step_records)
 
 #: Engine steps waiting for the drain thread; appended by the stat logger (event loop), popped by :func:`drain`.
 PENDING: deque = deque()
@@ -68,8 +71,9 @@ class EngineAggregator:
 
     def __init__(self, pending: deque | None = None, start_thread: bool = True) -> None:
         self.pending = pending if pending is not None else deque()
-        #: Set by the instrumentor in telemetry-child mode: ``sink(batch, dropped) -> bool`` takes the converted steps
-        #: ``[(info, engines, records), ...]`` to the child; False (child down) means apply them here.
+        #: Set by the instrumentor in telemetry-child mode: ``sink(batch, dropped) -> bool`` takes the drained items
+        #: ``[(info, engines, is_step, payload), ...]`` (see :func:`records_of`) to the child; False (child down)
+        #: means apply them here.
         self.sink: Callable[[list, int], bool] | None = None
         self._start_thread = start_thread
         self._lock = threading.RLock()
@@ -109,7 +113,8 @@ class EngineAggregator:
     def _callback(self, name: str, table: dict[str, dict[tuple, float]]) -> Callable[[CallbackOptions],
                                                                                         Iterable[Observation]]:
         def observe(_: CallbackOptions) -> Iterable[Observation]:
-            self.drain()
+            if self.pending:  # the first callback of a collection drains (to the child, or here); the rest skip
+                self.drain()
             with self._lock:
                 values = table.get(name)
                 if not values:
@@ -136,12 +141,12 @@ class EngineAggregator:
     # -- drain ----------------------------------------------------------------------------------------------------
     @timed("engine.drain")
     def drain(self) -> int:
-        """Convert every queued step and aggregate it here, or hand it to :attr:`sink`; returns how many items were
-        taken from the queue."""
+        """Take every queued item and hand it to :attr:`sink` as step facts (the child expands them), or expand and
+        aggregate it here; returns how many items were taken from the queue."""
         n = 0
         with self._lock:
             pop = self.pending.popleft
-            batch: list[tuple[EngineInfo, tuple, list[Record]]] = []
+            batch: list[tuple[EngineInfo, tuple, int, Any]] = []
             while True:
                 try:
                     item = pop()
@@ -149,21 +154,21 @@ class EngineAggregator:
                     break
                 kind, info, idx = item[0], item[1], item[2]
                 if kind == STEP:
-                    records = convert(info, item[3], item[4], item[5])
+                    payload: Any = step_facts(info, item[3], item[4], item[5])
                 elif kind == SLEEP:
-                    records = sleep_records(item[3], item[4])
+                    payload = sleep_records(item[3], item[4])
                 elif kind == ADMISSION:
-                    records = [(sc.METRIC_ADMISSION_REJECTIONS, ((sc.VLLM_ADMISSION_REASON, item[3]),), 1)]
+                    payload = [(sc.METRIC_ADMISSION_REJECTIONS, ((sc.VLLM_ADMISSION_REASON, item[3]),), 1)]
                 else:
-                    records = initial_records(info)
+                    payload = initial_records(info)
                 engines = (None,) if kind == ADMISSION else info.engine_indexes if idx is None else (idx,)
-                batch.append((info, engines, records))
+                batch.append((info, engines, kind == STEP, payload))
                 n += 1
             dropped, self._dropped = self._dropped, 0
             sink = self.sink
             if (batch or dropped) and (sink is None or not sink(batch, dropped)):
-                for info, engines, records in batch:
-                    self.apply(info, engines, records)
+                for info, engines, is_step, payload in batch:
+                    self.apply(info, engines, records_of(is_step, payload))
                 self.add_dropped(dropped)
         return n
 
@@ -253,6 +258,11 @@ class EngineAggregator:
 
 
 AGGREGATOR = EngineAggregator(PENDING)
+
+
+def records_of(is_step: bool, payload: Any) -> list[Record]:
+    """A drained item's records: ``payload`` is :func:`step_facts` of a step (``is_step``) or already records."""
+    return step_records(payload) if is_step else payload
 
 
 def drain() -> int:

@@ -11,9 +11,10 @@ Messages are ``marshal``-ed tuples, one per batch:
   metrics only); ``summary`` = :meth:`.summary.RequestSummary.as_tuple`. The span is started under ``parent`` (the
   SDK sampler honours its sampled flag).
 - ``("I", key, (model, buckets))`` — an engine's model name and vLLM bucket boundaries, before its first records.
-- ``("E", [(key, engines, records), ...], dropped)`` — converted engine steps (:func:`.engine_convert.convert`
-  records) applied to this process's :class:`.engine_metrics.EngineAggregator`; ``dropped`` steps the server's queue
-  could not hold.
+- ``("E", [(key, engines, is_step, payload), ...], dropped)`` — drained engine items: a step's
+  :func:`.engine_convert.step_facts` (``is_step``), expanded here by :func:`.engine_convert.step_records`, or
+  records (sleep state, admission rejections, initial values), applied to this process's
+  :class:`.engine_metrics.EngineAggregator`; ``dropped`` steps the server's queue could not hold.
 - ``("F", n)`` — drain, force-flush both providers, answer ``("f", n)``.
 - EOF (the server exited or was killed): flush, shut the providers down, exit. The child never outlives the server.
 
@@ -113,10 +114,12 @@ class Child:
         self.infos[key] = EngineInfo(model=model, buckets=buckets)
 
     def engine_steps(self, batch: list, dropped: int) -> None:
-        for key, engines, records in batch:
+        from opentelemetry.instrumentation.vllm.engine_metrics import records_of
+
+        for key, engines, is_step, payload in batch:
             info = self.infos.get(key)
             if info is not None:
-                self.engine.apply(info, engines, records)
+                self.engine.apply(info, engines, records_of(is_step, payload))
         if dropped:
             self.engine.add_dropped(dropped)
 

@@ -9,7 +9,7 @@ object in code always means in-process writing (the child could not use it).
 
 Two threads of the server write to the child, each one ``marshal``-ed message per batch over a pipe
 (:class:`multiprocessing.connection.Connection`): the request tracker's writer (finished requests) and the engine
-metrics' drain thread (converted engine-step records). The child is started lazily by the first of them, so vLLM
+metrics' drain thread (engine-step facts, expanded into records by the child). The child is started lazily by the first of them, so vLLM
 processes that have nothing to export (EngineCore, workers) never start one. When the child cannot be started or
 dies, the link is marked down, the batch and every later record are written in-process, and each lost record (sent
 but not confirmed by a flush) is counted in ``vllm_otel.instrumentation.errors`` with ``hook=export_process``.
@@ -213,18 +213,19 @@ LINK = LinkHolder()
 
 
 def engine_sink(batch: list, dropped: int) -> bool:
-    """:attr:`.engine_metrics.EngineAggregator.sink`: send converted engine steps ``[(info, engines, records), ...]``
-    and the dropped-step count to the child in one message; False when there is no live child (or a value marshal
-    cannot carry), and the caller aggregates them in-process."""
+    """:attr:`.engine_metrics.EngineAggregator.sink`: send drained engine items ``[(info, engines, is_step,
+    payload), ...]`` (step facts or records, :func:`.engine_metrics.records_of`) and the dropped-step count to the
+    child in one message; False when there is no live child (or a value marshal cannot carry), and the caller
+    aggregates them in-process."""
     link = LINK.get()
     if link is None:
         return False
     try:
         out = []
-        for info, engines, records in batch:
+        for info, engines, is_step, payload in batch:
             key = id(info)
             link.announce(key, (info.model, info.buckets))
-            out.append((key, engines, records))
+            out.append((key, engines, is_step, payload))
         link.send((ENGINE, out, dropped), len(out))
         return True
     except (ExportLost, ValueError):
