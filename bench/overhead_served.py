@@ -264,10 +264,17 @@ def run(smoke: bool, workdir: Path) -> dict:
             if v in summary and "cpu_us_added_per_request" in summary[v]:
                 v_cpu = summary[v]["cpu_us_added_per_request"]["median"]
                 v_thr = summary[v]["throughput_ratio"]["median"]
+                # Process totals cannot resolve 100 µs here (rounds differ by ms): a median at or below the goal
+                # counts only when the telemetry's own measured CPU is within it too, so noise never reads as "met".
+                own = ((result.get("breakdown") or {}).get(v) or {}).get("telemetry_net_us_per_request") or {}
+                own_us = own.get("median")
                 result["targets"][f"served_tiny_{v}_api_cpu_le_100us_and_half_native"] = {
-                    "target": "API-server CPU added ≤ 100 µs/request and ≤ native's / 2; throughput ratio ≥ 0.99",
-                    "measured": {"cpu_us": v_cpu, "native_cpu_us": n_cpu, "throughput_ratio": v_thr},
-                    "met": v_cpu <= 100.0 and v_cpu <= n_cpu / 2 and v_thr >= 0.99}
+                    "target": "API-server CPU added ≤ 100 µs/request and ≤ native's / 2; throughput ratio ≥ 0.99 "
+                              "(and the telemetry's own attributed CPU ≤ 100 µs, which the totals cannot resolve)",
+                    "measured": {"cpu_us": v_cpu, "native_cpu_us": n_cpu, "throughput_ratio": v_thr,
+                                 "telemetry_us": own_us},
+                    "met": v_cpu <= 100.0 and v_cpu <= n_cpu / 2 and v_thr >= 0.99
+                    and (own_us is None or own_us <= 100.0)}
     for v in OURS:  # the resolvable form of the same goal: telemetry's own API-server CPU (threads + hooks)
         rounds_v = per_thread.get(v) or []
         if rounds_v and v in summary:
