@@ -202,7 +202,7 @@ def _served_breakdown(b: dict) -> list[str]:
         return []
     variants = [v for v in ("none", "ours", "ours_inprocess", "ours_child", "native") if v in b]
     names = sorted({n for v in variants for n in b[v]["threads_us_per_request"]},
-                   key=lambda n: -b["ours"]["threads_us_per_request"].get(n, 0.0))
+                   key=lambda n: (-b["ours"]["threads_us_per_request"].get(n, 0.0), n))  # ties by name: stable
     out = ["API-server CPU per thread, µs per request (median over rounds; psutil per-thread times, thread names from "
            "the hook accounting of `ours`, so other variants show only the main thread and the rest):", "",
            "| thread | " + " | ".join(variants) + " |", "|---|" + "---|" * len(variants)]
@@ -214,7 +214,7 @@ def _served_breakdown(b: dict) -> list[str]:
             "median over rounds; calls/request, µs/request):", "",
             "| hook @ thread | " + " | ".join(f"{v} calls | {v} µs" for v in ours) + " |",
             "|---|" + "---|---|" * len(ours)]
-    for k in sorted(keys, key=lambda k: -b["ours"]["hooks_us_per_request"].get(k, [0, 0])[0]):
+    for k in sorted(keys, key=lambda k: (-b["ours"]["hooks_us_per_request"].get(k, [0, 0])[0], k)):
         cells = [(b[v]["hooks_us_per_request"].get(k) or [None, None]) for v in ours]
         out.append(f"| {k.replace('@', ' @ ')} | " + " | ".join(f"{_f(c[1])} | {_f(c[0])}" for c in cells) + " |")
     tele = [v for v in ours if b[v].get("telemetry_us_per_request")]
