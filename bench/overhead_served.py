@@ -130,7 +130,7 @@ def attributed_us(threads: dict[str, float], hooks: dict[str, list[float]]) -> f
     it leaves out is the wrappers' call overhead around the hooks and allocator/GC effects on vLLM's own code."""
     return (sum(threads.get(t, 0.0) for t in TELEMETRY_THREADS)
             + sum(us for key, (us, _) in hooks.items() if key.endswith("@MainThread")
-                  and not key.startswith(("gc.", "accounting@"))))
+                  and not key.startswith(("gc.", "accounting", "vllm."))))  # vllm.*: vLLM's own, for scale
 
 
 def accounting_us(hooks: dict[str, list[float]]) -> float:

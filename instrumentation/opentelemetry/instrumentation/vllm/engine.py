@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from opentelemetry.instrumentation.vllm import semconv as sc
-from opentelemetry.instrumentation.vllm import state
+from opentelemetry.instrumentation.vllm import state, utils
 from opentelemetry.instrumentation.vllm.patching import Patcher
 from opentelemetry.instrumentation.vllm.requests import REQUEST_INFO, RequestInfo
 from opentelemetry.instrumentation.vllm.utils import report_hook_error
@@ -230,3 +230,11 @@ def install(patcher: Patcher) -> None:
                  _labeler(sc.OP_TEXT_COMPLETION))
     patcher.wrap("vllm.entrypoints.llm", "LLM.chat", _llm_chat)
     patcher.wrap("vllm.entrypoints.common.offline", "OfflineInferenceMixin._run_engine", _run_engine)
+    if utils.bench_accounting_on():  # benchmark only: vLLM's own per-step costs beside ours, for scale
+        patcher.wrap("vllm.v1.metrics.loggers", "PrometheusStatLogger.record", _bench_timed("vllm.prometheus_record"))
+        patcher.wrap(OUTPUT_PROCESSOR, "OutputProcessor.process_outputs", _bench_timed("vllm.process_outputs"))
+
+
+def _bench_timed(hook: str):
+    """A wrapt wrapper that only accounts the wrapped vLLM method's thread CPU under ``hook`` (benchmark switch)."""
+    return utils.timed(hook)(lambda wrapped, instance, args, kwargs: wrapped(*args, **kwargs))

@@ -133,6 +133,11 @@ _bench_dir = os.environ.get(ENV_BENCH_HOOK_TIMES, "").strip()
 _hook_times: dict[str, list[int]] = {}
 
 
+def bench_accounting_on() -> bool:
+    """True when the benchmark-only hook accounting (:data:`ENV_BENCH_HOOK_TIMES`) is on in this process."""
+    return bool(_bench_dir)
+
+
 def timed(hook: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Account ``fn``'s thread CPU time (ns) under ``hook`` when the benchmark switch is on; identity otherwise."""
 
@@ -141,6 +146,8 @@ def timed(hook: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
             return fn
         _start_dumper()
 
+        probe = "accounting.vllm" if hook.startswith("vllm.") else "accounting"  # vLLM's own methods apart
+
         @functools.wraps(fn)
         def inner(*args: Any, **kwargs: Any) -> Any:
             t0 = time.thread_time_ns()
@@ -148,7 +155,7 @@ def timed(hook: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
                 return fn(*args, **kwargs)
             finally:
                 _charge(hook, t0)
-                _probe_clock()
+                _probe_clock(probe)
 
         return inner
 
@@ -167,13 +174,14 @@ def _charge(name: str, t0: int) -> None:
     acc[1] += 1
 
 
-def _probe_clock() -> None:
-    """Benchmark only: two back-to-back clock reads, charged to ``accounting@<thread>``, right after a timed call
+def _probe_clock(name: str = "accounting") -> None:
+    """Benchmark only: two back-to-back clock reads, charged to ``<name>@<thread>`` (``accounting``; for vLLM's own
+    methods timed for scale, ``accounting.vllm``), right after a timed call
     (same caches, same contention). Every timed interval contains about one such gap (from the first read's sample
     to the second read's sample), so ``accounting`` µs per call estimates what the accounting adds to each hook's
     figure; the benchmark reports it beside the hooks and subtracts it from the attributed total."""
     t0 = time.thread_time_ns()
-    _charge("accounting", t0)
+    _charge(name, t0)
 
 
 _dumper: Any = None
