@@ -162,15 +162,14 @@ def _feed(vllm_config):
     reader = InMemoryMetricReader()
     agg.bind(MeterProvider(metric_readers=[reader]).get_meter("test"))
     info = em.EngineInfo.from_vllm_config(vllm_config, [0, 1])
-    agg.pending.append((em.INIT, info, None))
-    for engine, sched, it, mm in _steps():
-        prom.record(sched, it, mm, engine_idx=engine)
-        agg.pending.append((em.STEP, info, engine, sched, it, mm))
-    for reason in ("max_num_queued_reqs", "max_num_queued_reqs", "max_num_queued_tokens"):
-        prom.record_admission_rejection(reason)
-        agg.pending.append((em.ADMISSION, info, None, reason))
-    prom.record_sleep_state(1, 2)
-    agg.pending.append((em.SLEEP, info, None, 1, 2))
+    agg.pending.extend(_items(info))
+    for item in _items(info):  # the same calls vLLM makes to its own logger
+        if item[0] == em.STEP:
+            prom.record(*item[3:], engine_idx=item[2])
+        elif item[0] == em.ADMISSION:
+            prom.record_admission_rejection(item[3])
+        elif item[0] == em.SLEEP:
+            prom.record_sleep_state(*item[3:])
     data = reader.get_metrics_data()
     ours: dict[str, list] = {}
     for rm in data.resource_metrics:

@@ -146,7 +146,7 @@ class EngineAggregator:
         n = 0
         with self._lock:
             pop = self.pending.popleft
-            batch: list[tuple[EngineInfo, tuple, int, Any]] = []
+            batch: list[tuple[EngineInfo, tuple, bool, Any]] = []
             while True:
                 try:
                     item = pop()
