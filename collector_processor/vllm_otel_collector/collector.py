@@ -17,22 +17,33 @@ from vllm_otel_collector.api.server import RouteHandler, api_server
 from vllm_otel_collector.config import Config, parse_listen
 from vllm_otel_collector.forwarder import Forwarder
 from vllm_otel_collector.pipeline import Pipeline
-from vllm_otel_collector.plugins import ENTRY_POINT_GROUP, CollectorPlugin, PeriodicJob, Processor, installed_plugins
+from vllm_otel_collector.plugins import PeriodicJob, Processor, enabled_plugins
 from vllm_otel_collector.receivers.grpc_receiver import GrpcReceiver
 from vllm_otel_collector.receivers.http_receiver import http_receiver
 from vllm_otel_collector.selfmetrics import SelfMetrics
 from vllm_otel_collector.pipeline.spool import Spool
+from vllm_otel_collector.errors import UserError
 from vllm_otel_collector.store import CORE, Store, migrate, redact_dsn, schema_is_current
+from vllm_otel_collector.store.lease import Lease
+from vllm_otel_collector.store.schema import MAP, Profile, profile
 
 log = logging.getLogger(__name__)
 
-def enabled_plugins(config: Config) -> list[CollectorPlugin]:
-    """The installed plug-ins this config enables (all but ``analytics`` when ``load_analytics`` is false)."""
-    found = [p for p in installed_plugins() if config.load_analytics or p.name != "analytics"]
-    if config.load_analytics and "analytics" not in {p.name for p in found}:
-        log.warning("analytics plug-in not found under the entry-point group %s (stale *.egg-info on sys.path, or "
-                    "vllm-otel not installed): raw OTLP storage only", ENTRY_POINT_GROUP)
-    return found
+def check_writable(store: Store) -> None:
+    """Refuse a database whose contrib tables are not the ones this collector writes (``otel_*`` names, Map
+    attributes), e.g. one ``vllm-otel migrate`` set up for an exporter's renamed or JSON-mode tables.
+
+    Raises:
+        UserError: one line naming the tables found.
+    """
+    prof = profile(store)
+    ours = Profile()
+    if (prof.traces, prof.gauge, prof.sum, prof.histogram, prof.exponential_histogram) != (
+            ours.traces, ours.gauge, ours.sum, ours.histogram, ours.exponential_histogram) \
+            or MAP != prof.traces_attributes or MAP != prof.metrics_attributes:
+        raise UserError(f"database {store.database!r} serves the exporter's tables ({prof.traces}, "
+                        f"{prof.traces_attributes} attributes); the vllm-otel collector writes otel_* tables with Map "
+                        f"attributes: give it another database")
 
 
 class Collector:
@@ -72,7 +83,10 @@ class Collector:
             plugins = enabled_plugins(cfg)
             self._sources = [CORE] + [p.migrations for p in plugins if p.migrations is not None]
             migrate(self.store, cluster=st.cluster, ttl_days=st.ttl_days, sources=self._sources)
+            check_writable(self.store)
             parts = [p.create(cfg) for p in plugins]
+            for step in (s for part in parts for s in part.setup):
+                step(self.store)
             processors = [x for part in parts for x in part.processors] + self._extra[0]
             periodic = [x for part in parts for x in part.periodic] + self._extra[1]
             self.routes = {k: v for part in parts for k, v in part.routes.items()}
@@ -87,7 +101,8 @@ class Collector:
                 self.store, self._spool, self.metrics, batch_rows=pl.batch_rows,
                 flush_interval_s=pl.flush_interval_s, max_queue_rows=pl.max_queue_rows, limits=pl.limits,
                 processors=processors, periodic=periodic, forward=self.forwarder.submit if self.forwarder else None,
-                retry_max_wait_s=pl.retry_max_wait_s, native=pl.native_converter)
+                retry_max_wait_s=pl.retry_max_wait_s, native=pl.native_converter,
+                lease=Lease(self.store, settle_s=0.2) if periodic else None)
             self.pipeline.replay()
             self.metrics.spool_bytes.set(self._spool.bytes)
             self.pipeline.start()

@@ -75,6 +75,9 @@ class MigrationSource:
     versions ``first..last`` (inclusive). Versions are recorded in ``schema_migrations`` like any other; ranges of
     different owners must not overlap (core 1-99, analytics 100-199).
 
+    ``names`` resolves the ``NAME`` of the ``${attr:NAME}``/``${str:NAME}``/``${list:NAME}`` placeholders of its
+    templates (see :mod:`vllm_otel_collector.store.migrations`); None when its templates use none.
+
     Raises (when loaded by :func:`vllm_otel_collector.store.migrations.load_migrations`): ``UserError`` for a file
     outside the range or a duplicate version.
     """
@@ -83,15 +86,26 @@ class MigrationSource:
     directory: Path
     first: int
     last: int
+    names: Callable[[str], Any] | None = field(default=None, compare=False)
 
     def owns(self, version: int) -> bool:
         return self.first <= version <= self.last
 
 
+#: ``fn(store)``: run once after the migrations by every process that serves the database with a plug-in's config
+#: (collector, ``vllm-otel analyzer``, ``vllm-otel migrate``); e.g. the analytics writes its level thresholds there.
+SetupStep = Callable[[Any], Any]
+
+
 @dataclass
 class PluginParts:
-    """What a plug-in adds to one collector: processors, periodic jobs, read-API routes (path → handler)."""
+    """What a plug-in adds to one collector: setup steps, processors, periodic jobs, read-API routes (path →
+    handler)."""
 
+    setup: list[SetupStep] = field(default_factory=list)
+    #: run only by ``vllm-otel migrate``, after ``setup`` (e.g. apply the configured retention once, for databases
+    #: no long-running vllm-otel process serves)
+    on_migrate: list[SetupStep] = field(default_factory=list)
     processors: list[Processor] = field(default_factory=list)
     periodic: list[PeriodicJob] = field(default_factory=list)
     routes: dict[str, RouteHandler] = field(default_factory=dict)
@@ -116,6 +130,15 @@ class CollectorPlugin(Protocol):
 
     # Optional: ``register_commands(subparsers)`` adds the plug-in's ``vllm-otel`` subcommands (argparse
     # sub-parsers whose ``func(args) -> int`` runs the command); called by ``vllm_otel_collector.commands``.
+
+
+def enabled_plugins(config: Any) -> list[CollectorPlugin]:
+    """The installed plug-ins ``config`` enables (all but ``analytics`` when ``config.load_analytics`` is false)."""
+    found = [p for p in installed_plugins() if config.load_analytics or p.name != "analytics"]
+    if config.load_analytics and "analytics" not in {p.name for p in found}:
+        log.warning("analytics plug-in not found under the entry-point group %s (stale *.egg-info on sys.path, or "
+                    "vllm-otel not installed): raw OTLP storage only", ENTRY_POINT_GROUP)
+    return found
 
 
 @functools.cache

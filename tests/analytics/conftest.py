@@ -12,7 +12,12 @@ from vllm_otel_collector.store.testing import fresh_store, shared_chdb_path
 
 @pytest.fixture()
 def store():
+    """A migrated store whose ClickHouse objects use the default analytics config (level thresholds, settle)."""
+    from vllm_otel_collector.analytics.config import AnalyticsConfig
+    from vllm_otel_collector.analytics.sync import sync
+
     s = fresh_store("an")
+    sync(s, AnalyticsConfig())
     yield s
     s.command(f"DROP DATABASE IF EXISTS `{s.database}`", use_database=False)
     s.close()
@@ -34,3 +39,12 @@ def collector(request, tmp_path):
     yield c
     c.stop()
     Store(cfg.dsn, database=cfg.database).command(f"DROP DATABASE IF EXISTS `{cfg.database}`", use_database=False)
+
+
+@pytest.fixture(scope="session")
+def shared_store():
+    """One migrated store for the whole session, for property tests that only run queries (no table writes)."""
+    s = fresh_store("an_shared")
+    yield s
+    s.command(f"DROP DATABASE IF EXISTS `{s.database}`", use_database=False)
+    s.close()

@@ -1,4 +1,5 @@
-"""Deterministic synthetic spans in the columnar ``otel_traces`` shape the collector hands to processors."""
+"""Deterministic synthetic spans in the columnar ``otel_traces`` shape; :func:`store_spans` inserts them, and the
+analytics materialized views derive ``llm_requests`` / ``span_levels`` / ``llm_startup_spans`` from them."""
 
 from __future__ import annotations
 
@@ -48,3 +49,8 @@ def request(n: int, ts_s: float, *, ttft=0.2, e2e=None, queue=0.05, prefill=0.15
 def columns(spans: list[dict]) -> dict[str, list]:
     """Rows → the columnar batch (column name → list)."""
     return {c: [s[c] for s in spans] for c in SPAN_COLUMNS}
+
+
+def store_spans(store, spans: list[dict]) -> int:
+    """Insert ``spans`` into ``otel_traces`` (the views derive their rows in the same insert); returns the count."""
+    return store.insert("otel_traces", columns(spans)) if spans else 0

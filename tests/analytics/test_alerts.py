@@ -11,15 +11,12 @@ import pytest
 
 from vllm_otel_collector.analytics.alerts import AlertManager, alertmanager_payload, diff, firing_state
 from vllm_otel_collector.analytics.config import AnalyticsConfig, DEFAULT_RULES
-from vllm_otel_collector.analytics.derive import requests_from_spans
 from vllm_otel_collector.analytics.histogram import RELATIVE_ERROR
-from vllm_otel_collector.analytics.levels import Thresholds
 from vllm_otel_collector.analytics.rules import Observation, dominant_phase, failure_streak, multiwindow_burn, robust_z
 
-from .synth import columns, request
+from .synth import request, store_spans
 
 T0 = 1_800_000_000
-THR = Thresholds(AnalyticsConfig().levels)
 _N = [0]
 
 
@@ -29,7 +26,7 @@ def add(store, start_s: float, end_s: float, n: int, **kw):
     for i in range(n):
         _N[0] += 1
         spans.append(request(_N[0], T0 + start_s + i * (end_s - start_s) / n, **kw))
-    store.insert("llm_requests", requests_from_spans(columns(spans), THR))
+    store_spans(store, spans)
 
 
 def manager(rule_name: str, **cfg) -> AlertManager:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from vllm_otel_collector.analytics import plugins
 from vllm_otel_collector.analytics.alerts import AlertManager
 from vllm_otel_collector.analytics.api import make_routes
 from vllm_otel_collector.analytics.config import AnalyticsConfig, DEFAULT_RULES
@@ -12,18 +11,16 @@ from vllm_otel_collector.analytics.retention import apply_retention
 from vllm_otel_collector.errors import UserError
 from vllm_otel_collector.store.migrations import migrate
 
-from .synth import columns, request
+from .synth import request, store_spans
 
 T0 = 1_800_000_000
 
 
 @pytest.fixture()
 def loaded(store):
-    proc = plugins(None)["processors"][0]
     spans = [request(i, T0 + i, ttft=0.1 * (i % 10), finish="error" if i % 5 == 0 else "stop",
                      model="m1" if i < 60 else "m2", lora="a" if i % 2 else None) for i in range(1, 121)]
-    for table, cols in proc.process(columns(spans)):
-        store.insert(table, cols)
+    store_spans(store, spans)  # the views derive llm_requests and the rollups
     return store
 
 
@@ -115,9 +112,13 @@ def test_analytics_migrations_render_on_cluster():
     mine = [m for m in load_migrations() if 100 <= m.version < 200]
     assert [m.version for m in mine][:6] == [100, 101, 102, 103, 104, 105]
     for m in mine:
-        for stmt in m.render("otel", cluster="prod", ttl_days=7):
+        for stmt in m.render("otel", cluster="prod", ttl_days=7, names=m.names):
             assert "${" not in stmt
-            # an INSERT (0105's backfill) runs where the migration runs; Replicated tables copy it to the replicas
-            assert "ON CLUSTER `prod`" in stmt or (stmt.startswith("INSERT INTO `otel`.") and m.version == 105)
+            # an INSERT (0105's and 0132's backfills) runs where the migration runs; Replicated tables copy it to
+            # the replicas
+            assert "ON CLUSTER `prod`" in stmt or (stmt.startswith("INSERT INTO `otel`.") and m.version in (105, 132))
             if stmt.startswith("CREATE TABLE"):
-                assert "ENGINE = Replicated" in stmt and "toIntervalDay(7)" in stmt
+                assert "ENGINE = Replicated" in stmt
+                # small tables every node must see alike: one replication group across the shards, no TTL
+                global_table = "('/clickhouse/tables/global/{database}/{table}', '{replica}'" in stmt
+                assert global_table or "toIntervalDay(7)" in stmt, stmt

@@ -95,12 +95,12 @@ import sys
 from vllm_otel_collector.analytics import plugins
 from vllm_otel_collector.store import Store, migrate
 sys.path.insert(0, sys.argv[2])
-from synth import columns, request
+from synth import request, store_spans
 s = Store("chdb://" + sys.argv[1], database="cli")
 migrate(s)
-for table, cols in plugins(None)["processors"][0].process(columns(
-        [request(i, 1_800_000_000 + i, ttft=0.1 * i, lora="a" if i % 2 else None) for i in range(1, 11)])):
-    s.insert(table, cols)
+for step in plugins(None)["setup"]:
+    step(s)
+store_spans(s, [request(i, 1_800_000_000 + i, ttft=0.1 * i, lora="a" if i % 2 else None) for i in range(1, 11)])
 """
 
 

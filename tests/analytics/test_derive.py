@@ -1,17 +1,27 @@
-"""Span columns → llm_requests / span_levels rows: exact values, levels, native spans, non-request spans skipped."""
+"""Spans → llm_requests / span_levels rows, derived by the materialized views on the traces table (migration 0131):
+exact values, levels, vLLM native spans, non-request spans skipped, thresholds followed without re-migrating, the
+glob → RE2 translation equal to fnmatch."""
 
 from __future__ import annotations
 
+import fnmatch
+
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from opentelemetry.instrumentation.vllm import semconv as sc
 from vllm_otel_collector.analytics.config import AnalyticsConfig
-from vllm_otel_collector.analytics.derive import AnalyticsProcessor, requests_from_spans, span_levels_from_spans
-from vllm_otel_collector.analytics.levels import Thresholds, level
+from vllm_otel_collector.analytics.levels import Thresholds, glob_regex, level
+from vllm_otel_collector.analytics.sync import stored_thresholds, sync, sync_thresholds
 
-from .synth import columns, request, span
+from .synth import request, span, store_spans
 
 THR = Thresholds(AnalyticsConfig().levels)
+
+
+def rows(store, table="llm_requests", order="SpanId"):
+    res = store.query(f"SELECT * FROM {table} ORDER BY {order}")
+    return [dict(zip(res.column_names, r)) for r in res.result_rows]
 
 
 @pytest.mark.parametrize("value,expected", [
@@ -22,85 +32,129 @@ def test_level_bands_against_ttft_default_threshold_2s(value, expected):
     assert level(value, 2.0) == expected
 
 
-def test_request_span_becomes_exact_row():
-    batch = columns([
+def test_request_span_becomes_exact_row(store):
+    store_spans(store, [
         request(1, 1000.0, ttft=0.5, e2e=2.5, queue=1.6, prefill=0.4, decode=2.0, inp=12, out=5, cached=8,
                 lora="sql-lora", preemptions=2),
         span(2, "queue", 1000_000_000_000, 0.1),  # child span without request attributes: skipped
     ])
-    rows = requests_from_spans(batch, THR)
-    assert {k: v[0] for k, v in rows.items()} == {
-        "Timestamp": 1000_000_000_000, "TraceId": f"{1:032x}", "SpanId": f"{1:016x}", "ServiceName": "vllm",
+    got = rows(store)
+    assert len(got) == 1
+    row = got[0]
+    assert row.pop("Timestamp").timestamp() == 1000.0
+    assert row == {
+        "TraceId": f"{1:032x}", "SpanId": f"{1:016x}", "ServiceName": "vllm",
         "Model": "m1", "Operation": "chat", "Status": "ok", "FinishReason": "stop", "ErrorType": "",
-        "TTFT": 0.5, "TPOT": 0.5, "E2E": 2.5, "Queue": 1.6, "Prefill": 0.4, "Decode": 2.0,
-        "InputTokens": 12, "OutputTokens": 5, "CachedTokens": 8, "TokensPerSecond": 2.0, "Preemptions": 2,
-        "LoraName": "sql-lora", "TTFTLevel": "EXCELLENT", "TPOTLevel": "BOTTLENECK", "E2ELevel": "EXCELLENT",
-        "QueueLevel": "BOTTLENECK",
+        "TTFT": 0.5, "TPOT": 0.5, "E2E": 2.5, "Queue": pytest.approx(1.6), "Prefill": pytest.approx(0.4),
+        "Decode": 2.0, "InputTokens": 12, "OutputTokens": 5, "CachedTokens": 8, "TokensPerSecond": 2.0,
+        "Preemptions": 2, "LoraName": "sql-lora", "TTFTLevel": "EXCELLENT", "TPOTLevel": "BOTTLENECK",
+        "E2ELevel": "EXCELLENT", "QueueLevel": "BOTTLENECK",
     }
-    assert all(len(v) == 1 for v in rows.values())
 
 
 @pytest.mark.parametrize("finish,code,status", [
     ("stop", "Unset", "ok"), ("length", "Ok", "ok"), ("abort", "Unset", "abort"), ("timeout", "Error", "timeout"),
-    ("error", "Error", "error"), ("stop", "Error", "error")])
-def test_status_from_finish_reason_and_status_code(finish, code, status):
-    rows = requests_from_spans(columns([request(1, 1.0, finish=finish, status=code)]), THR)
-    assert rows["Status"] == [status]
-    assert rows["FinishReason"] == [finish]
+    ("error", "Error", "error"), ("stop", "Error", "error"), ("stop", "STATUS_CODE_ERROR", "error"),
+    ("stop", "STATUS_CODE_OK", "ok")])
+def test_status_from_finish_reason_and_status_code(store, finish, code, status):
+    store_spans(store, [request(1, 1.0, finish=finish, status=code)])
+    assert [(r["Status"], r["FinishReason"]) for r in rows(store)] == [(status, finish)]
 
 
-def test_native_vllm_llm_request_span():
-    attrs = {sc.LATENCY_TTFT: 0.25, sc.LATENCY_E2E: 1.25, sc.LATENCY_QUEUE: 0.01, sc.LATENCY_PREFILL: 0.24,
-             sc.LATENCY_DECODE: 1.0, sc.NATIVE_USAGE_PROMPT_TOKENS: 7, sc.NATIVE_USAGE_COMPLETION_TOKENS: 5,
-             sc.NATIVE_REQUEST_ID: "cmpl-1"}
-    rows = requests_from_spans(columns([span(3, "llm_request", 5_000_000_000, 1.25, attrs)]), THR)
-    assert rows["Operation"] == ["llm_request"] and rows["Model"] == [""]
-    assert rows["InputTokens"] == [7] and rows["OutputTokens"] == [5]
-    assert rows["TPOT"] == [0.25]  # decode 1.0 s / (5 - 1)
-    assert rows["TokensPerSecond"] == [4.0]  # 5 tokens / 1.25 s
-    assert rows["Status"] == ["ok"] and rows["FinishReason"] == [""]
+@pytest.mark.parametrize("raw,finish", [('["length"]', "length"), ("['abort']", "abort"),
+                                        ('["stop","length"]', "stop"), ("[]", "")])
+def test_finish_reason_from_the_genai_array_in_both_exporter_spellings(store, raw, finish):
+    store_spans(store, [span(1, "chat m", 10**9, 1.0, {sc.LATENCY_E2E: 1.0, sc.RESPONSE_FINISH_REASONS: raw})])
+    assert [(r["FinishReason"], r["Status"]) for r in rows(store)] == [(finish, "abort" if finish == "abort" else "ok")]
 
 
-def test_single_token_has_no_tpot_and_bad_values_are_missing():
-    rows = requests_from_spans(columns([request(1, 1.0, out=1, ttft="nan", queue=-0.5)]), THR)
-    assert rows["TPOT"] == [None] and rows["TPOTLevel"] == ["NONE"]
-    assert rows["TTFT"] == [None] and rows["Queue"] == [None] and rows["QueueLevel"] == ["NONE"]
+def test_native_vllm_llm_request_span(store):
+    attrs = {sc.NATIVE_LATENCY_TTFT: 0.25, sc.NATIVE_LATENCY_E2E: 1.25, sc.NATIVE_LATENCY_QUEUE: 0.01,
+             sc.NATIVE_LATENCY_PREFILL: 0.24, sc.NATIVE_LATENCY_DECODE: 1.0, sc.NATIVE_USAGE_PROMPT_TOKENS: 7,
+             sc.NATIVE_USAGE_COMPLETION_TOKENS: 5, sc.NATIVE_REQUEST_ID: "cmpl-1"}
+    store_spans(store, [span(3, "llm_request", 5_000_000_000, 1.25, attrs)])
+    (row,) = rows(store)
+    assert row["Operation"] == "llm_request" and row["Model"] == ""
+    assert row["InputTokens"] == 7 and row["OutputTokens"] == 5
+    assert row["TPOT"] == 0.25  # decode 1.0 s / (5 - 1)
+    assert row["TokensPerSecond"] == 4.0  # 5 tokens / 1.25 s
+    assert row["Status"] == "ok" and row["FinishReason"] == ""
+    assert row["Queue"] == pytest.approx(0.01) and row["TTFT"] == 0.25
 
 
-def test_span_levels_for_any_instrumentation():
-    batch = columns([span(1, "stt_processing", 10, 0.2), span(2, "tts_synthesis", 20, 0.9),
-                     span(3, "llm_response", 30, 1.2), span(4, "http.request", 40, 9.0)])
-    rows = span_levels_from_spans(batch, THR)
-    assert rows["SpanName"] == ["stt_processing", "tts_synthesis", "llm_response"]
-    assert rows["Level"] == ["EXCELLENT", "BOTTLENECK", "SLOW"]
-    assert rows["Threshold"] == [0.5, 0.5, 1.0]
-    assert rows["Value"] == [0.2, 0.9, 1.2]
+def test_our_latency_name_wins_and_the_native_one_fills_in_only_when_ours_is_absent(store):
+    store_spans(store, [
+        span(1, "chat m", 10**9, 1, {sc.LATENCY_E2E: 2.0, sc.NATIVE_LATENCY_E2E: 9.0, sc.NATIVE_LATENCY_TTFT: 0.5}),
+        span(2, "chat m", 10**9, 1, {sc.LATENCY_E2E: "garbage", sc.NATIVE_LATENCY_E2E: 9.0}),  # ours present: NULL
+    ])
+    assert [(r["E2E"], r["TTFT"]) for r in rows(store)] == [(2.0, 0.5), (None, None)]
 
 
-def test_custom_level_pattern_overrides_defaults():
-    cfg = AnalyticsConfig.load({"levels": [{"span": "voice.*", "metric": "duration", "threshold_seconds": 1.0}]})
-    rows = span_levels_from_spans(columns([span(1, "voice.asr", 1, 1.2), span(2, "stt_processing", 2, 9)]),
-                                  Thresholds(cfg.levels))
-    assert rows["SpanName"] == ["voice.asr"] and rows["Level"] == ["SLOW"]
+def test_single_token_has_no_tpot_and_bad_values_are_missing(store):
+    store_spans(store, [request(1, 1.0, out=1, ttft="nan", queue=-0.5)])
+    (row,) = rows(store)
+    assert row["TPOT"] is None and row["TPOTLevel"] == "NONE"
+    assert row["TTFT"] is None and row["Queue"] is None and row["QueueLevel"] == "NONE"
 
 
-def test_processor_rows_insert_into_clickhouse(store):
-    proc = AnalyticsProcessor(THR)
-    batch = columns([request(i, 1_700_000_000 + i, ttft=0.1 * i) for i in range(1, 4)]
-                    + [span(9, "stt_processing", 1_700_000_000_000_000_000, 0.3)])
-    inserts = proc.process(batch)
-    assert [t for t, _ in inserts] == ["llm_requests", "span_levels"]
-    for table, cols in inserts:
-        store.insert(table, cols)
-    got = store.query("SELECT SpanId, round(toFloat64(TTFT), 3), TTFTLevel, Status FROM llm_requests ORDER BY SpanId")
-    assert got.result_rows == [(f"{i:016x}", round(0.1 * i, 3), "EXCELLENT", "ok") for i in range(1, 4)]
-    assert store.query("SELECT Level FROM span_levels").result_rows == [("GOOD",)]
-    assert proc.process(columns([span(1, "other", 1, 1.0)])) == []
+def test_ttft_above_e2e_is_flagged_invalid(store):
+    store_spans(store, [request(1, 1.0, ttft=3.0, e2e=2.0)])
+    (row,) = rows(store)
+    assert (row["TTFT"], row["TTFTLevel"], row["E2E"]) == (None, "INVALID", 2.0)
+
+
+def test_span_levels_for_any_instrumentation(store):
+    store_spans(store, [span(1, "stt_processing", 10, 0.2), span(2, "tts_synthesis", 20, 0.9),
+                        span(3, "llm_response", 30, 1.2), span(4, "http.request", 40, 9.0)])
+    got = rows(store, "span_levels")
+    assert [r["SpanName"] for r in got] == ["stt_processing", "tts_synthesis", "llm_response"]
+    assert [r["Level"] for r in got] == ["EXCELLENT", "BOTTLENECK", "SLOW"]
+    assert [r["Threshold"] for r in got] == [0.5, 0.5, 1.0]
+    assert [r["Value"] for r in got] == pytest.approx([0.2, 0.9, 1.2])
+    assert {r["Metric"] for r in got} == {"duration"}
+
+
+def test_levels_follow_a_threshold_change_without_remigrating(store):
+    """New thresholds apply to spans inserted after the sync; rows already stored keep their level."""
+    store_spans(store, [request(1, 1.0, ttft=1.5), span(2, "voice.asr", 10, 1.2)])
+    cfg = AnalyticsConfig.load({"levels": [{"span": "voice.*", "metric": "duration", "threshold_seconds": 1.0},
+                                           {"span": "chat *", "metric": "ttft", "threshold_seconds": 1.0}]})
+    assert sync(store, cfg) is True
+    assert sync(store, cfg) is False  # unchanged: nothing written
+    assert stored_thresholds(store) == [("voice.*", "duration", 1.0), ("chat *", "ttft", 1.0)]
+    store_spans(store, [request(3, 2.0, ttft=1.5), span(4, "voice.asr", 20, 1.2), span(5, "stt_processing", 30, 9)])
+    assert [(r["SpanId"][-1], r["TTFTLevel"]) for r in rows(store)] == [("1", "GOOD"), ("3", "SLOW")]
+    assert [(r["SpanName"], r["Level"]) for r in rows(store, "span_levels")] == [("voice.asr", "SLOW")]
+
+
+def test_the_first_matching_entry_in_config_order_wins(store):
+    sync_thresholds(store, [("chat m1", "ttft", 10.0), ("chat *", "ttft", 1.0), ("*", "ttft", 0.1)])
+    store_spans(store, [request(1, 1.0, ttft=1.5, model="m1"), request(2, 1.0, ttft=1.5, model="m2"),
+                        request(3, 1.0, ttft=1.5, model="m3", op="text_completion")])
+    assert [r["TTFTLevel"] for r in rows(store)] == ["EXCELLENT", "SLOW", "BOTTLENECK"]
+
+
+def test_no_threshold_means_no_level(store):
+    sync_thresholds(store, [])
+    store_spans(store, [request(1, 1.0), span(2, "stt_processing", 1, 1.0)])
+    assert [(r["TTFTLevel"], r["E2ELevel"]) for r in rows(store)] == [("NONE", "NONE")]
+    assert rows(store, "span_levels") == []
+
+
+_GLOB_CHARS = st.sampled_from(list("ab.-!^]\\[*?") + ["[!", "[a-b]", "[]", "x\n"])
+
+
+@settings(max_examples=150, deadline=None)
+@given(glob=st.lists(_GLOB_CHARS, max_size=6).map("".join),
+       names=st.lists(st.text(alphabet="ab.-!^]\\[*?\n", max_size=6), min_size=1, max_size=8))
+def test_glob_regex_matches_exactly_what_fnmatch_matches(shared_store, glob, names):
+    """ClickHouse ``match`` with :func:`glob_regex` agrees with ``fnmatch.fnmatchcase`` (the Python thresholds)."""
+    got = shared_store.query("SELECT arrayMap(n -> match(n, {p:String}), {names:Array(String)})",
+                             parameters={"p": glob_regex(glob), "names": names}).result_rows[0][0]
+    assert [bool(x) for x in got] == [fnmatch.fnmatchcase(n, glob) for n in names]
 
 
 def test_levels_are_monotonic_in_value():
-    from hypothesis import given, strategies as st
-
     order = ["EXCELLENT", "GOOD", "SLOW", "BOTTLENECK"]
 
     @given(st.floats(0, 1e3), st.floats(0, 1e3), st.floats(1e-3, 1e2))

@@ -6,17 +6,13 @@ import random
 
 import pytest
 
-from vllm_otel_collector.analytics.config import AnalyticsConfig
-from vllm_otel_collector.analytics.derive import requests_from_spans
 from vllm_otel_collector.analytics.histogram import RELATIVE_ERROR
-from vllm_otel_collector.analytics.levels import Thresholds
 from vllm_otel_collector.analytics.stats import (_percentile, current_stats, history, rollup_window, summarize, usage,
                                                  usage_query, window_stats)
 
-from .synth import columns, request
+from .synth import request, store_spans
 
 T0 = 1_800_000_000  # a minute boundary (divisible by 3600)
-THR = Thresholds(AnalyticsConfig().levels)
 
 
 def synthetic_stream(n: int = 600, seed: int = 7) -> list[dict]:
@@ -37,8 +33,7 @@ def synthetic_stream(n: int = 600, seed: int = 7) -> list[dict]:
 
 
 def load(store, spans):
-    cols = requests_from_spans(columns(spans), THR)
-    store.insert("llm_requests", cols)
+    store_spans(store, spans)  # the materialized views derive llm_requests and the rollups
 
 
 def raw_rows(store, where: str = "1", params=None) -> list[dict]:

@@ -42,6 +42,84 @@ def level(value: float | None, threshold: float | None) -> str | None:
     return BOTTLENECK
 
 
+_RE2_META = set("\\.^$|?*+()[]{}")
+
+
+def glob_regex(glob: str) -> str:
+    """The ``fnmatch.fnmatchcase`` glob ``glob`` as an anchored RE2 regex (ClickHouse ``match``), so that the
+    materialized views pick thresholds exactly as :class:`Thresholds` does.
+
+    ``*`` any run of characters (newlines too), ``?`` one character, ``[seq]`` / ``[!seq]`` a class with ranges;
+    an unclosed ``[`` is literal. Classes follow CPython 3.11's ``fnmatch.translate`` (reversed ranges dropped, an
+    empty class matches nothing), with RE2's escapes instead of Python's. Checked against ``fnmatchcase`` by a
+    property test (tests/analytics/test_derive.py).
+
+    >>> glob_regex("asr.*"), glob_regex("stt_processing")
+    ('^(?s:asr\\..*)$', '^(?s:stt_processing)$')
+    """
+    out: list[str] = []
+    i, n = 0, len(glob)
+    while i < n:
+        c = glob[i]
+        i += 1
+        if c == "*":
+            if not out or out[-1] != ".*":
+                out.append(".*")
+        elif c == "?":
+            out.append(".")
+        elif c == "[":
+            j = i
+            if j < n and glob[j] == "!":
+                j += 1
+            if j < n and glob[j] == "]":
+                j += 1
+            while j < n and glob[j] != "]":
+                j += 1
+            if j >= n:
+                out.append("\\[")
+                continue
+            out.append(_glob_class(glob, i, j))
+            i = j + 1
+        else:
+            out.append("\\" + c if c in _RE2_META else c)
+    return "^(?s:" + "".join(out) + ")$"
+
+
+def _glob_class(glob: str, i: int, j: int) -> str:
+    """RE2 for the class ``glob[i:j]`` (between ``[`` and ``]``), CPython's range handling."""
+    def esc(chunk: str) -> str:
+        return "".join("\\" + ch if ch in "\\[]^-" else ch for ch in chunk)
+
+    negate = glob[i] == "!"
+    start = i + 1 if negate else i
+    if "-" not in glob[start:j]:
+        chunks = [glob[start:j]]
+        ranges = False
+    else:
+        chunks, k, p = [], (start + 1), start
+        while True:
+            k = glob.find("-", k, j)
+            if k < 0:
+                break
+            chunks.append(glob[p:k])
+            p = k + 1
+            k = k + 3
+        tail = glob[p:j]
+        if tail:
+            chunks.append(tail)
+        else:
+            chunks[-1] += "-"
+        for k in range(len(chunks) - 1, 0, -1):  # drop empty (reversed) ranges, as CPython does
+            if chunks[k - 1] and chunks[k] and chunks[k - 1][-1] > chunks[k][0]:
+                chunks[k - 1] = chunks[k - 1][:-1] + chunks[k][1:]
+                del chunks[k]
+        ranges = True
+    body = "-".join(esc(ch) for ch in chunks) if ranges else esc(chunks[0])
+    if not body:
+        return "[^\\x00-\\x{10FFFF}]" if not negate else "."
+    return ("[^" if negate else "[") + body + "]"
+
+
 class Thresholds:
     """(span name, metric) → threshold seconds, from ordered ``(glob, metric, seconds)`` entries.
 
@@ -79,6 +157,11 @@ class Thresholds:
             if len(self._duration_cache) < 100_000:
                 self._duration_cache[span_name] = found
             return found
+
+    @property
+    def entries(self) -> list[tuple[str, str, float]]:
+        """``[(span glob, metric, seconds), ...]`` in config order."""
+        return list(self._entries)
 
     def level(self, span_name: str, metric: str, value: float | None) -> str | None:
         """Level of ``value`` (seconds) for (``span_name``, ``metric``); ``None`` without value or threshold."""

@@ -1,139 +1,62 @@
-"""Model loads: assemble one ``llm_model_loads`` row per engine-start trace.
+"""Model loads: one ``llm_model_loads`` row per engine start, assembled by ClickHouse.
 
-A load trace's attributes are spread over many spans, written by several processes (API server, EngineCore,
-workers) and possibly exported in different batches, so no single ingest batch holds them all. A periodic job
-(:func:`assemble_pending`) therefore waits until a root span (``Overall Loading`` — vLLM ≥ 0.32's own — or our
-``vllm.model_load``) ended at least ``settle`` seconds ago, reads every span of that trace from ``otel_traces`` and
-folds them with the pure :func:`assemble_load`. ``llm_model_loads`` is a ReplacingMergeTree on TraceId, so a late
-re-assembly (or another replica doing the same) replaces the row instead of duplicating it.
+A load trace's attributes are spread over many spans written by several processes (API server, EngineCore,
+workers), possibly in different batches and through any pipeline. So the assembly lives in the database
+(migrations ``0132``/``0133``):
+
+- ``llm_startup_spans``: a materialized view copies the spans named in :data:`STARTUP_SPANS` from the traces table,
+  with only the :data:`LOAD_ATTRIBUTES` (one Map shape whatever the exporter's attribute mode);
+- ``llm_model_loads_live``: a view folding each trace into a row (the rules are in the migration and in
+  docs/analytics.md);
+- ``llm_model_loads_mv``: a refreshable materialized view that every 30 s appends the starts whose root
+  (:data:`~opentelemetry.instrumentation.vllm.semconv.MODEL_LOAD_ROOT_NAMES`) ended ``model_load_settle_seconds``
+  ago and have no row yet. ``llm_model_loads`` is a ReplacingMergeTree on TraceId: a duplicate assembly collapses.
+
+:func:`assemble` runs the same assembly now (a test or the demo need not wait for the next refresh).
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import os
-from typing import Any
-
 from opentelemetry.instrumentation.vllm import semconv as sc
 
-from vllm_otel_collector.analytics.levels import Thresholds, level
-
-LOAD_COLUMNS = (
-    "Timestamp", "TraceId", "ServiceName", "Model", "ModelPath", "Dtype", "Quantization", "Device",
-    "TensorParallelSize", "PipelineParallelSize", "LoadSeconds", "WeightsSeconds", "DownloadSeconds",
-    "CompileSeconds", "GraphCaptureSeconds", "WarmupSeconds", "KVCacheSeconds", "ColdStartSeconds", "WeightsBytes",
-    "CompileCacheHit", "KVCacheBlocks", "KVCacheBytes", "MemoryBeforeBytes", "MemoryAfterBytes", "MemoryPeakBytes",
-    "LoadLevel", "SpanCount", "AssembledAt",
-)
 #: vLLM's native startup span names whose Duration stands in for a missing attribute.
 NATIVE_WEIGHTS_SPAN = "Load weights"
 NATIVE_KV_SPAN = "Allocate KV cache"
+PREPARE_SPAN = "Prepare model"
+LOAD_MODEL_SPAN = "Load model"
+CPU_WARMUP_SPAN = "Warmup (CPU)"
+GPU_WARMUP_SPAN = "Warmup (GPU)"
+#: vLLM's other startup spans (``@instrument(span_name=...)`` in vLLM 0.32: engine, executor, workers, model
+#: loaders, compilation, warm-ups): stored so that a start's first span and its span count are right.
+OTHER_STARTUP_SPANS = (
+    "EngineCoreProc init", "Executor init", "Worker init", "Loading (CPU)", "Loading (GPU)", "Initialize model",
+    "Init device", "Capture model", "SyncMPClient init", "AsyncMPClient init", "Download weights - HF",
+    "Compile graph", "Inductor compilation", "DeepGemm warmup", "CuTeDSL warmup", "MiniMax M3 MSA warmup",
+    "API server setup",
+)
+#: Every span name copied into ``llm_startup_spans`` (migration 0132).
+STARTUP_SPANS = (*sc.MODEL_LOAD_ROOT_NAMES, NATIVE_WEIGHTS_SPAN, NATIVE_KV_SPAN, PREPARE_SPAN, LOAD_MODEL_SPAN,
+                 CPU_WARMUP_SPAN, GPU_WARMUP_SPAN, *OTHER_STARTUP_SPANS)
+#: The span attributes kept in ``llm_startup_spans.Attributes`` (the model-load enrichment, semconv names).
+LOAD_ATTRIBUTES = (
+    sc.LOAD_MODEL_NAME, sc.LOAD_MODEL_PATH, sc.LOAD_DTYPE, sc.LOAD_QUANTIZATION, sc.LOAD_TP_SIZE, sc.LOAD_PP_SIZE,
+    sc.LOAD_DEVICE, sc.LOAD_WEIGHTS_BYTES, sc.LOAD_WEIGHTS_SECONDS, sc.LOAD_DOWNLOAD_SECONDS, sc.LOAD_MEMORY_BEFORE,
+    sc.LOAD_MEMORY_AFTER, sc.LOAD_MEMORY_PEAK, sc.LOAD_KV_BLOCKS, sc.LOAD_KV_BYTES, sc.LOAD_COMPILE_SECONDS,
+    sc.LOAD_COMPILE_CACHE_HIT, sc.LOAD_CUDA_GRAPH_SECONDS, sc.LOAD_WARMUP_SECONDS, sc.LOAD_COLD_START_SECONDS,
+    sc.LOAD_TOTAL_SECONDS,
+)
 
 
-def _f(v: str | None) -> float | None:
-    try:
-        x = float(v) if v not in (None, "") else None
-    except ValueError:
-        return None
-    return x if x is None or (x == x and x >= 0) else None
+def assemble(store, now: float, settle_seconds: float = 30.0, lookback_seconds: float = 86400.0) -> int:
+    """Insert the ``llm_model_loads`` rows ClickHouse's next refresh would: starts whose root ended at least
+    ``settle_seconds`` before ``now`` (unix seconds), began within ``lookback_seconds``, and have no row yet.
 
-
-def _u(v: str | None) -> int | None:
-    x = _f(v)
-    return None if x is None else int(x)
-
-
-def _b(v: str | None) -> int | None:
-    if v in (None, ""):
-        return None
-    return 1 if v.strip().lower() in ("true", "1", "yes") else 0 if v.strip().lower() in ("false", "0", "no") else None
-
-
-def assemble_load(spans: list[dict[str, Any]], thresholds: Thresholds) -> dict[str, Any]:
-    """Fold the spans of one load trace into an ``llm_model_loads`` row (dict of column → value).
-
-    ``spans``: dicts with SpanName, Timestamp (as stored), Duration (ns), ServiceName, SpanAttributes (str → str).
-    The root is the earliest span named in ``semconv.MODEL_LOAD_ROOT_NAMES`` (``ValueError`` if none). Each
-    attribute takes the root's value, else the earliest span's that has it. Missing durations fall back to span
-    Durations: LoadSeconds ← root, WeightsSeconds ← "Load weights", KVCacheSeconds ← "Allocate KV cache" (seconds).
+    Returns the number of rows inserted. The fold is the database's (``llm_model_loads_pending``), not Python's.
     """
-    ordered = sorted(spans, key=lambda s: s["Timestamp"])
-    roots = [s for s in ordered if s["SpanName"] in sc.MODEL_LOAD_ROOT_NAMES]
-    if not roots:
-        raise ValueError("no model-load root span in trace")
-    root = roots[0]
-    attrs: dict[str, str] = {}
-    for s in [root] + ordered:
-        for k, v in s["SpanAttributes"].items():
-            if v != "" and k not in attrs:
-                attrs[k] = v
-    durations: dict[str, float] = {}
-    for s in ordered:
-        durations.setdefault(s["SpanName"], s["Duration"] / 1e9)
-    load_s = _f(attrs.get(sc.LOAD_TOTAL_SECONDS))
-    if load_s is None:
-        load_s = root["Duration"] / 1e9
-    path = attrs.get(sc.LOAD_MODEL_PATH, "")
-    weights_s = _f(attrs.get(sc.LOAD_WEIGHTS_SECONDS))
-    return {
-        "Timestamp": root["Timestamp"], "ServiceName": root["ServiceName"],
-        "Model": attrs.get(sc.LOAD_MODEL_NAME) or os.path.basename(path.rstrip("/")),
-        "ModelPath": path, "Dtype": attrs.get(sc.LOAD_DTYPE, ""), "Quantization": attrs.get(sc.LOAD_QUANTIZATION, ""),
-        "Device": attrs.get(sc.LOAD_DEVICE, ""),
-        "TensorParallelSize": _u(attrs.get(sc.LOAD_TP_SIZE)) or 1,
-        "PipelineParallelSize": _u(attrs.get(sc.LOAD_PP_SIZE)) or 1,
-        "LoadSeconds": load_s,
-        "WeightsSeconds": weights_s if weights_s is not None else durations.get(NATIVE_WEIGHTS_SPAN),
-        "DownloadSeconds": _f(attrs.get(sc.LOAD_DOWNLOAD_SECONDS)),
-        "CompileSeconds": _f(attrs.get(sc.LOAD_COMPILE_SECONDS)),
-        "GraphCaptureSeconds": _f(attrs.get(sc.LOAD_CUDA_GRAPH_SECONDS)),
-        "WarmupSeconds": _f(attrs.get(sc.LOAD_WARMUP_SECONDS)),
-        "KVCacheSeconds": durations.get(NATIVE_KV_SPAN),
-        "ColdStartSeconds": _f(attrs.get(sc.LOAD_COLD_START_SECONDS)),
-        "WeightsBytes": _u(attrs.get(sc.LOAD_WEIGHTS_BYTES)),
-        "CompileCacheHit": _b(attrs.get(sc.LOAD_COMPILE_CACHE_HIT)),
-        "KVCacheBlocks": _u(attrs.get(sc.LOAD_KV_BLOCKS)), "KVCacheBytes": _u(attrs.get(sc.LOAD_KV_BYTES)),
-        "MemoryBeforeBytes": _u(attrs.get(sc.LOAD_MEMORY_BEFORE)),
-        "MemoryAfterBytes": _u(attrs.get(sc.LOAD_MEMORY_AFTER)),
-        "MemoryPeakBytes": _u(attrs.get(sc.LOAD_MEMORY_PEAK)),
-        "LoadLevel": level(load_s, thresholds.get(root["SpanName"], "load")) or "NONE",
-        "SpanCount": len(spans),
-    }
-
-
-def assemble_pending(store, now: float, thresholds: Thresholds, settle_seconds: float = 30.0,
-                     lookback_seconds: float = 86400.0) -> int:
-    """Assemble rows for load traces whose root ended ≥ ``settle_seconds`` before ``now`` (unix seconds), started
-    within ``lookback_seconds``, and have no row yet. Returns the number of rows inserted."""
-    since = now - lookback_seconds
-    pending = store.query(
-        "SELECT DISTINCT TraceId FROM otel_traces WHERE SpanName IN {roots:Array(String)} "
-        "AND Timestamp >= toDateTime64({since:Float64}, 9) "
-        "AND toUnixTimestamp64Nano(Timestamp) + Duration <= {cutoff:Int64} "
-        "AND TraceId NOT IN (SELECT TraceId FROM llm_model_loads WHERE Timestamp >= toDateTime64({since:Float64}, 9))"
-        " ORDER BY TraceId LIMIT 1000",
-        parameters={"roots": list(sc.MODEL_LOAD_ROOT_NAMES), "since": since,
-                    "cutoff": int((now - settle_seconds) * 1e9)},
-    ).result_rows
-    ids = [r[0] for r in pending]
-    if not ids:
-        return 0
-    res = store.query(
-        "SELECT TraceId, SpanName, toUnixTimestamp64Nano(Timestamp), Duration, ServiceName, SpanAttributes "
-        "FROM otel_traces WHERE TraceId IN {ids:Array(String)} "
-        "AND Timestamp >= toDateTime64({since:Float64}, 9) - INTERVAL 1 HOUR",
-        parameters={"ids": ids, "since": since},
-    ).result_rows
-    by_trace: dict[str, list[dict]] = {}
-    for tid, name, ts, dur, svc, attrs in res:
-        by_trace.setdefault(tid, []).append({"SpanName": name, "Timestamp": ts, "Duration": dur, "ServiceName": svc,
-                                             "SpanAttributes": dict(attrs)})
-    cols: dict[str, list] = {c: [] for c in LOAD_COLUMNS}
-    assembled = dt.datetime.fromtimestamp(now, dt.timezone.utc)
-    for tid in ids:
-        row = assemble_load(by_trace[tid], thresholds)
-        row["TraceId"] = tid
-        row["AssembledAt"] = assembled
-        for c in LOAD_COLUMNS:
-            cols[c].append(row[c])
-    return store.insert("llm_model_loads", cols)
+    params = {"cutoff": int((now - settle_seconds) * 1e9), "since": int((now - lookback_seconds) * 1e9)}
+    pending = store.query("SELECT count() FROM llm_model_loads_pending(cutoff_ns = {cutoff:Int64}, "
+                          "since_ns = {since:Int64})", parameters=params).result_rows[0][0]
+    if pending:
+        store.command("INSERT INTO llm_model_loads SELECT * FROM llm_model_loads_pending(cutoff_ns = {cutoff:Int64}, "
+                      "since_ns = {since:Int64})", parameters=params)
+    return int(pending)

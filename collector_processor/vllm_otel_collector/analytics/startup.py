@@ -3,9 +3,9 @@
 A span is exported when it ends, so while vLLM starts, the collector already holds the finished steps of the
 engine-start trace ("Load weights", "Allocate KV cache", "Warmup (CPU)", "Prepare model", …) and not yet its root
 ("Overall Loading"/``vllm.model_load``, which ends when the engine is ready). :func:`engine_starts` reads those
-spans from ``otel_traces`` and folds each trace into the phases below; ``/api/v1/startup`` (:func:`startup_route`)
+spans from ``llm_startup_spans`` (migration 0132: the same for every pipeline and attribute mode) and folds each trace into the phases below; ``/api/v1/startup`` (:func:`startup_route`)
 serves the same for ``vllm-otel top``; ``vllm-otel demo`` calls it on its own store. ``llm_model_loads``
-(:mod:`.loads`) is the final, assembled row once the root has settled.
+(:mod:`.loads`) is the final row ClickHouse assembles once the root has settled.
 
 Phases, in engine order (source spans; seconds from attributes, else span Durations):
 
@@ -27,18 +27,32 @@ from typing import Any
 from opentelemetry.instrumentation.vllm import semconv as sc
 
 from vllm_otel_collector.analytics.api import MAX_WINDOW_S, number_param
-from vllm_otel_collector.analytics.loads import NATIVE_KV_SPAN, NATIVE_WEIGHTS_SPAN, _b, _f, _u
+from vllm_otel_collector.analytics.loads import (CPU_WARMUP_SPAN, GPU_WARMUP_SPAN, NATIVE_KV_SPAN,
+                                                 NATIVE_WEIGHTS_SPAN, PREPARE_SPAN)
 
-PREPARE_SPAN = "Prepare model"
-LOAD_MODEL_SPAN = "Load model"
-CPU_WARMUP_SPAN = "Warmup (CPU)"
-#: vLLM's other startup spans: they only move the start time earlier.
-OTHER_STARTUP_SPANS = ("EngineCoreProc init", "Executor init", "Worker init", "Loading (CPU)", "Initialize model")
-STARTUP_SPANS = (*sc.MODEL_LOAD_ROOT_NAMES, NATIVE_WEIGHTS_SPAN, NATIVE_KV_SPAN, PREPARE_SPAN, LOAD_MODEL_SPAN,
-                 CPU_WARMUP_SPAN, *OTHER_STARTUP_SPANS)
 PHASES = ("weights", "kv_cache", "compile", "warmup", "ready")
 #: Default look-back of the route and of ``top`` (seconds).
 DEFAULT_WINDOW_S = 3600.0
+
+
+def _f(v: str | None) -> float | None:
+    """Seconds from an attribute string: None when missing, unparsable, NaN or negative."""
+    try:
+        x = float(v) if v not in (None, "") else None
+    except ValueError:
+        return None
+    return x if x is None or (x == x and x >= 0) else None
+
+
+def _u(v: str | None) -> int | None:
+    x = _f(v)
+    return None if x is None or x == float("inf") else int(x)
+
+
+def _b(v: str | None) -> int | None:
+    if v in (None, ""):
+        return None
+    return 1 if v.strip().lower() in ("true", "1", "yes") else 0 if v.strip().lower() in ("false", "0", "no") else None
 
 
 def _attr(spans: list[dict], key: str, names: tuple[str, ...] | None = None) -> str | None:
@@ -61,7 +75,7 @@ def fold_start(spans: list[dict[str, Any]]) -> dict[str, Any]:
     weights = by_name.get(NATIVE_WEIGHTS_SPAN)
     kv = by_name.get(NATIVE_KV_SPAN)
     prepare = by_name.get(PREPARE_SPAN)
-    warm = by_name.get(CPU_WARMUP_SPAN)
+    warm = by_name.get(CPU_WARMUP_SPAN) or by_name.get(GPU_WARMUP_SPAN)
     compile_s = _f(_attr(spans, sc.LOAD_COMPILE_SECONDS))
     hit = _b(_attr(spans, sc.LOAD_COMPILE_CACHE_HIT))
     kv_blocks, kv_bytes = _u(_attr(spans, sc.LOAD_KV_BLOCKS)), _u(_attr(spans, sc.LOAD_KV_BYTES))
@@ -101,9 +115,8 @@ def engine_starts(store, since: float, limit: int = 10) -> list[dict[str, Any]]:
     ``limit``; each as :func:`fold_start` gives it plus ``trace_id``."""
     rows = store.query(
         "SELECT TraceId, SpanName, toUnixTimestamp64Nano(Timestamp) / 1e9, Duration / 1e9, ServiceName, "
-        "SpanAttributes FROM otel_traces WHERE SpanName IN {names:Array(String)} "
-        "AND Timestamp >= toDateTime64({since:Float64}, 9) ORDER BY Timestamp",
-        parameters={"names": list(STARTUP_SPANS), "since": float(since)}).result_rows
+        "Attributes FROM llm_startup_spans FINAL WHERE Timestamp >= toDateTime64({since:Float64}, 9) "
+        "ORDER BY Timestamp", parameters={"since": float(since)}).result_rows
     traces: dict[str, list[dict]] = {}
     for tid, name, start, seconds, service, attrs in rows:
         traces.setdefault(tid, []).append({"name": name, "start": float(start), "seconds": float(seconds),

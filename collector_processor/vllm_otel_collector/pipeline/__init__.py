@@ -52,6 +52,7 @@ class Pipeline:
         forward: optional callable receiving ``(signal_name, clean_body)`` of every accepted request (must not
             block).
         processors / periodic: the plug-ins' processors and periodic jobs.
+        lease: a :class:`~vllm_otel_collector.store.lease.Lease` the periodic jobs run under (None: always run).
         retry_max_wait_s: cap of the backoff between insert attempts, seconds.
         native: use the C hot path for trace requests when it is built (:mod:`vllm_otel_collector.otlp.native`).
     """
@@ -60,7 +61,7 @@ class Pipeline:
                  flush_interval_s: float = 1.0, max_queue_rows: int = 200_000, limits: Limits = Limits(),
                  forward: Callable[[str, bytes], None] | None = None,
                  processors: list[Processor] | None = None, periodic: list[PeriodicJob] | None = None,
-                 retry_max_wait_s: float = 5.0, native: bool = True):
+                 retry_max_wait_s: float = 5.0, native: bool = True, lease=None):
         self.store, self.spool, self.metrics = store, spool, metrics
         self.limits = limits
         self.max_queue_rows = max_queue_rows
@@ -78,7 +79,7 @@ class Pipeline:
         self.admission = Admission(spool, self.queue, metrics, max_queue_rows, forward, self._stopping,
                                    lambda: self.writer.store_ok)
         self.replayer = Replay(spool, self.queue, self.convert, max_queue_rows, self._stopping)
-        self.scheduler = Scheduler(store, list(periodic or []), metrics, self._stopping)
+        self.scheduler = Scheduler(store, list(periodic or []), metrics, self._stopping, lease=lease)
 
     # -- the Consumer interface --------------------------------------------------------------------------------------
     def consume(self, signal: Signal, body: bytes, encoding: Encoding = "protobuf") -> ConsumeResult:

@@ -1,7 +1,7 @@
 -- Spans, with the column names and types of the OpenTelemetry Collector contrib clickhouseexporter's traces table
 -- (exporter/clickhouseexporter/internal/sqltemplates/traces_table.sql), so Grafana's ClickHouse plugin in OTel mode
 -- and queries written for that exporter work unchanged. Timestamp = span start; Duration = end - start in nanoseconds.
-CREATE TABLE IF NOT EXISTS ${db}.otel_traces ${on_cluster} (
+CREATE TABLE IF NOT EXISTS ${traces} ${on_cluster} (
     Timestamp DateTime64(9) CODEC(Delta(8), ZSTD(1)),
     TraceId String CODEC(ZSTD(1)),
     SpanId String CODEC(ZSTD(1)),
@@ -44,7 +44,7 @@ SETTINGS index_granularity = 8192, ttl_only_drop_parts = 1;
 
 -- Trace id → [Start, End] lookup used by trace-by-id queries (Grafana, Jaeger-style search); the exporter's
 -- traces_id_ts_lookup_table.sql columns. AggregatingMergeTree so that rows of one trace merge to min/max.
-CREATE TABLE IF NOT EXISTS ${db}.otel_traces_trace_id_ts ${on_cluster} (
+CREATE TABLE IF NOT EXISTS ${db}.${traces_name}_trace_id_ts ${on_cluster} (
     TraceId String CODEC(ZSTD(1)),
     Start SimpleAggregateFunction(min, DateTime) CODEC(ZSTD(1)),
     End SimpleAggregateFunction(max, DateTime) CODEC(ZSTD(1))
@@ -54,12 +54,12 @@ ORDER BY (TraceId)
 ${ttl_Start}
 SETTINGS index_granularity = 8192, ttl_only_drop_parts = 1;
 
-CREATE MATERIALIZED VIEW IF NOT EXISTS ${db}.otel_traces_trace_id_ts_mv ${on_cluster}
-TO ${db}.otel_traces_trace_id_ts
+CREATE MATERIALIZED VIEW IF NOT EXISTS ${db}.${traces_name}_trace_id_ts_mv ${on_cluster}
+TO ${db}.${traces_name}_trace_id_ts
 AS SELECT
     TraceId,
     min(Timestamp) AS Start,
     max(Timestamp) AS End
-FROM ${db}.otel_traces
+FROM ${traces}
 WHERE TraceId != ''
 GROUP BY TraceId;

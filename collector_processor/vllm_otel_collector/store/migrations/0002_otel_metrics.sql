@@ -1,6 +1,6 @@
 -- Metric points, with the column names and types of the OpenTelemetry Collector contrib clickhouseexporter's
 -- metrics_{gauge,sum,histogram}_table.sql. Times are DateTime64(9) (nanoseconds since the epoch, UTC).
-CREATE TABLE IF NOT EXISTS ${db}.otel_metrics_gauge ${on_cluster} (
+CREATE TABLE IF NOT EXISTS ${gauge} ${on_cluster} (
     ResourceAttributes Map(LowCardinality(String), String) CODEC(ZSTD(1)),
     ResourceSchemaUrl String CODEC(ZSTD(1)),
     ScopeName String CODEC(ZSTD(1)),
@@ -36,7 +36,7 @@ ORDER BY (ServiceName, MetricName, Attributes, toUnixTimestamp64Nano(TimeUnix))
 ${ttl_TimeUnix}
 SETTINGS index_granularity = 8192, ttl_only_drop_parts = 1;
 
-CREATE TABLE IF NOT EXISTS ${db}.otel_metrics_sum ${on_cluster} (
+CREATE TABLE IF NOT EXISTS ${sum} ${on_cluster} (
     ResourceAttributes Map(LowCardinality(String), String) CODEC(ZSTD(1)),
     ResourceSchemaUrl String CODEC(ZSTD(1)),
     ScopeName String CODEC(ZSTD(1)),
@@ -74,7 +74,7 @@ ORDER BY (ServiceName, MetricName, Attributes, toUnixTimestamp64Nano(TimeUnix))
 ${ttl_TimeUnix}
 SETTINGS index_granularity = 8192, ttl_only_drop_parts = 1;
 
-CREATE TABLE IF NOT EXISTS ${db}.otel_metrics_histogram ${on_cluster} (
+CREATE TABLE IF NOT EXISTS ${histogram} ${on_cluster} (
     ResourceAttributes Map(LowCardinality(String), String) CODEC(ZSTD(1)),
     ResourceSchemaUrl String CODEC(ZSTD(1)),
     ScopeName String CODEC(ZSTD(1)),

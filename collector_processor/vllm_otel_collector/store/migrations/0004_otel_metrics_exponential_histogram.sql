@@ -2,7 +2,7 @@
 -- clickhouseexporter's metrics_exp_histogram_table.sql (times DateTime64(9) as in 0002, not the exporter's DateTime).
 -- One row per data point: Scale, ZeroCount and the positive/negative bucket ranges as OTLP sends them (bucket i of a
 -- range with offset o covers (base^(o+i), base^(o+i+1)], base = 2^(2^-Scale)); deduplicated re-inserts as in 0003.
-CREATE TABLE IF NOT EXISTS ${db}.otel_metrics_exponential_histogram ${on_cluster} (
+CREATE TABLE IF NOT EXISTS ${exponential_histogram} ${on_cluster} (
     ResourceAttributes Map(LowCardinality(String), String) CODEC(ZSTD(1)),
     ResourceSchemaUrl String CODEC(ZSTD(1)),
     ScopeName String CODEC(ZSTD(1)),
