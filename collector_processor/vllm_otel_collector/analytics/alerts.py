@@ -122,6 +122,11 @@ class _MemoStore:
         self._store = store
         self._memo: dict[tuple, Any] = {}
 
+    @property
+    def backing_store(self):
+        """The wrapped store (for what is looked up once per store, e.g. the schema profile)."""
+        return self._store
+
     def query(self, sql: str, parameters: dict[str, Any] | None = None):
         key = (sql, tuple(sorted((k, repr(v)) for k, v in (parameters or {}).items())))
         if key not in self._memo:

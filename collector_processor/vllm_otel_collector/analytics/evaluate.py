@@ -18,6 +18,7 @@ from vllm_otel_collector.analytics.config import (AnomalyRule, BottleneckRule, B
                                                   ModelLoadRule, ThresholdRule)
 from vllm_otel_collector.analytics.levels import Thresholds
 from vllm_otel_collector.analytics.stats import history, rollup_window
+from vllm_otel_collector.store.schema import profile
 
 
 def complete_until(now: float) -> float:
@@ -36,15 +37,14 @@ def _fmt(v: float | None) -> str:
 def process_memory(store, since: float, until: float) -> dict[tuple[str, str], float]:
     """Latest ``process.memory.usage`` (bytes) per (service, process.pid) from otel_metrics_gauge/sum; the pid is the
     data point's ``process.pid`` attribute (our instrumentation), else the resource's."""
-    sql = ("SELECT ServiceName, pid, argMax(Value, TimeUnix) FROM ("
-           " SELECT ServiceName, if(Attributes['process.pid'] != '', Attributes['process.pid'], ResourceAttributes['process.pid']) AS pid, Value, TimeUnix FROM otel_metrics_gauge"
-           " WHERE MetricName = {name:String} AND TimeUnix >= toDateTime64({since:Float64}, 9)"
-           " AND TimeUnix < toDateTime64({until:Float64}, 9)"
-           " UNION ALL"
-           " SELECT ServiceName, if(Attributes['process.pid'] != '', Attributes['process.pid'], ResourceAttributes['process.pid']) AS pid, Value, TimeUnix FROM otel_metrics_sum"
-           " WHERE MetricName = {name:String} AND TimeUnix >= toDateTime64({since:Float64}, 9)"
-           " AND TimeUnix < toDateTime64({until:Float64}, 9)"
-           ") GROUP BY ServiceName, pid ORDER BY ServiceName, pid")
+    prof = profile(store)
+    pid = (f"if({prof.attr('Attributes', 'process.pid')} != '', {prof.attr('Attributes', 'process.pid')}, "
+           f"{prof.attr('ResourceAttributes', 'process.pid')})")
+    sql = "SELECT ServiceName, pid, argMax(Value, TimeUnix) FROM (" + " UNION ALL ".join(
+        f"SELECT ServiceName, {pid} AS pid, Value, toDateTime64(TimeUnix, 9) AS TimeUnix FROM {table} "
+        "WHERE MetricName = {name:String} AND TimeUnix >= toDateTime64({since:Float64}, 9) "
+        "AND TimeUnix < toDateTime64({until:Float64}, 9)" for table in (prof.gauge, prof.sum)
+    ) + ") GROUP BY ServiceName, pid ORDER BY ServiceName, pid"
     rows = store.query(sql, parameters={"name": sc.METRIC_PROCESS_RSS, "since": float(since),
                                         "until": float(until)}).result_rows
     return {(s, p): float(v) for s, p, v in rows}

@@ -29,15 +29,19 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from vllm_otel_collector.store.schema import Profile, profile
+
 DELTA, CUMULATIVE = 1, 2
 
 
 def heatmap_sql(metric: str, since: str, until: str, step: str, lookback: str = "3600",
-                extra_filter: str = "1") -> str:
+                extra_filter: str = "1", prof: Profile = Profile()) -> str:
     """SQL returning ``(time, le, count)`` ordered by time then le, for SQL expressions ``metric`` (a String),
     ``since``/``until`` (DateTime or unix seconds), ``step`` (seconds, integer) and ``lookback`` (seconds before
-    ``since`` searched for the previous cumulative point)."""
-    series = "ServiceName, ResourceAttributes, Attributes, StartTimeUnix, ExplicitBounds"
+    ``since`` searched for the previous cumulative point), on the histogram table of ``prof`` (its name and
+    attribute mode)."""
+    series = (f"ServiceName, {prof.attrs_key('ResourceAttributes')}, {prof.attrs_key('Attributes')}, StartTimeUnix, "
+              f"ExplicitBounds")
     return (
         f"SELECT toStartOfInterval(TimeUnix, toIntervalSecond({step})) AS time, le, sum(c) AS count FROM ("
         f"SELECT TimeUnix, ExplicitBounds, multiIf("
@@ -48,7 +52,7 @@ def heatmap_sql(metric: str, since: str, until: str, step: str, lookback: str = 
         f"arrayMap((x, y) -> toUInt64(x - y), BucketCounts, prev)) AS counts "
         f"FROM (SELECT TimeUnix, StartTimeUnix, ExplicitBounds, BucketCounts, Count, AggregationTemporality, "
         f"lagInFrame(BucketCounts, 1, []) OVER w AS prev, lagInFrame(Count, 1, toUInt64(0)) OVER w AS prev_n "
-        f"FROM otel_metrics_histogram WHERE MetricName = {metric} "
+        f"FROM {prof.histogram} WHERE MetricName = {metric} "
         f"AND TimeUnix >= toDateTime64({since}, 9) - toIntervalSecond({lookback}) "
         f"AND TimeUnix < toDateTime64({until}, 9) AND {extra_filter} "
         f"WINDOW w AS (PARTITION BY {series} ORDER BY TimeUnix ROWS BETWEEN 1 PRECEDING AND CURRENT ROW)) "
@@ -67,7 +71,7 @@ def heatmap(store, metric: str, since: float, until: float, step_seconds: int = 
     if step_seconds < 1:
         raise ValueError(f"step_seconds must be >= 1, got {step_seconds}")
     sql = heatmap_sql("{metric:String}", "{since:Float64}", "{until:Float64}", "{step:UInt32}",
-                      extra_filter="({service:String} = '' OR ServiceName = {service:String})")
+                      extra_filter="({service:String} = '' OR ServiceName = {service:String})", prof=profile(store))
     rows = store.query(sql, parameters={"metric": metric, "since": float(since), "until": float(until),
                                         "step": int(step_seconds), "service": service}).result_rows
     return [(int(t.timestamp()), float(le), int(c)) for t, le, c in rows]
@@ -119,11 +123,12 @@ def exp_heatmap(store, metric: str, since: float, until: float, step_seconds: in
     Raises ``ValueError`` for ``step_seconds < 1``."""
     if step_seconds < 1:
         raise ValueError(f"step_seconds must be >= 1, got {step_seconds}")
+    prof = profile(store)
     rows = store.query(
-        "SELECT cityHash64(ServiceName, ResourceAttributes, Attributes, StartTimeUnix), "
-        "toUnixTimestamp64Nano(TimeUnix), toUnixTimestamp64Nano(StartTimeUnix), AggregationTemporality, Scale, "
+        f"SELECT cityHash64(ServiceName, {prof.attrs_key('ResourceAttributes')}, {prof.attrs_key('Attributes')}, "
+        f"StartTimeUnix), {prof.nanos('TimeUnix')}, {prof.nanos('StartTimeUnix')}, AggregationTemporality, Scale, "
         "ZeroCount, Count, PositiveOffset, PositiveBucketCounts, NegativeOffset, NegativeBucketCounts "
-        "FROM otel_metrics_exponential_histogram WHERE MetricName = {metric:String} "
+        f"FROM {prof.exponential_histogram} WHERE MetricName = {{metric:String}} "
         "AND TimeUnix >= toDateTime64({since:Float64} - {lookback:UInt32}, 9) "
         "AND TimeUnix < toDateTime64({until:Float64}, 9) "
         "AND ({service:String} = '' OR ServiceName = {service:String}) ORDER BY 1, 2",

@@ -289,7 +289,8 @@ def record(store, prof: Profile) -> None:
 
 def profile(store) -> Profile:
     """The profile readers use for ``store``: the recorded one, else the defaults (our own collector's tables).
-    Looked up once per store object."""
+    Looked up once per store object (a wrapper exposing ``backing_store`` is looked through)."""
+    store = getattr(store, "backing_store", store)
     with _CACHE_LOCK:
         found = _CACHE.get(store)
     if found is not None:

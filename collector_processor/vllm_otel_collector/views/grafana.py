@@ -14,7 +14,8 @@ import argparse
 import json
 from pathlib import Path
 
-from vllm_otel_collector.views.grafana_panels import PANELS, PanelSpec
+from vllm_otel_collector.store.schema import Profile, profile as profile_of
+from vllm_otel_collector.views.grafana_panels import PANELS, PanelSpec, build_panels as panels_for
 from vllm_otel_collector.views.grafana_sql import (
     ALL,
     HEATMAP_SCALE,
@@ -30,7 +31,8 @@ from vllm_otel_collector.views.grafana_sql import (
 
 __all__ = ["ALL", "CLICKHOUSE_TYPE", "CLICKHOUSE_UID", "DASHBOARD_UID", "HEATMAP_SCALE", "JAEGER_UID",
            "MODEL_VARIABLE_SQL", "OTLP_EXEMPLAR_SQL", "OTLP_HEATMAP_SQL", "PANELS", "PanelSpec", "build_dashboard",
-           "burn_rate_rules", "exemplar_sql", "expand_macros", "heatmap_sql", "main", "render_json", "slo_sql"]
+           "burn_rate_rules", "exemplar_sql", "expand_macros", "heatmap_sql", "main", "panels_for", "profile_of",
+           "render_json", "slo_sql"]
 
 CLICKHOUSE_UID = "clickhouse"
 JAEGER_UID = "jaeger"
@@ -66,8 +68,9 @@ def _trace_links(trace: str = "${__value.raw}") -> list[dict]:
     ]
 
 
-def build_dashboard() -> dict:
-    """The dashboard as a JSON-ready dict (requires ``grafana-foundation-sdk``)."""
+def build_dashboard(prof: Profile = Profile()) -> dict:
+    """The dashboard as a JSON-ready dict (requires ``grafana-foundation-sdk``), its panels reading the contrib
+    tables of ``prof`` (default: our collector's; a stock pipeline's come from ``vllm-otel migrate``'s record)."""
     from grafana_foundation_sdk.builders import barchart, dashboard, heatmap, piechart, table, timeseries
     from grafana_foundation_sdk.cog.encoder import JSONEncoder
     from grafana_foundation_sdk.models import common
@@ -85,7 +88,7 @@ def build_dashboard() -> dict:
                             .sort(dm.VariableSort.ALPHABETICAL_ASC))
              .with_variable(dashboard.TextBoxVariable("trace_id").label("Trace id"))
              .with_variable(dashboard.ConstantVariable("jaeger_url").value("http://localhost:16686")))
-    for n, spec in enumerate(PANELS):
+    for n, spec in enumerate(panels_for(prof)):
         if spec.row:
             board = board.with_row(dashboard.Row(spec.row))
         if spec.kind == "traces":
@@ -119,18 +122,30 @@ def build_dashboard() -> dict:
     return out
 
 
-def render_json() -> str:
-    """The committed file's exact text."""
-    return json.dumps(build_dashboard(), indent=2, sort_keys=True) + "\n"
+def render_json(prof: Profile = Profile()) -> str:
+    """The dashboard file's exact text (the committed one: the defaults)."""
+    return json.dumps(build_dashboard(prof), indent=2, sort_keys=True) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:  # pragma: no cover - thin CLI around render_json
     parser = argparse.ArgumentParser(description="Generate the Grafana 'LLM serving overview' dashboard JSON.")
     parser.add_argument("--out", type=Path, required=True,
                         help="dashboard JSON to write (`make grafana` passes deploy/grafana/dashboards/...)")
+    parser.add_argument("--clickhouse", metavar="DSN", help="render for the tables `vllm-otel migrate` recorded in "
+                        "this ClickHouse (renamed tables, JSON attributes); default: the otel_* Map tables")
+    parser.add_argument("--database", default="otel", help="with --clickhouse: the database (default otel)")
     args = parser.parse_args(argv)
+    prof = Profile()
+    if args.clickhouse:
+        from vllm_otel_collector.store import Store
+
+        store = Store(args.clickhouse, database=args.database)
+        try:
+            prof = profile_of(store)
+        finally:
+            store.close()
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(render_json())
+    args.out.write_text(render_json(prof))
     print(args.out)
     return 0
 

@@ -19,6 +19,7 @@ from vllm_otel_collector.analytics import histogram as H
 from vllm_otel_collector.analytics import otlp_histograms
 from vllm_otel_collector.analytics.config import AnalyticsConfig, BurnRateRule
 from vllm_otel_collector.analytics.rules import SLO_EVENTS
+from vllm_otel_collector.store.schema import Profile
 
 #: Dashboard variable ``model`` (multi-select with "All"): the plugin's ``$__conditionalAll`` drops the filter for All.
 MODEL_FILTER = "$__conditionalAll(Model IN (${model:singlequote}), $model)"
@@ -60,22 +61,29 @@ def exemplar_sql(metric: str) -> str:
             f"WHERE $__timeFilter(Timestamp) AND {MODEL_FILTER} AND {metric} IS NOT NULL GROUP BY time ORDER BY time")
 
 
-#: OTLP histogram exemplars (SDK exemplar filter trace_based): one row per stored exemplar with its trace id.
-OTLP_EXEMPLAR_SQL = (
-    "SELECT ex.TimeUnix AS time, MetricName AS metric, ex.Value AS value, ex.TraceId AS TraceId "
-    "FROM otel_metrics_histogram ARRAY JOIN Exemplars AS ex "
-    "WHERE $__timeFilter(TimeUnix) AND ex.TraceId != '' AND MetricName LIKE 'gen_ai.server.%' "
-    "ORDER BY time LIMIT 1000")
+def otlp_exemplar_sql(prof: Profile = Profile()) -> str:
+    """OTLP histogram exemplars (SDK exemplar filter trace_based): one row per stored exemplar with its trace id
+    (the histogram table of ``prof``)."""
+    return ("SELECT toDateTime64(ex.TimeUnix, 9) AS time, MetricName AS metric, ex.Value AS value, "
+            f"ex.TraceId AS TraceId FROM {prof.histogram} ARRAY JOIN Exemplars AS ex "
+            "WHERE $__timeFilter(TimeUnix) AND ex.TraceId != '' AND MetricName LIKE 'gen_ai.server.%' "
+            "ORDER BY time, TraceId LIMIT 1000")
 
 
-#: The same distribution from OTLP metrics alone (explicit-bucket histograms; cumulative points differenced).
-OTLP_HEATMAP_SQL = (
-    "SELECT time, if(isInfinite(b), '+Inf', toString(b)) AS le, count FROM (SELECT time, le AS b, count FROM ("
-    + otlp_histograms.heatmap_sql("'gen_ai.server.time_to_first_token'", "toUnixTimestamp($__fromTime)",
-                                  "toUnixTimestamp($__toTime) + 1", "greatest($__interval_s, 60)",
-                                  extra_filter="$__conditionalAll(Attributes['gen_ai.request.model'] IN "
-                                               "(${model:singlequote}), $model)")
-    + ")) ORDER BY time, b")
+def otlp_heatmap_sql(prof: Profile = Profile()) -> str:
+    """The TTFT distribution from OTLP metrics alone (explicit-bucket histograms; cumulative points differenced),
+    read from the histogram table of ``prof``."""
+    model = prof.attr("Attributes", "gen_ai.request.model")
+    return ("SELECT time, if(isInfinite(b), '+Inf', toString(b)) AS le, count FROM (SELECT time, le AS b, count FROM ("
+            + otlp_histograms.heatmap_sql("'gen_ai.server.time_to_first_token'", "toUnixTimestamp($__fromTime)",
+                                          "toUnixTimestamp($__toTime) + 1", "greatest($__interval_s, 60)",
+                                          extra_filter=f"$__conditionalAll({model} IN (${{model:singlequote}}), "
+                                                       "$model)", prof=prof)
+            + ")) ORDER BY time, b")
+
+
+OTLP_EXEMPLAR_SQL = otlp_exemplar_sql()
+OTLP_HEATMAP_SQL = otlp_heatmap_sql()
 
 
 def burn_rate_rules(config: AnalyticsConfig | None = None) -> list[BurnRateRule]:
@@ -107,11 +115,46 @@ def slo_sql(rules: list[BurnRateRule]) -> str:
     return "SELECT * FROM (" + " UNION ALL ".join(parts) + ") ORDER BY rule"
 
 
-def gauge_sql(metric: str, alias: str) -> str:
-    """``(time, <alias>)``: the average of OTLP gauge ``metric`` per time bucket (raw ``otel_metrics_gauge``)."""
+def gauge_sql(metric: str, alias: str, prof: Profile = Profile()) -> str:
+    """``(time, <alias>)``: the average of OTLP gauge ``metric`` per time bucket (the raw gauge table of
+    ``prof``)."""
     return (f"SELECT toStartOfInterval(TimeUnix, INTERVAL greatest($__interval_s, 1) SECOND) AS time, "
-            f"avg(Value) AS {alias} FROM otel_metrics_gauge WHERE MetricName = '{metric}' "
+            f"avg(Value) AS {alias} FROM {prof.gauge} WHERE MetricName = '{metric}' "
             f"AND $__timeFilter(TimeUnix) GROUP BY time ORDER BY time")
+
+
+def running_waiting_sql(prof: Profile = Profile()) -> str:
+    """``(time, running, waiting)``: the engine's running/waiting gauges averaged per time bucket."""
+    return ("SELECT toStartOfInterval(TimeUnix, INTERVAL greatest($__interval_s, 1) SECOND) AS time, "
+            "avgIf(Value, MetricName = 'vllm.requests.running') AS running, "
+            f"avgIf(Value, MetricName = 'vllm.requests.waiting') AS waiting FROM {prof.gauge} "
+            "WHERE MetricName IN ('vllm.requests.running', 'vllm.requests.waiting') AND $__timeFilter(TimeUnix) "
+            "GROUP BY time ORDER BY time")
+
+
+def trace_sql(prof: Profile = Profile()) -> str:
+    """Grafana's trace view of ``$trace_id`` from the traces table of ``prof`` (times in ms; ``kind`` lower-case
+    without the pre-2024 ``SPAN_KIND_`` prefix, ``statusCode`` 0 unset / 1 ok / 2 error whichever spelling the
+    exporter wrote); tags sorted by key. With JSON attributes the tags are the column's leaf paths (dotted keys are
+    nested objects in a JSON column) with their values as JSON text (strings without quotes)."""
+    if prof.traces_attributes == "json":  # every leaf path of the JSON column, its value as JSON text (strings bare)
+        tags = ("arrayMap(p -> map('key', p, 'value', (arrayFold((acc, k) -> JSONExtractRaw(acc, k), "
+                "splitByChar('.', p), toJSONString({c})) AS r, if(startsWith(r, '\"'), JSONExtractString(r), r)).2), "
+                "JSONAllPaths({c}))")
+    else:
+        tags = "arrayMap(k -> map('key', k, 'value', {c}[k]), arraySort(mapKeys({c})))"
+    return ("WITH '${trace_id}' AS trace_id, "
+            f"(SELECT min(Start) FROM {prof.traces}_trace_id_ts WHERE TraceId = trace_id) AS trace_start, "
+            f"(SELECT max(End) + 1 FROM {prof.traces}_trace_id_ts WHERE TraceId = trace_id) AS trace_end "
+            "SELECT TraceId AS traceID, SpanId AS spanID, ParentSpanId AS parentSpanID, ServiceName AS serviceName, "
+            "SpanName AS operationName, toUnixTimestamp64Nano(Timestamp) / 1000000 AS startTime, "
+            f"Duration / 1000000 AS duration, {tags.format(c='SpanAttributes')} AS tags, "
+            f"{tags.format(c='ResourceAttributes')} AS serviceTags, "
+            "lower(replaceRegexpOne(SpanKind, '^SPAN_KIND_', '')) AS kind, "
+            "multiIf(StatusCode IN ('Error', 'STATUS_CODE_ERROR'), 2, StatusCode IN ('Ok', 'STATUS_CODE_OK'), 1, 0) "
+            "AS statusCode "
+            f"FROM {prof.traces} WHERE TraceId = trace_id AND Timestamp >= trace_start AND Timestamp <= trace_end "
+            "ORDER BY startTime, spanID")
 
 
 def _conditional_all(sql: str, variables: dict[str, str | list[str]]) -> str:
