@@ -319,21 +319,51 @@ static int put_json_str(Buf *b, Slice s) {
     return put(b, "\"", 1);
 }
 
-static int put_double_repr(Buf *b, double v, char code, int precision, int flags) {
-    char *s = PyOS_double_to_string(v, code, precision, flags, NULL);
+/* values.py es6: a finite double as Go's encoding/json prints it (pdata AsString's float64AsString): the shortest
+   round-trip digits (Python's repr), positional for 1e-6 <= |v| < 1e21, else d.ddde-7 / d.ddde+21. */
+static int put_es6(Buf *b, double v) {
+    if (v == 0) return put_cstr(b, signbit(v) ? "-0" : "0");
+    char *s = PyOS_double_to_string(v, 'r', 0, 0, NULL);
     if (!s) return PYERR;
-    int rc = put_cstr(b, s);
+    char digits[40], out[400];
+    int nd = 0, point = 0, seen_point = 0, n = 0;
+    const char *p = s;
+    if (*p == '-') { out[n++] = '-'; p++; }
+    for (; *p && *p != 'e' && nd < 39; p++) {  /* value = 0.DIGITS x 10^point */
+        if (*p == '.') { seen_point = 1; continue; }
+        if (nd == 0 && *p == '0') { if (seen_point) point--; continue; }
+        digits[nd++] = *p;
+        if (!seen_point) point++;
+    }
+    if (*p == 'e') point += atoi(p + 1);
     PyMem_Free(s);
-    return rc;
+    while (nd > 1 && digits[nd - 1] == '0') nd--;
+    double a = fabs(v);
+    if (a < 1e-6 || a >= 1e21) {
+        out[n++] = digits[0];
+        if (nd > 1) { out[n++] = '.'; memcpy(out + n, digits + 1, (size_t)(nd - 1)); n += nd - 1; }
+        int e10 = point - 1;
+        n += snprintf(out + n, sizeof out - (size_t)n, e10 < 0 ? "e-%d" : "e+%02d", e10 < 0 ? -e10 : e10);
+    } else if (point <= 0) {
+        out[n++] = '0'; out[n++] = '.';
+        for (int i = 0; i < -point; i++) out[n++] = '0';
+        memcpy(out + n, digits, (size_t)nd); n += nd;
+    } else if (point >= nd) {
+        memcpy(out + n, digits, (size_t)nd); n += nd;
+        for (int i = nd; i < point; i++) out[n++] = '0';
+    } else {
+        memcpy(out + n, digits, (size_t)point); n += point;
+        out[n++] = '.';
+        memcpy(out + n, digits + point, (size_t)(nd - point)); n += nd - point;
+    }
+    return put(b, out, (size_t)n);
 }
 
-/* values.py _num: NaN/+Inf/-Inf; integral and |v| < 1e21 -> integer digits; else repr(v). */
+/* values.py _num: pdata AsString of a double. */
 static int put_num(Buf *b, double v) {
-    if (isnan(v)) return put_cstr(b, "NaN");
-    if (isinf(v)) return put_cstr(b, v > 0 ? "+Inf" : "-Inf");
-    if (v == 0) return put_cstr(b, "0");
-    if (v == floor(v) && fabs(v) < 1e21) return put_double_repr(b, v, 'f', 0, 0);
-    return put_double_repr(b, v, 'r', 0, 0);
+    if (isnan(v)) return put_cstr(b, "json: unsupported value: NaN");
+    if (isinf(v)) return put_cstr(b, v > 0 ? "json: unsupported value: +Inf" : "json: unsupported value: -Inf");
+    return put_es6(b, v);
 }
 
 static int put_int64(Buf *b, int64_t v) {
@@ -370,12 +400,9 @@ static int put_json_value(Buf *b, const AnyValue *av) {
     case AV_STRING: if (!utf8_ok_s(av->s)) return FALLBACK; return put_json_str(b, av->s);
     case AV_BOOL: return put_cstr(b, av->v ? "true" : "false");
     case AV_INT: return put_int64(b, (int64_t)av->v);
-    case AV_DOUBLE: {
+    case AV_DOUBLE: {  /* Go's json.Marshal fails on a non-finite double: left to the reference converter */
         double d; memcpy(&d, &av->v, 8);
-        if (isfinite(d)) return put_double_repr(b, d, 'r', 0, Py_DTSF_ADD_DOT_0);
-        if (put(b, "\"", 1)) return PYERR;
-        if (put_num(b, d)) return PYERR;
-        return put(b, "\"", 1);
+        return isfinite(d) ? put_es6(b, d) : FALLBACK;
     }
     case AV_BYTES:
         if (put(b, "\"", 1) || put_base64(b, av->s) || put(b, "\"", 1)) return PYERR;
