@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 
 import pytest
 
@@ -87,8 +88,9 @@ def stores(tmp_path_factory):
         through_the_exporter(store, traces, metrics, json_mode=opts["json_mode"],
                              spellings=opts.get("spellings", "current"))
         out[name] = store
-    for store in out.values():
-        assert assemble(store, now + 3600, settle_seconds=0, lookback_seconds=86400) == 2
+    for store in out.values():  # ClickHouse's own 30 s refresh may have assembled them already: either way, two rows
+        assemble(store, now + 3600, settle_seconds=0, lookback_seconds=86400)
+        assert store.query("SELECT count() FROM llm_model_loads FINAL").result_rows == [(2,)]
     yield now, out
     ours.stop()
     Store(cfg.dsn, database=cfg.database).command(f"DROP DATABASE IF EXISTS `{cfg.database}`", use_database=False)
@@ -162,3 +164,21 @@ def test_every_grafana_panel_gives_the_same_result(stores, variant):
             a = rows(s["ours"], grafana.expand_macros(mine.sql, *args))
             b = rows(s[variant], grafana.expand_macros(theirs.sql, *args))
             assert_same(f"panel {mine.title!r} @{interval}s ({variant})", a, b)
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_top_shows_the_same_frame_from_either_database(stores, variant, capsys, monkeypatch):
+    """``vllm-otel top --clickhouse … --once`` on a database no collector serves prints what it prints for ours."""
+    monkeypatch.setenv("COLUMNS", "200")
+    from vllm_otel_collector.store.testing import shared_chdb_path
+    from vllm_otel_inference.cli import main
+
+    _, s = stores
+    frames = []
+    for name in ("ours", variant):
+        assert main(["top", "--clickhouse", f"chdb://{shared_chdb_path()}", "--database", s[name].database,
+                     "--window", "7200", "--once"]) == 0
+        frames.append(re.sub(r"\d\d:\d\d:\d\d", "hh:mm:ss", capsys.readouterr().out))  # the refresh time
+    assert "SmolLM2-135M-Instruct" in frames[0] and "vllm-agent" not in frames[0], frames[0]
+    assert frames[0] == frames[1], "\n".join(__import__("difflib").unified_diff(frames[0].splitlines(),
+                                                                              frames[1].splitlines(), lineterm=""))

@@ -1,4 +1,5 @@
-"""``vllm-otel report`` (HTML page from ClickHouse) and ``vllm-otel top`` (live view from the read API)."""
+"""``vllm-otel report`` (HTML page from ClickHouse) and ``vllm-otel top`` (live view from the read API or
+ClickHouse)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import argparse
 import time
 from pathlib import Path
 
-from vllm_otel_collector.api.client import DEFAULT_API, add_source_args, open_store
+from vllm_otel_collector.api.client import DEFAULT_API, add_source_args, open_store, reads_store
 from vllm_otel_collector.errors import UserError
 
 
@@ -24,8 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("top", help="live terminal view: request rate, p95 TTFT/TPOT, tokens/s, KV cache, alerts",
                        description="Refresh from the collector's read API (/api/v1/stats, /api/v1/alerts, "
-                                   "/api/v1/engine) every --interval seconds; Ctrl-C quits.")
-    add_source_args(p, store=False)
+                                   "/api/v1/engine, /api/v1/startup) every --interval seconds, or with --clickhouse "
+                                   "from ClickHouse directly (the same handlers); Ctrl-C quits.")
+    add_source_args(p)
     p.add_argument("--window", type=float, default=60.0, help="statistics window in seconds (default 60)")
     p.add_argument("--interval", type=float, default=2.0, help="refresh period in seconds (default 2)")
     p.add_argument("--once", action="store_true", help="print one frame and exit")
@@ -55,5 +57,18 @@ def run_top_cmd(args: argparse.Namespace) -> int:
 
     if args.window <= 0 or args.interval <= 0:
         raise UserError("--window and --interval must be positive")
-    return run_top(args.api or DEFAULT_API, window=args.window, interval=args.interval, once=args.once,
-                   token=args.token)
+    if not reads_store(args):
+        return run_top(args.api or DEFAULT_API, window=args.window, interval=args.interval, once=args.once,
+                       token=args.token)
+    from vllm_otel_collector.config import load_config
+    from vllm_otel_collector.plugins import enabled_plugins
+    from vllm_otel_collector.views.top import StoreSource
+
+    cfg = load_config(None)
+    routes = {k: v for p in enabled_plugins(cfg) for k, v in p.create(cfg).routes.items()}
+    store = open_store(args)
+    try:
+        return run_top("", window=args.window, interval=args.interval, once=args.once,
+                       source=StoreSource(store, routes))
+    finally:
+        store.close()

@@ -1,4 +1,6 @@
-"""``vllm-otel top``: a live terminal view of serving health, refreshed from the collector's read API.
+"""``vllm-otel top``: a live terminal view of serving health, refreshed from the collector's read API — or, with
+``--clickhouse``, from the same route handlers run on ClickHouse directly (:class:`StoreSource`: a stock-pipeline
+database that no collector serves).
 
 Sources (all on the read API, default ``http://127.0.0.1:4319``):
 - ``/api/v1/stats?mode=current&window=W`` — per (service, model, operation) window statistics; request rate =
@@ -38,9 +40,36 @@ class Snapshot:
     taken_at: float = field(default_factory=time.time)
 
 
-def fetch_snapshot(api: str, window: float = 60.0, token: str | None = None, timeout: float = 10.0) -> Snapshot:
-    """GET the three routes. Raises :class:`UserError` when the API is unreachable or answers an error."""
-    client = ApiClient(api, token, timeout)
+class StoreSource:
+    """The read-API routes answered straight from a ClickHouse store (``top --clickhouse``): the handlers the
+    collector's API serves (``routes``: path → handler), so both sources give identical frames."""
+
+    def __init__(self, store, routes: dict[str, Any]):
+        self.store, self.routes = store, routes
+
+    def get(self, route: str, params: dict[str, Any]) -> tuple[int, dict]:
+        handler = self.routes.get(route)
+        if handler is None:
+            return 404, {"error": f"no route {route}"}
+        try:
+            return handler(self.store, {k: str(v) for k, v in params.items()})
+        except Exception as exc:  # noqa: BLE001 - one line for the user, as the API would answer
+            return 500, {"error": (str(exc).splitlines() or [type(exc).__name__])[0][:300]}
+
+    def get_ok(self, route: str, params: dict[str, Any]) -> dict:
+        status, body = self.get(route, params)
+        if status != 200:
+            from vllm_otel_collector.errors import UserError
+
+            raise UserError(f"{route} answered {status}: {body.get('error', body)}")
+        return body
+
+
+def fetch_snapshot(api: str, window: float = 60.0, token: str | None = None, timeout: float = 10.0,
+                   source: StoreSource | None = None) -> Snapshot:
+    """GET the routes from the read API at ``api`` (or from ``source``, a store). Raises :class:`UserError` when
+    the API is unreachable or answers an error."""
+    client = source or ApiClient(api, token, timeout)
     stats = client.get_ok("/api/v1/stats", {"mode": "current", "window": window})
     alerts = client.get_ok("/api/v1/alerts", {"state": "firing"})
     status, engine = client.get("/api/v1/engine", {"window": max(window, 120)})
@@ -91,16 +120,17 @@ def render(snap: Snapshot) -> Group:
 
 
 def run_top(api: str, window: float = 60.0, interval: float = 2.0, once: bool = False, token: str | None = None,
-            console: Console | None = None) -> int:
-    """Print one frame (``once``) or refresh every ``interval`` seconds until Ctrl-C (rich Live)."""
+            console: Console | None = None, source: StoreSource | None = None) -> int:
+    """Print one frame (``once``) or refresh every ``interval`` seconds until Ctrl-C (rich Live); from the read API
+    at ``api``, or from ``source`` (a store)."""
     from rich.live import Live
 
     console = console or Console()
     if once:
-        console.print(render(fetch_snapshot(api, window, token)))
+        console.print(render(fetch_snapshot(api, window, token, source=source)))
         return 0
-    with Live(render(fetch_snapshot(api, window, token)), console=console, refresh_per_second=4,
+    with Live(render(fetch_snapshot(api, window, token, source=source)), console=console, refresh_per_second=4,
               screen=False) as live:
         while True:
             time.sleep(interval)
-            live.update(render(fetch_snapshot(api, window, token)))
+            live.update(render(fetch_snapshot(api, window, token, source=source)))
