@@ -217,6 +217,66 @@ def test_merged_submessages_are_left_to_the_reference():
     assert traces_from_bytes(body).columns["SpanAttributes"] == [{"a": '["one","two"]'}]
 
 
+@pytest.mark.parametrize("where", ["span_name", "trace_state", "attribute_key", "string_value", "event_name",
+                                   "link_trace_state", "status_message", "scope_name", "scope_schema_url",
+                                   "resource_schema_url"])
+def test_invalid_utf8_in_any_occurrence_of_a_string_field_is_left_to_the_reference(where):
+    """A singular string field sent twice keeps its last occurrence, but the reference parser refuses invalid UTF-8
+    in any of them, and in the fields we do not store (schema_url): the C parser declines (found by the mutation
+    fuzz: a flipped tag turned a span into a schema_url, and C stored nothing where the reference refused)."""
+    from vllm_otel_collector.otlp.wire import encode_field as ld
+
+    bad = b"\xc0\x80"
+    span = make_span("s", a="x")
+    span.events.add(name="e")
+    span.links.add(trace_id=b"\x01" * 16, span_id=b"\x02" * 8, trace_state="t")
+    span.status.message = "m"
+    req = make_request([span])
+    rs, = req.resource_spans
+    ss, = rs.scope_spans
+    sp = ss.spans[0]
+    extra_span = b""
+    if where == "span_name":
+        extra_span = ld(5, bad) + ld(5, b"ok")
+    elif where == "trace_state":
+        extra_span = ld(3, bad) + ld(3, b"ok")
+    elif where == "attribute_key":
+        extra_span = ld(9, ld(1, bad) + ld(1, b"k") + ld(2, ld(1, b"v")))
+    elif where == "string_value":
+        extra_span = ld(9, ld(1, b"k") + ld(2, ld(1, bad) + ld(1, b"v")))
+    elif where == "event_name":
+        del sp.events[:]
+        extra_span = ld(11, b"\x11" + (1).to_bytes(8, "little") + ld(2, bad) + ld(2, b"e"))
+    elif where == "link_trace_state":
+        del sp.links[:]
+        extra_span = ld(13, ld(1, b"\x01" * 16) + ld(2, b"\x02" * 8) + ld(3, bad) + ld(3, b"t"))
+    elif where == "status_message":
+        sp.ClearField("status")
+        extra_span = ld(15, ld(2, bad) + ld(2, b"m"))
+    span_bytes = sp.SerializeToString() + extra_span
+    del ss.spans[:]
+    scope = ss.scope.SerializeToString()
+    ss.ClearField("scope")
+    if where == "scope_name":
+        scope = ld(1, bad) + ld(1, b"scope")
+    ss_bytes = ss.SerializeToString() + ld(1, scope) + ld(2, span_bytes)
+    if where == "scope_schema_url":
+        ss_bytes += ld(3, bad)
+    del rs.scope_spans[:]
+    rs_bytes = rs.SerializeToString() + ld(2, ss_bytes)
+    if where == "resource_schema_url":
+        rs_bytes += ld(3, bad)
+    body = ld(1, rs_bytes)
+    assert convert_traces_fast(body) is None
+    try:
+        ref = traces_from_bytes(body)
+    except ValueError:  # MalformedRequest: refused whole
+        return
+    assert ref.rejected == 1 and ref.rows == 0
+    if where.endswith("schema_url"):  # a valid schema_url keeps the C path
+        assert convert_traces_fast(body.replace(bad, b"ok")) is not None
+
+
 def test_malformed_framing_is_declined_not_raised():
     good = make_request([make_span("ok")]).SerializeToString()
     for body in (good[:-3], b"\x0a\xff\xff\xff\xff\x0f", b"\x08"):

@@ -252,6 +252,15 @@ static int utf8_ok(const uint8_t *s, size_t n) {
 }
 static inline int utf8_ok_s(Slice s) { return utf8_ok(s.p, s.n); }
 
+/* Marks field `num` (< 32) seen; returns 1 when it was already. */
+static inline int once(unsigned *seen, uint32_t num) {
+    unsigned bit = 1u << num;
+    if (*seen & bit) return 1;
+    *seen |= bit;
+    return 0;
+}
+
+
 /* Characters (code points) of valid UTF-8. */
 static size_t utf8_chars(const char *s, size_t n) {
     size_t c = 0;
@@ -386,8 +395,9 @@ static int parse_any(Slice s, AnyValue *av) {
         if (f.num < 1 || f.num > 7) continue;
         int want = (f.num == 2 || f.num == 3) ? 0 : (f.num == 4 ? 1 : 2);
         if (f.wt != want) return FALLBACK;
-        /* a repeated array/kvlist field merges in protobuf: left to the reference parser */
-        if ((f.num == 5 || f.num == 6) && messages++) return FALLBACK;
+        /* a second value field (the oneof's last wins, an array/kvlist merges, and the reference parser validates
+         * the UTF-8 of every string occurrence): left to the reference parser */
+        if (messages++) return FALLBACK;
         av->kind = (int)f.num; av->v = f.v; av->s = f.s;
     }
     return rc == 0 ? OK : FALLBACK;
@@ -500,10 +510,10 @@ static int encode_kvs(St *st, const Slice *kv, size_t count, LC *keys, Buf *key_
     for (size_t n = 1; n <= count; n++) {
         Field f; f.s = kv[n - 1];
         Slice key = { (const uint8_t *)"", 0 }, val = { NULL, 0 };
-        int has_val = 0;
+        int has_val = 0, has_key = 0;
         Rd kr = rd_of(f.s); Field kf; int krc;
         while ((krc = rd_field(&kr, &kf)) == 1) {
-            if (kf.num == 1) { if (kf.wt != 2) return FALLBACK; key = kf.s; }
+            if (kf.num == 1) { if (kf.wt != 2 || has_key++) return FALLBACK; key = kf.s; }
             else if (kf.num == 2) { if (kf.wt != 2 || has_val) return FALLBACK; val = kf.s; has_val = 1; }
         }
         if (krc != 0 || !utf8_ok_s(key)) return FALLBACK;
@@ -579,8 +589,10 @@ static int do_span(St *st, Slice span, Slice scope_name, Slice scope_ver) {
     Slice tid = {0}, sid = {0}, tstate = {0}, pid = {0}, name = {0}, status = {0};
     uint64_t kind = 0, start = 0, end = 0;
     int has_status = 0;
+    unsigned seen = 0;
     st->span_kvs.n = st->events.n = st->links.n = 0;
     while ((rc = rd_field(&r, &f)) == 1) {
+        if ((f.num == 3 || f.num == 5) && once(&seen, f.num)) return FALLBACK;  /* trace_state, name: strings */
         switch (f.num) {
         case 1: if (f.wt != 2) return FALLBACK; tid = f.s; break;
         case 2: if (f.wt != 2) return FALLBACK; sid = f.s; break;
@@ -605,9 +617,9 @@ static int do_span(St *st, Slice span, Slice scope_name, Slice scope_ver) {
     uint64_t code = 0;
     Slice smsg = { (const uint8_t *)"", 0 };
     if (has_status) {
-        Rd sr = rd_of(status); Field sf; int src;
+        Rd sr = rd_of(status); Field sf; int src; unsigned sseen = 0;
         while ((src = rd_field(&sr, &sf)) == 1) {
-            if (sf.num == 2) { if (sf.wt != 2) return FALLBACK; smsg = sf.s; }
+            if (sf.num == 2) { if (sf.wt != 2 || once(&sseen, 2)) return FALLBACK; smsg = sf.s; }
             else if (sf.num == 3) { if (sf.wt != 0) return FALLBACK; code = sf.v; }
         }
         if (src != 0 || code > 2 || !utf8_ok_s(smsg)) return FALLBACK;
@@ -623,11 +635,11 @@ static int do_span(St *st, Slice span, Slice scope_name, Slice scope_ver) {
     for (size_t i = 0; i < n_events; i++) {
         f.s = st->events.a[i];
         {
-            Rd er = rd_of(f.s); Field ef; int erc;
+            Rd er = rd_of(f.s); Field ef; int erc; unsigned eseen = 0;
             uint64_t t = 0; Slice en = { (const uint8_t *)"", 0 };
             while ((erc = rd_field(&er, &ef)) == 1) {
                 if (ef.num == 1) { if (ef.wt != 1) return FALLBACK; t = ef.v; }
-                else if (ef.num == 2) { if (ef.wt != 2) return FALLBACK; en = ef.s; }
+                else if (ef.num == 2) { if (ef.wt != 2 || once(&eseen, 2)) return FALLBACK; en = ef.s; }
             }
             if (erc != 0 || t > time_ns_max || !utf8_ok_s(en)) return FALLBACK;
             uint64_t ea = 0;
@@ -640,11 +652,11 @@ static int do_span(St *st, Slice span, Slice scope_name, Slice scope_ver) {
     for (size_t i = 0; i < n_links; i++) {
         f.s = st->links.a[i];
         {
-            Rd lr = rd_of(f.s); Field lf; int lrc;
+            Rd lr = rd_of(f.s); Field lf; int lrc; unsigned lseen = 0;
             Slice lt = {0}, ls = {0}, lst = {0};
             while ((lrc = rd_field(&lr, &lf)) == 1) {
                 if (lf.num >= 1 && lf.num <= 3) {
-                    if (lf.wt != 2) return FALLBACK;
+                    if (lf.wt != 2 || (lf.num == 3 && once(&lseen, 3))) return FALLBACK;
                     if (lf.num == 1) lt = lf.s; else if (lf.num == 2) ls = lf.s; else lst = lf.s;
                 }
             }
@@ -679,13 +691,17 @@ static int do_span(St *st, Slice span, Slice scope_name, Slice scope_ver) {
 }
 
 /* ResourceSpans / ScopeSpans: their singular message field 1 (resource / scope), checking that the repeated field 2
- * (scope_spans / spans) is length-delimited. */
+ * (scope_spans / spans) is length-delimited and that field 3 (schema_url, not stored) is valid UTF-8.
+ *
+ * A singular string field that occurs twice goes to the Python path everywhere below: protobuf keeps the last
+ * occurrence, but the reference parser refuses invalid UTF-8 in any of them. */
 static int header_field(Slice msg, Slice *one, int *has) {
     Rd r = rd_of(msg); Field f; int rc;
     *has = 0;
     while ((rc = rd_field(&r, &f)) == 1) {
         if (f.num == 1) { if (f.wt != 2 || *has) return FALLBACK; *one = f.s; *has = 1; }
         else if (f.num == 2 && f.wt != 2) return FALLBACK;
+        else if (f.num == 3 && (f.wt != 2 || !utf8_ok_s(f.s))) return FALLBACK;  /* schema_url: a string too */
     }
     return rc == 0 ? OK : FALLBACK;
 }
@@ -696,10 +712,12 @@ static int do_scope_spans(St *st, Slice ss) {
     if (header_field(ss, &scope, &has_scope)) return FALLBACK;
     Slice sname = { (const uint8_t *)"", 0 }, sver = { (const uint8_t *)"", 0 };
     if (has_scope) {
-        Rd sr = rd_of(scope); Field sf; int src;
+        Rd sr = rd_of(scope); Field sf; int src; unsigned seen = 0;
         while ((src = rd_field(&sr, &sf)) == 1) {
-            if (sf.num == 1) { if (sf.wt != 2) return FALLBACK; sname = sf.s; }
-            else if (sf.num == 2) { if (sf.wt != 2) return FALLBACK; sver = sf.s; }
+            if (sf.num == 1 || sf.num == 2) {
+                if (sf.wt != 2 || once(&seen, sf.num)) return FALLBACK;
+                if (sf.num == 1) sname = sf.s; else sver = sf.s;
+            }
             else if (sf.num == 3) return FALLBACK;  /* scope attributes: validated by the Python path */
         }
         if (src != 0 || !utf8_ok_s(sname) || !utf8_ok_s(sver)) return FALLBACK;
