@@ -219,17 +219,21 @@ def test_spec_decode_and_lora_metrics(tiny_model_dir, tmp_path):
         async def workload():
             async with httpx.AsyncClient(timeout=120) as client:
                 repeat = " ".join(["alpha beta gamma delta"] * 12)
-                long_lora = asyncio.ensure_future(_chat(client, base, repeat, 300, model="tiny-lora",
-                                                        temperature=0.0))
-                deadline = time.monotonic() + 60
-                while not long_lora.done() and time.monotonic() < deadline:
+                # The running-LoRA gauge is read at a metric export (every 0.5 s): an adapter request runs until
+                # one export has shown it running — a request that finished unseen is followed by another.
+                lora_runs = []
+                deadline = time.monotonic() + 240
+                while time.monotonic() < deadline:
+                    if not lora_runs or lora_runs[-1].done():
+                        lora_runs.append(asyncio.ensure_future(_chat(client, base, repeat, 1500, model="tiny-lora",
+                                                                     temperature=0.0)))
                     seen_lora.extend(p.value for p in receiver.points(sc.METRIC_LORA_RUNNING)
                                      if p.attributes.get(sc.VLLM_LORA_NAME) == "tiny-lora")
                     if seen_lora and max(seen_lora) >= 1:
                         break
                     await asyncio.sleep(0.1)
-                await asyncio.gather(long_lora, *[_chat(client, base, repeat, 40, temperature=0.0)
-                                                  for _ in range(4)])
+                await asyncio.gather(*lora_runs, *[_chat(client, base, repeat, 40, temperature=0.0)
+                                                   for _ in range(4)])
 
         asyncio.run(workload())
         after = _settle(receiver, base)
