@@ -67,8 +67,8 @@ def test_services_images_and_healthchecks(compose):
     assert re.fullmatch(r"clickhouse/clickhouse-server:\d+\.\d+(\.\d+)*", services["clickhouse"]["image"])
 
 
-def test_named_volumes_declared_and_bind_mounts_exist(compose, scale):
-    for doc in (compose, scale):
+def test_named_volumes_declared_and_bind_mounts_exist(compose, scale, stock):
+    for doc in (compose, scale, stock):
         for svc in doc["services"].values():
             for vol in svc.get("volumes", []) or []:
                 src = vol.split(":")[0]
@@ -132,26 +132,89 @@ def test_vllm_cpu_command_parses_with_vllms_parser(compose):
     assert (args.model, args.port, args.max_model_len) == ("/models/smollm2", 8000, 2048)
 
 
-def test_scale_out_gateway_routes_by_trace_id(scale):
-    gw = yaml.safe_load((DEPLOY / "scale-out" / "otel-gateway.yaml").read_text())
+@pytest.fixture(scope="module")
+def stock() -> dict:
+    return _load(DEPLOY / "otelcol" / "docker-compose.otelcol.yml")
+
+
+def test_stock_pipeline_collector_config(stock, scale):
+    """The contrib Collector writes every signal into ClickHouse with the schema vllm-otel migrate owns, batching in
+    its sending queue and retrying; no vllm-otel collector in either overlay."""
+    cfg = yaml.safe_load((DEPLOY / "otelcol" / "otelcol.yaml").read_text())
+    ch = cfg["exporters"]["clickhouse"]
+    assert ch["create_schema"] is False and ch["async_insert"] is False
+    assert ch["sending_queue"]["batch"]["min_size"] >= 5000 and ch["sending_queue"]["block_on_overflow"] is True
+    assert ch["retry_on_failure"]["enabled"] is True and "materialized_views_ignore_errors" not in ch
+    assert ch["metrics_tables"]["exponential_histogram"]["name"] == "otel_metrics_exponential_histogram"
+    assert ch["metrics_tables"]["summary"]["name"] == "otel_metrics_summary"
+    pipes = cfg["service"]["pipelines"]
+    assert "clickhouse" in pipes["traces"]["exporters"] and pipes["metrics"]["exporters"] == ["clickhouse"]
+    assert cfg["receivers"]["otlp"]["protocols"]["grpc"]["auth"]["authenticator"] == "bearertokenauth"
+    parser = build_parser()
+    for doc in (stock, scale):
+        services = doc["services"]
+        assert services["collector"]["profiles"] == ["vllm-otel-collector"]  # not started
+        migrate = parser.parse_args(services["migrate"]["command"])
+        analyzer = parser.parse_args(services["analyzer"]["command"])
+        assert (migrate.command, analyzer.command) == ("migrate", "analyzer")
+        assert services["otelcol"]["depends_on"] and services["analyzer"]["deploy"]["replicas"] == 2
+    assert parser.parse_args(scale["services"]["migrate"]["command"]).cluster == "llm"
+    assert scale["services"]["otelcol"]["environment"]["CLICKHOUSE_DB"] == "otel_all"
+    assert parser.parse_args(scale["services"]["analyzer"]["command"]).database == "otel_all"
+
+
+def test_gateway_routes_by_trace_id(scale):
+    gw = yaml.safe_load((DEPLOY / "otelcol" / "gateway.yaml").read_text())
     lb = gw["exporters"]["loadbalancing/traces"]
-    assert lb["routing_key"] == "traceID" and lb["resolver"]["dns"]["hostname"] == "collector"
+    assert lb["routing_key"] == "traceID" and lb["resolver"]["dns"]["hostname"] == "otelcol"
     assert gw["service"]["pipelines"]["traces"]["exporters"] == ["loadbalancing/traces"]
-    assert scale["services"]["collector"]["deploy"]["replicas"] == 3
-    assert scale["services"]["collector"]["environment"]["VLLM_OTEL_COLLECTOR_CLUSTER"] == "llm"
+    assert scale["services"]["otelcol"]["deploy"]["replicas"] == 2
     assert scale["services"]["vllm"]["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-gateway:4317"
 
 
+def test_compose_files_state_the_version_they_need():
+    for path in (DEPLOY / "otelcol" / "docker-compose.otelcol.yml", DEPLOY / "scale-out" / "docker-compose.scale.yml"):
+        text = path.read_text()
+        if "!override" in text or "!reset" in text:
+            assert "Compose >= 2.24" in text, path
+
+
+TABLE_MACROS = {"traces": "otel_traces", "gauge": "otel_metrics_gauge", "sum": "otel_metrics_sum",
+                "histogram": "otel_metrics_histogram", "summary": "otel_metrics_summary",
+                "exponential_histogram": "otel_metrics_exponential_histogram"}
+
+
 def test_distributed_tables_cover_every_migrated_table():
-    migrations = REPO / "collector_processor" / "vllm_otel_collector" / "store" / "migrations"
-    tables = set()
-    for f in migrations.glob("*.sql"):  # tables of one replication group across the shards need none
-        tables |= set(re.findall(r"CREATE TABLE IF NOT EXISTS \$\{db\}\.(\w+)(?![^;]*\$\{global:)", f.read_text()))
+    """Every table of every migration (core and analytics) has its otel_all Distributed table: on cluster llm, or on
+    llm_one for the tables one replication group holds whole."""
+    tables, global_tables = set(), {"schema_migrations"}
+    roots = [REPO / "collector_processor" / "vllm_otel_collector" / d / "migrations" for d in ("store", "analytics")]
+    for f in (p for root in roots for p in root.glob("*.sql")):
+        for stmt in f.read_text().split(";"):
+            m = re.search(r"CREATE TABLE IF NOT EXISTS (?:\$\{db\}\.([\w${}]+)|\$\{(\w+)\})", stmt)
+            if m:
+                name = (m[1] or TABLE_MACROS[m[2]]).replace("${traces_name}", "otel_traces")
+                (global_tables if "${global:" in stmt else tables).add(name)
     sql = (DEPLOY / "scale-out" / "clickhouse" / "distributed.sql").read_text()
-    dist = set(re.findall(r"CREATE TABLE IF NOT EXISTS otel_all\.(\w+) ON CLUSTER llm AS otel\.(\w+)", sql))
-    assert all(a == b for a, b in dist)
-    missing = tables - {a for a, _ in dist} - {"schema_migrations", "span_levels"}
-    assert not missing, f"no Distributed table for {sorted(missing)}"
+    dist = {a: c for a, c in re.findall(
+        r"CREATE TABLE IF NOT EXISTS otel_all\.(\w+) ON CLUSTER llm AS otel\.\w+ ENGINE = Distributed\((\w+), otel,", sql)}
+    assert len(tables) > 10 and not tables - {t for t, c in dist.items() if c == "llm"}, sorted(tables - set(dist))
+    assert global_tables == {t for t, c in dist.items() if c == "llm_one"}
+
+
+def test_distributed_sql_parses():
+    """Each statement of distributed.sql is valid ClickHouse SQL (its parser, through chDB's formatQuery)."""
+    from vllm_otel_collector.store.testing import fresh_store
+
+    store = fresh_store("deploy_sql", apply_migrations=False)
+    try:
+        text = "\n".join(line for line in (DEPLOY / "scale-out" / "clickhouse" / "distributed.sql").read_text()
+                         .splitlines() if not line.startswith("--"))
+        for stmt in filter(None, (s.strip() for s in text.split(";"))):
+            assert store.query("SELECT formatQuery({q:String})", parameters={"q": stmt}).result_rows[0][0]
+    finally:
+        store.command(f"DROP DATABASE IF EXISTS `{store.database}`", use_database=False)
+        store.close()
 
 
 def test_scale_out_guide_references_existing_files():
