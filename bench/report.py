@@ -17,10 +17,11 @@ from bench.common import ROOT
 from bench.plots import PLOTS
 
 ANALYSIS = ROOT / "bench" / "analysis.md"
-ORDER = ("overhead", "overhead_served", "ingest", "queries", "storage", "truth")
+ORDER = ("overhead", "overhead_served", "ingest", "queries", "storage", "truth", "analytics_insert")
 TITLES = {"overhead": "1. Instrumentation overhead", "overhead_served": "1b. Instrumentation overhead, served",
           "ingest": "2. Collector ingest", "queries": "3. Queries",
-          "storage": "4. Storage", "truth": "5. Truth (TTFT)"}
+          "storage": "4. Storage", "truth": "5. Truth (TTFT)",
+          "analytics_insert": "6. Analytics in ClickHouse: what the materialized views cost at insert"}
 
 
 def _f(v, digits: int = 3) -> str:
@@ -231,7 +232,23 @@ def _served_breakdown(b: dict) -> list[str]:
     return out + [""]
 
 
-SECTIONS = {"overhead": _overhead, "overhead_served": _overhead_served, "ingest": _ingest, "queries": _queries, "storage": _storage, "truth": _truth}
+def _analytics_insert(res: dict) -> list[str]:
+    s = res["summary"]
+    out = [f"Exporter-shaped spans (one in four a request span) in Native blocks, {s['rounds']} rounds per block size, "
+           "bare and analytics databases alternating; medians (min…max) over the rounds.", "",
+           "| block rows | spans | inserts | CPU ratio analytics / bare | extra CPU per insert (ms) | "
+           "extra CPU per request span (µs) | bare spans / CPU-s | analytics spans / CPU-s |",
+           "|---|---|---|---|---|---|---|---|"]
+    for rows, b in s["by_block_rows"].items():
+        out.append(f"| {int(rows):,} | {b['spans']:,} | {b['inserts']:,} | {_sp(b['cpu_ratio'])} | "
+                   f"{_sp(b['extra_ms_per_insert'])} | {_sp(b['extra_us_per_request_span'])} | "
+                   f"{_sp(b['bare_spans_per_cpu_s'])} | {_sp(b['analytics_spans_per_cpu_s'])} |")
+    out += ["", "Deterministic checks: " + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in s["checks"].items())
+            + "."]
+    return out + [""]
+
+
+SECTIONS = {"analytics_insert": _analytics_insert, "overhead": _overhead, "overhead_served": _overhead_served, "ingest": _ingest, "queries": _queries, "storage": _storage, "truth": _truth}
 
 
 def render(results_dir: Path, docs_path: Path) -> Path:

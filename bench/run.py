@@ -29,6 +29,7 @@ BENCHMARKS: dict[str, tuple[str, int]] = {
     "overhead": ("bench.overhead", 2400),
     "overhead_served": ("bench.overhead_served", 1800),
     "truth": ("bench.truth", 1200),
+    "analytics_insert": ("bench.analytics_insert", 1800),
 }
 SMOKE_DIR = RESULTS_DIR / "smoke"
 #: Too slow for the smoke run (three vLLM servers); full runs only.

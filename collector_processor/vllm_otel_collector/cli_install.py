@@ -9,8 +9,11 @@ import logging
 import signal
 import threading
 
+from vllm_otel_collector.store.schema import DEFAULT_TABLES
+
 _TABLE_FLAGS = (("traces", "traces-table"), ("gauge", "gauge-table"), ("sum", "sum-table"),
-                ("histogram", "histogram-table"), ("exponential_histogram", "exp-histogram-table"))
+                ("histogram", "histogram-table"), ("exponential_histogram", "exp-histogram-table"),
+                ("summary", "summary-table"))
 
 
 def _store_flags(p: argparse.ArgumentParser) -> None:
@@ -34,8 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     _store_flags(m)
     for kind, flag in _TABLE_FLAGS:
         m.add_argument(f"--{flag}", metavar="NAME", dest=f"table_{kind}",
-                       help=f"the exporter's {kind.replace('_', ' ')} table (default otel_"
-                            f"{'traces' if kind == 'traces' else 'metrics_' + kind})")
+                       help=f"the exporter's {kind.replace('_', ' ')} table (default "
+                            f"{DEFAULT_TABLES[kind]}" + (", or otel_metrics_exp_histogram when only that exists)"
+                                                         if kind == "exponential_histogram" else ")"))
     m.add_argument("--attributes", choices=["map", "json"],
                    help="assert the exporter's attribute mode (json: true → json); read from the tables otherwise")
     m.add_argument("--cluster", metavar="NAME", help="run the DDL ON CLUSTER NAME with Replicated engines")

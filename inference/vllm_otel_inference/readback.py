@@ -137,10 +137,9 @@ def summarize(rows: list[RequestRow], expected: int, wall_s: float) -> dict:
 def model_load(store) -> dict | None:
     """Assemble the model-load row(s) now (no settle delay: the demo knows loading is over) and return the newest
     ``llm_model_loads`` row as a dict (seconds, bytes; ``None`` values where no span carried them), or ``None``."""
-    from vllm_otel_collector.analytics import AnalyticsConfig, Thresholds
-    from vllm_otel_collector.analytics.loads import assemble_pending
+    from vllm_otel_collector.analytics.loads import assemble
 
-    assemble_pending(store, time.time(), Thresholds(AnalyticsConfig.load(None).levels), settle_seconds=0.0)
+    assemble(store, time.time(), settle_seconds=0.0)
     result = store.query(
         "SELECT TraceId, Model, LoadSeconds, ColdStartSeconds, WeightsBytes, WeightsSeconds, CompileSeconds, CompileCacheHit, "
         "KVCacheBlocks, KVCacheBytes, MemoryPeakBytes, LoadLevel, SpanCount "

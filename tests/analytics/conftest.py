@@ -41,10 +41,20 @@ def collector(request, tmp_path):
     Store(cfg.dsn, database=cfg.database).command(f"DROP DATABASE IF EXISTS `{cfg.database}`", use_database=False)
 
 
-@pytest.fixture(scope="session")
-def shared_store():
-    """One migrated store for the whole session, for property tests that only run queries (no table writes)."""
-    s = fresh_store("an_shared")
+def _dropped_after(prefix: str):
+    s = fresh_store(prefix)
     yield s
     s.command(f"DROP DATABASE IF EXISTS `{s.database}`", use_database=False)
     s.close()
+
+
+@pytest.fixture(scope="session")
+def shared_store():
+    """One migrated store for the whole session, for property tests that only run queries (no table writes)."""
+    yield from _dropped_after("an_shared")
+
+
+@pytest.fixture(scope="module")
+def module_store():
+    """One migrated store per test module, for tests (property tests among them) that share its tables."""
+    yield from _dropped_after("an_module")

@@ -10,9 +10,11 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from opentelemetry.instrumentation.vllm import semconv as sc
+from vllm_otel_collector.analytics import sqlnames
 from vllm_otel_collector.analytics.config import AnalyticsConfig
-from vllm_otel_collector.analytics.levels import Thresholds, glob_regex, level
+from vllm_otel_collector.analytics.levels import GLOB_SLOTS, Thresholds, compile_lookup, glob_kind, glob_regex, level
 from vllm_otel_collector.analytics.sync import stored_thresholds, sync, sync_thresholds
+from vllm_otel_collector.errors import UserError
 
 from .synth import request, span, store_spans
 
@@ -163,3 +165,47 @@ def test_levels_are_monotonic_in_value():
         assert order.index(level(lo, thr)) <= order.index(level(hi, thr))
 
     check()
+
+
+_NAMES = st.text(alphabet="ab.*?[]!", max_size=4)
+_ENTRY = st.tuples(st.one_of(_NAMES, st.just("*")), st.sampled_from(["duration", "ttft"]),
+                   st.floats(0.001, 100, allow_nan=False))
+
+
+def _within_slots(entries) -> bool:
+    try:
+        for m in ("duration", "ttft"):
+            compile_lookup(entries, m)
+    except ValueError:
+        return False
+    return True
+
+
+@settings(max_examples=60, deadline=None)
+@given(entries=st.lists(_ENTRY, max_size=8).filter(_within_slots),
+       names=st.lists(st.text(alphabet="ab.*?[]!", max_size=4), min_size=1, max_size=10))
+def test_the_views_lookup_gives_every_span_name_the_first_matching_entrys_threshold(module_store, entries, names):
+    """The compiled per-metric lookup (``llm_level_lookup``), evaluated by the views' own SQL, equals the first
+    matching entry in config order (``fnmatch``) for any entries and any span name — exact names, globs, ``*``."""
+    sync_thresholds(module_store, entries)
+    names = names + [e[0] for e in entries]  # the configured names themselves, as span names
+    expr = {m: sqlnames.resolve(f"LOOKUP_{m.upper()}") for m in ("duration", "ttft")}
+    with_request = sqlnames.resolve("WITH_REQUEST_THRESHOLDS").replace("${db}", f"`{module_store.database}`")
+    with_duration = sqlnames.resolve("WITH_DURATION_THRESHOLDS").replace("${db}", f"`{module_store.database}`")
+    got = {m: module_store.query(f"WITH {w} SELECT {expr[m]} FROM (SELECT arrayJoin({{n:Array(String)}}) AS SpanName)",
+                                parameters={"n": names}).result_rows
+           for m, w in (("ttft", with_request), ("duration", with_duration))}
+    thr = Thresholds.of(entries)
+    for m in ("duration", "ttft"):
+        assert [r[0] for r in got[m]] == [thr.get(n, m) or 0.0 for n in names]
+
+
+def test_more_wildcard_globs_than_the_views_match_are_refused():
+    entries = [(f"g{i}*", "ttft", 1.0) for i in range(GLOB_SLOTS + 1)]
+    with pytest.raises(ValueError, match="at most 4 wildcard"):
+        compile_lookup(entries, "ttft")
+    # after a '*' entry the later globs are unreachable: not counted
+    assert compile_lookup([("*", "ttft", 2.0)] + entries, "ttft")[4] == 2.0
+    assert [glob_kind(g) for g in ("*", "chat m", "chat *", "a?", "[ab]")] == ["all", "exact", "glob", "glob", "glob"]
+    with pytest.raises(UserError, match="at levels: .*at most 4 wildcard"):
+        AnalyticsConfig.load({"levels": [{"span": s, "metric": "ttft", "threshold_seconds": 1.0} for s, _, _ in entries]})

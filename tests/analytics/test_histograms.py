@@ -76,25 +76,15 @@ def test_downscale_equals_indexing_at_the_lower_scale(values, shift):
 @settings(max_examples=25, deadline=None)
 @given(st.lists(st.one_of(st.floats(min_value=0.0, max_value=1e6), st.none()), min_size=1, max_size=80),
        st.integers(min_value=1, max_value=5))
-def test_downscale_in_sql_equals_python(store_once, values, shift):
+def test_downscale_in_sql_equals_python(module_store, values, shift):
     sql = (f"SELECT groupArray(({H.heatmap_key_sql('k', shift)}, c)) FROM (SELECT k, c FROM (SELECT "
            f"{H.state_sql('v')} AS h FROM (SELECT arrayJoin({{vals:Array(Nullable(Float64))}}) AS v)) "
            "ARRAY JOIN mapKeys(h) AS k, mapValues(h) AS c)")
-    pairs = store_once.query(sql, parameters={"vals": values}).result_rows[0][0]
+    pairs = module_store.query(sql, parameters={"vals": values}).result_rows[0][0]
     acc: dict[int, int] = {}
     for k, c in pairs:
         acc[k] = acc.get(k, 0) + c
     assert acc == H.downscale(H.counts_of(values), shift)
-
-
-@pytest.fixture(scope="module")
-def store_once():
-    from vllm_otel_collector.store.testing import fresh_store
-
-    s = fresh_store("hist")
-    yield s
-    s.command(f"DROP DATABASE IF EXISTS `{s.database}`", use_database=False)
-    s.close()
 
 
 def test_quantile_edge_cases():

@@ -323,10 +323,12 @@ def metrics_ddl(kind: str, table: str, time_type: str = "DateTime64(9)", metric_
         "exponential_histogram": "Count UInt64, Sum Float64, Scale Int32, ZeroCount UInt64, PositiveOffset Int32, "
                                  "PositiveBucketCounts Array(UInt64), NegativeOffset Int32, "
                                  "NegativeBucketCounts Array(UInt64),",
+        "summary": "Count UInt64, Sum Float64, ValueAtQuantiles Nested(Quantile Float64, Value Float64),",
     }[kind]
     tail = {"gauge": "", "sum": "AggregationTemporality Int32, IsMonotonic Boolean,",
             "histogram": "Flags UInt32, Min Float64, Max Float64, AggregationTemporality Int32,",
-            "exponential_histogram": "Flags UInt32, Min Float64, Max Float64, AggregationTemporality Int32,"}[kind]
+            "exponential_histogram": "Flags UInt32, Min Float64, Max Float64, AggregationTemporality Int32,",
+            "summary": "Flags UInt32,"}[kind]
     order = ("(ServiceName, MetricName, toStartOfHour(TimeUnix), cityHash64(Attributes), TimeUnix)"
              if time_type == "DateTime" and not json_mode
              else "(ServiceName, MetricName, toUnixTimestamp64Nano(TimeUnix))" if json_mode
@@ -352,9 +354,10 @@ def create_exporter_tables(store, json_mode: bool = False, variant: str = "curre
     """Create every table the exporter creates with ``create_schema: true``; returns kind → table name."""
     names = {"traces": "otel_traces", "gauge": "otel_metrics_gauge", "sum": "otel_metrics_sum",
              "histogram": "otel_metrics_histogram",
-             "exponential_histogram": "otel_metrics_exponential_histogram", **(tables or {})}
+             "exponential_histogram": "otel_metrics_exponential_histogram", "summary": "otel_metrics_summary",
+             **(tables or {})}
     for stmt in traces_ddl(names["traces"], variant, json_mode):
         store.command(stmt)
-    for kind in ("gauge", "sum", "histogram", "exponential_histogram"):
+    for kind in ("gauge", "sum", "histogram", "exponential_histogram", "summary"):
         store.command(metrics_ddl(kind, names[kind], time_type, metric_name, json_mode))
     return names

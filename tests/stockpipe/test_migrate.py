@@ -43,12 +43,13 @@ def test_an_empty_database_gets_contrib_tables_and_every_analytics_object(empty_
     report = install(empty_store, make_config(empty_store))
     found = tables(empty_store)
     contrib = {"otel_traces", "otel_traces_trace_id_ts", "otel_metrics_gauge", "otel_metrics_sum",
-               "otel_metrics_histogram", "otel_metrics_exponential_histogram"}
+               "otel_metrics_histogram", "otel_metrics_exponential_histogram", "otel_metrics_summary"}
     assert contrib | DERIVED | VIEWS <= set(found)
     assert found["llm_requests_mv"] == found["llm_startup_spans_mv"] == "MaterializedView"
     assert found["llm_model_loads_live"] == "View"
     assert report.applied == every_version()
-    assert [s.exists for s in report.shapes] == [False] * 5
+    assert [s.exists for s in report.shapes] == [False] * 6
+    assert "otel_metrics_summary" in found  # the exporter inserts summaries there: a missing table fails its push
     assert recorded(empty_store) == Profile()
     defaults = AnalyticsConfig().levels
     assert stored_thresholds(empty_store) == [(e.span, e.metric, e.threshold_seconds) for e in defaults]
@@ -81,7 +82,7 @@ def test_exporter_tables_of_every_variant_are_served_as_they_are(empty_store, ma
 
 def test_renamed_tables_are_served_and_recorded(empty_store, make_config):
     renamed = {"traces": "spans", "gauge": "m_gauge", "sum": "m_sum", "histogram": "m_hist",
-               "exponential_histogram": "m_exp"}
+               "exponential_histogram": "m_exp", "summary": "m_summary"}
     create_exporter_tables(empty_store, tables=renamed)
     install(empty_store, make_config(empty_store), tables=renamed)
     assert "otel_traces" not in tables(empty_store)
@@ -122,6 +123,14 @@ def test_a_table_it_cannot_serve_is_refused_in_one_line_and_nothing_changes(empt
     err = capsys.readouterr().err.strip()
     assert code == 2 and "\n" not in err and reason.split("'")[0] in err
     assert tables(empty_store) == before
+
+
+def test_the_newer_exporters_exp_histogram_name_is_found(empty_store, make_config):
+    """Newer exporters default to otel_metrics_exp_histogram: when only that table exists, it is served."""
+    create_exporter_tables(empty_store, tables={"exponential_histogram": "otel_metrics_exp_histogram"})
+    install(empty_store, make_config(empty_store))
+    assert recorded(empty_store).exponential_histogram == "otel_metrics_exp_histogram"
+    assert "otel_metrics_exponential_histogram" not in tables(empty_store)
 
 
 def test_dry_run_prints_the_sql_and_changes_nothing(empty_store, capsys):

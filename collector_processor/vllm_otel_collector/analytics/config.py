@@ -14,14 +14,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from vllm_otel_collector.errors import UserError
 from vllm_otel_collector.yamlfile import read_yaml
 
-#: Metrics a level rule may name. Request metrics come from request spans (seconds); ``duration`` is any span's
-#: Duration (seconds); ``load`` is a model load's total seconds.
-REQUEST_METRICS = ("ttft", "tpot", "e2e", "queue", "prefill", "decode")
+#: Metrics a level rule may name — those with a level column: request metrics (``llm_requests.TTFTLevel`` …, seconds
+#: from request spans); ``duration`` is any span's Duration (``span_levels``, seconds); ``load`` is a model load's
+#: total seconds (``llm_model_loads.LoadLevel``). Must equal ``analytics.sqlnames.METRICS``.
+REQUEST_METRICS = ("ttft", "tpot", "e2e", "queue")
 LEVEL_METRICS = REQUEST_METRICS + ("duration", "load")
 
 
@@ -33,7 +34,7 @@ class LevelThreshold(_Strict):
     """Threshold for one (span-name glob, metric). First match in list order wins."""
 
     span: str = "*"
-    metric: Literal["ttft", "tpot", "e2e", "queue", "prefill", "decode", "duration", "load"]
+    metric: Literal["ttft", "tpot", "e2e", "queue", "duration", "load"]
     threshold_seconds: float = Field(gt=0)
 
 
@@ -168,6 +169,18 @@ class AnalyticsConfig(_Strict):
     model_load_lookback_seconds: float = Field(86400.0, gt=0)
     stats_window_seconds: int = Field(300, ge=1)
     sla_seconds: float = Field(2.0, gt=0)
+
+    @field_validator("levels")
+    @classmethod
+    def _at_most_4_globs_per_metric(cls, levels: list[LevelThreshold]) -> list[LevelThreshold]:
+        """The materialized views match at most 4 wildcard globs per metric besides ``*`` and exact span names
+        (analytics/levels.py: GLOB_SLOTS), which are unlimited."""
+        from vllm_otel_collector.analytics.levels import compile_lookup
+
+        entries = [(e.span, e.metric, e.threshold_seconds) for e in levels]
+        for metric in {e.metric for e in levels}:
+            compile_lookup(entries, metric)  # ValueError: too many wildcard globs
+        return levels
 
     @classmethod
     def load(cls, source: Any = None) -> "AnalyticsConfig":

@@ -85,6 +85,53 @@ def glob_regex(glob: str) -> str:
     return "^(?s:" + "".join(out) + ")$"
 
 
+def glob_kind(glob: str) -> str:
+    """How the views match ``glob``: ``all`` (``*``: every span name), ``exact`` (no ``*``, ``?`` or ``[``: one span
+    name, a hash lookup) or ``glob`` (a regex; at most :data:`GLOB_SLOTS` per metric)."""
+    if glob == "*":
+        return "all"
+    return "glob" if any(c in glob for c in "*?[") else "exact"
+
+
+#: Wildcard globs (besides ``*`` and exact names) the views match per metric (the analytics config allows no more).
+GLOB_SLOTS = 4
+#: An RE2 pattern that matches no string (an unused glob slot).
+NEVER = "[^\\x00-\\x{10FFFF}]"
+
+
+def compile_lookup(entries: Iterable[tuple[str, str, float]], metric: str) -> tuple[list[str], list[float],
+                                                                                      list[str], list[float], float]:
+    """``metric``'s entries (``(span glob, metric, seconds)`` in config order) as the views look them up
+    (``llm_level_lookup``, migration 0130): ``(exact names, their seconds, glob patterns, their seconds, default)``.
+
+    A span name listed exactly gets the threshold the first matching entry (``fnmatch``, config order) gives it —
+    computed here. Any other name gets the first of the wildcard globs before the first ``*`` entry that matches
+    it, else that ``*`` entry's seconds, else 0 (no threshold); globs after the first ``*`` are unreachable for
+    such names and dropped. The globs are padded to :data:`GLOB_SLOTS` with :data:`NEVER`.
+
+    Raises:
+        ValueError: more than :data:`GLOB_SLOTS` wildcard globs before the first ``*`` for ``metric``.
+    """
+    mine = [(span, float(sec)) for span, m, sec in entries if m == metric]
+    exact = list(dict.fromkeys(span for span, _ in mine if glob_kind(span) == "exact"))
+    thresholds = Thresholds.of((span, metric, sec) for span, sec in mine)
+    globs: list[tuple[str, float]] = []
+    default = 0.0
+    for span, sec in mine:
+        kind = glob_kind(span)
+        if kind == "all":
+            default = sec
+            break
+        if kind == "glob":
+            globs.append((glob_regex(span), sec))
+    if len(globs) > GLOB_SLOTS:
+        raise ValueError(f"at most {GLOB_SLOTS} wildcard span globs per metric besides '*' and exact names "
+                         f"({metric!r} has {len(globs)})")
+    globs += [(NEVER, 0.0)] * (GLOB_SLOTS - len(globs))
+    return (exact, [thresholds.get(name, metric) or 0.0 for name in exact], [g for g, _ in globs],
+            [x for _, x in globs], default)
+
+
 def _glob_class(glob: str, i: int, j: int) -> str:
     """RE2 for the class ``glob[i:j]`` (between ``[`` and ``]``), CPython's range handling."""
     def esc(chunk: str) -> str:
@@ -131,6 +178,13 @@ class Thresholds:
         self._entries = [(e.span, e.metric, float(e.threshold_seconds)) for e in entries]
         self._cache: dict[tuple[str, str], float | None] = {}
         self._duration_cache: dict[str, float | None] = {}
+
+    @classmethod
+    def of(cls, entries: Iterable[tuple[str, str, float]]) -> "Thresholds":
+        """From ``(span glob, metric, seconds)`` tuples in config order."""
+        self = cls(())
+        self._entries = [(g, m, float(x)) for g, m, x in entries]
+        return self
 
     def get(self, span_name: str, metric: str) -> float | None:
         """Threshold in seconds for ``metric`` of spans named ``span_name``; ``None`` when no entry matches."""

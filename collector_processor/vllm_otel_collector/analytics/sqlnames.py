@@ -11,15 +11,8 @@ from typing import Any
 
 from opentelemetry.instrumentation.vllm import semconv as sc
 
+from vllm_otel_collector.analytics.levels import GLOB_SLOTS
 from vllm_otel_collector.analytics.loads import LOAD_ATTRIBUTES, STARTUP_SPANS
-
-#: The newest threshold set as ``[(pattern, metric, seconds), ...]`` in config order (migration 0130): the first
-#: entry whose metric matches and whose anchored RE2 ``pattern`` matches a span name gives its threshold.
-THRESHOLDS = ("(SELECT arrayMap(e -> e.2, arraySort(e -> e.1, groupArray((Position, (Pattern, toString(Metric), "
-              "Seconds))))) FROM ${db}.llm_level_thresholds FINAL "
-              "WHERE SetId = (SELECT max(SetId) FROM ${db}.llm_level_thresholds))")
-
-
 
 def _setting(key: str, default: float) -> str:
     """A number from ``vllm_otel_settings`` (the newest value of ``key``), ``default`` when absent or unparsable."""
@@ -29,8 +22,36 @@ def _setting(key: str, default: float) -> str:
 
 #: Settle and look-back of the model-load assembly (migration 0133), seconds: synced from the analytics config.
 SETTLE_KEY, LOOKBACK_KEY = "analytics.model_load_settle_seconds", "analytics.model_load_lookback_seconds"
+METRICS = ("ttft", "tpot", "e2e", "queue", "duration", "load")
 
-_LOCAL: dict[str, Any] = {"THRESHOLDS": THRESHOLDS, "STARTUP_SPANS": STARTUP_SPANS,
+
+def _with_thresholds(*metrics: str) -> str:
+    """The WITH-clause item ``lk``: one tuple holding, per metric of ``metrics`` (in that order), ``(exact names,
+    their seconds, globs, their seconds, default)`` of the newest set (``llm_level_lookup``,
+    :func:`~.levels.compile_lookup`), a constant of the insert block. One scalar subquery and no lambdas: ClickHouse
+    analyzes a view's query for every inserted block, and that cost is per subquery and per expression
+    (docs/BENCHMARKS.md §6)."""
+    items = ", ".join(f"argMaxIf(tuple(ExactNames, ExactSeconds, Globs, GlobSeconds, Default), SetId, Metric = '{m}')"
+                      for m in metrics)
+    return f"(SELECT tuple({items}) FROM ${{db}}.llm_level_lookup) AS lk"
+
+
+def _lookup(metrics: tuple[str, ...], metric: str, column: str = "SpanName") -> str:
+    """The threshold (seconds) ``metric``'s entries give ``column`` (0 when none: a configured threshold is > 0): a
+    span name listed exactly by its hash, any other by the first matching wildcard glob, else the ``*`` default.
+    ``metrics`` is the view's :func:`_with_thresholds` list."""
+    m = f"lk.{metrics.index(metric) + 1}"
+    globs = ", ".join(f"match({column}, {m}.3[{i}]), {m}.4[{i}]" for i in range(1, GLOB_SLOTS + 1))
+    return f"transform({column}, {m}.1, {m}.2, multiIf({globs}, {m}.5))"
+
+
+_REQUEST = ("ttft", "tpot", "e2e", "queue")
+_LOCAL: dict[str, Any] = {"WITH_REQUEST_THRESHOLDS": _with_thresholds(*_REQUEST),
+                          "WITH_DURATION_THRESHOLDS": _with_thresholds("duration"),
+                          "WITH_LOAD_THRESHOLDS": _with_thresholds("load"), "STARTUP_SPANS": STARTUP_SPANS,
+                          **{f"LOOKUP_{m.upper()}": _lookup(_REQUEST, m) for m in _REQUEST},
+                          "LOOKUP_DURATION": _lookup(("duration",), "duration"),
+                          "LOOKUP_LOAD": _lookup(("load",), "load", "root_name"),
                           "LOAD_ATTRIBUTES": LOAD_ATTRIBUTES, "SETTLE_SECONDS": _setting(SETTLE_KEY, 30.0),
                           "LOOKBACK_SECONDS": _setting(LOOKBACK_KEY, 86400.0)}
 

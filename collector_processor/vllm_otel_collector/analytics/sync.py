@@ -12,8 +12,8 @@ import random
 import time
 
 from vllm_otel_collector.analytics.config import AnalyticsConfig
-from vllm_otel_collector.analytics.levels import glob_regex
-from vllm_otel_collector.analytics.sqlnames import LOOKBACK_KEY, SETTLE_KEY
+from vllm_otel_collector.analytics.levels import compile_lookup
+from vllm_otel_collector.analytics.sqlnames import LOOKBACK_KEY, METRICS, SETTLE_KEY
 from vllm_otel_collector.store.schema import SETTINGS_TABLE
 
 log = logging.getLogger(__name__)
@@ -35,18 +35,26 @@ def sync_thresholds(store, entries: list[tuple[str, str, float]]) -> bool:
     equals the stored one. Returns True when a set was written.
 
     The set id is the time in µs times 1000 plus a random 0..999, so two writers never share one (the views read the
-    set with the largest id, never a mixture). Each set ends with a marker row whose metric is ``''`` (it matches
-    no metric), so an empty configuration is a set too."""
+    set with the largest id, never a mixture). The views read the compiled per-metric lookup
+    (:func:`~.levels.compile_lookup`, table ``llm_level_lookup``), written first; ``llm_level_thresholds`` keeps the
+    entries as configured, ending with a marker row whose metric is ``''``, so an empty configuration is a set too.
+
+    Raises:
+        ValueError: more wildcard globs for a metric than the views match (the config refuses it first)."""
     wanted = [(s, m, float(x)) for s, m, x in entries]
     if stored_thresholds(store) == wanted and _stored_set_exists(store):
         return False
     set_id = time.time_ns() // 1000 * 1000 + random.randrange(1000)
     n = len(wanted)
     rows = wanted + [("", "", 0.0)]
+    lookups = [compile_lookup(wanted, m) for m in METRICS]  # ValueError before anything is written
+    store.insert("llm_level_lookup", {
+        "SetId": [set_id] * len(METRICS), "Metric": list(METRICS), "ExactNames": [x[0] for x in lookups],
+        "ExactSeconds": [x[1] for x in lookups], "Globs": [x[2] for x in lookups],
+        "GlobSeconds": [x[3] for x in lookups], "Default": [x[4] for x in lookups]})
     store.insert("llm_level_thresholds", {
         "SetId": [set_id] * (n + 1), "Position": list(range(n + 1)), "Span": [s for s, _, _ in rows],
-        "Pattern": [glob_regex(s) if m else "" for s, m, _ in rows], "Metric": [m for _, m, _ in rows],
-        "Seconds": [x for _, _, x in rows]})
+        "Metric": [m for _, m, _ in rows], "Seconds": [x for _, _, x in rows]})
     log.info("level thresholds updated (%d entries)", n)
     return True
 

@@ -14,7 +14,8 @@ File format: statements separated by a line that ends with ``;``. ``--`` comment
   with the server's default replica path) when a cluster is configured,
 * ``${ttl_Timestamp}`` / ``${ttl_TimeUnix}`` / ``${ttl_Start}`` — empty, or ``TTL toDateTime(<col>) + toIntervalDay(N)``
   when a TTL in days is configured (named after the column the TTL is computed from),
-* ``${traces}``, ``${gauge}``, ``${sum}``, ``${histogram}``, ``${exponential_histogram}`` — the contrib tables of the
+* ``${traces}``, ``${gauge}``, ``${sum}``, ``${histogram}``, ``${exponential_histogram}``, ``${summary}`` — the
+  contrib tables of the
   schema :class:`~vllm_otel_collector.store.schema.Profile`, database-qualified; ``${traces_name}`` the bare name
   (the exporter names its lookup table ``<traces>_trace_id_ts``),
 * ``${global:Engine}`` / ``${global:Engine:arg}`` — ``Engine(arg)``, or on a cluster
@@ -228,7 +229,9 @@ def migrate(store: Store, cluster: str | None = None, ttl_days: int = 0,
     every = load_migrations(known)
     migrations = [m for m in every if m.owner in {a.owner for a in apply}]
     on_cluster = f"ON CLUSTER `{cluster}`" if cluster else ""
-    engine = "ReplicatedMergeTree" if cluster else "MergeTree"
+    # one replication group across every shard, like the other ${global:...} tables: any node knows the schema
+    engine = ("ReplicatedMergeTree('/clickhouse/tables/global/{database}/schema_migrations', '{replica}')" if cluster
+              else "MergeTree")
     ddl = (f"CREATE TABLE IF NOT EXISTS schema_migrations {on_cluster} (version UInt32, name String, checksum String, "
            f"applied_at DateTime64(3) DEFAULT now64(3)) ENGINE = {engine} ORDER BY version")
     if dry_run is None:

@@ -29,7 +29,11 @@ from vllm_otel_collector.errors import UserError
 MAP, JSON = "map", "json"
 #: The contrib exporter's default table names (and ours).
 DEFAULT_TABLES = {"traces": "otel_traces", "gauge": "otel_metrics_gauge", "sum": "otel_metrics_sum",
-                  "histogram": "otel_metrics_histogram", "exponential_histogram": "otel_metrics_exponential_histogram"}
+                  "histogram": "otel_metrics_histogram", "exponential_histogram": "otel_metrics_exponential_histogram",
+                  "summary": "otel_metrics_summary"}
+#: The exponential-histogram table's name in newer exporters' defaults (``metrics_tables.exponential_histogram``):
+#: used when it exists and the older default does not, and no name was given.
+EXP_HISTOGRAM_NEW_DEFAULT = "otel_metrics_exp_histogram"
 SETTINGS_TABLE = "vllm_otel_settings"
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -55,7 +59,7 @@ class Profile:
     """Names and attribute modes of the contrib tables of one database.
 
     Attributes:
-        traces / gauge / sum / histogram / exponential_histogram: table names (plain identifiers).
+        traces / gauge / sum / histogram / exponential_histogram / summary: table names (plain identifiers).
         traces_attributes / metrics_attributes: ``map`` (``Map(LowCardinality(String), String)``) or ``json``.
     """
 
@@ -64,6 +68,7 @@ class Profile:
     sum: str = DEFAULT_TABLES["sum"]
     histogram: str = DEFAULT_TABLES["histogram"]
     exponential_histogram: str = DEFAULT_TABLES["exponential_histogram"]
+    summary: str = DEFAULT_TABLES["summary"]
     traces_attributes: str = MAP
     metrics_attributes: str = MAP
 
@@ -148,6 +153,7 @@ _METRICS = {
                               "Scale": _INT, "ZeroCount": _INT, "PositiveOffset": _INT,
                               "PositiveBucketCounts": _ARR_U64, "NegativeOffset": _INT,
                               "NegativeBucketCounts": _ARR_U64, "AggregationTemporality": _INT},
+    "summary": {**_METRIC_COMMON, "Count": _INT, "Sum": re.compile(r"^Float64$")},
 }
 _SERVABLE_ENGINES = re.compile(r"^(Replicated|Shared)?(Replacing|Aggregating|Summing|Collapsing|"
                                r"VersionedCollapsing|Coalescing)?MergeTree$")
@@ -229,6 +235,9 @@ def inspect(store, tables: dict[str, str] | None = None, attributes: str | None 
             tables that disagree with ``attributes``.
     """
     names = {**DEFAULT_TABLES, **(tables or {})}
+    if "exponential_histogram" not in (tables or {}) and not describe(store, names["exponential_histogram"]).exists \
+            and describe(store, EXP_HISTOGRAM_NEW_DEFAULT).exists:
+        names["exponential_histogram"] = EXP_HISTOGRAM_NEW_DEFAULT
     for kind in names:
         if kind not in DEFAULT_TABLES:
             raise UserError(f"unknown table kind {kind!r}")

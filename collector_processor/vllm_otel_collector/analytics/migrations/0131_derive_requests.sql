@@ -19,10 +19,12 @@
 -- * a TTFT above its request's E2E is NULL with TTFTLevel INVALID;
 -- * status: abort/timeout/error from the finish reason (vllm.finish_reason, else the first of
 --   gen_ai.response.finish_reasons), else error when StatusCode is Error (every exporter spelling), else ok;
--- * levels: value / threshold (analytics/levels.py bands) against the newest set in llm_level_thresholds, first
---   entry in config order whose metric matches and whose glob matches the span name.
+-- * levels: value / threshold (analytics/levels.py bands) against the newest set, compiled per metric into
+--   llm_level_lookup (levels.compile_lookup: exact span names by transform(), at most 4 wildcard globs before the
+--   first '*' by match(), then the '*' default) — a constant of the insert block. ClickHouse analyzes this query for
+--   every inserted block, so it is kept to plain functions (no lambdas over the entries): docs/BENCHMARKS.md §6.
 CREATE MATERIALIZED VIEW IF NOT EXISTS ${db}.llm_requests_mv ${on_cluster} TO ${db}.llm_requests AS
-WITH ${sql:THRESHOLDS} AS thresholds
+WITH ${sql:WITH_REQUEST_THRESHOLDS}
 SELECT
     Timestamp, TraceId, SpanId, ServiceName, Model, Operation, Status, FinishReason, ErrorType,
     TTFT, TPOT, E2E, Queue, Prefill, Decode, InputTokens, OutputTokens, CachedTokens, TokensPerSecond, Preemptions,
@@ -41,14 +43,14 @@ FROM (
         tpot AS TPOT, e2e AS E2E, queue AS Queue, prefill AS Prefill, decode AS Decode,
         ifNull(input_n, 0) AS InputTokens, ifNull(output_n, 0) AS OutputTokens, ifNull(cached_n, 0) AS CachedTokens,
         tps AS TokensPerSecond, ifNull(preempt_n, 0) AS Preemptions, lora AS LoraName,
-        arrayFirst(t -> t.2 = 'ttft' AND match(SpanName, t.1), thresholds).3 AS thr_ttft,
-        arrayFirst(t -> t.2 = 'tpot' AND match(SpanName, t.1), thresholds).3 AS thr_tpot,
-        arrayFirst(t -> t.2 = 'e2e' AND match(SpanName, t.1), thresholds).3 AS thr_e2e,
-        arrayFirst(t -> t.2 = 'queue' AND match(SpanName, t.1), thresholds).3 AS thr_queue,
-        if(ttft_invalid, 'INVALID', ${level:ttft:thr_ttft}) AS TTFTLevel,
-        ${level:tpot:thr_tpot} AS TPOTLevel,
-        ${level:e2e:thr_e2e} AS E2ELevel,
-        ${level:queue:thr_queue} AS QueueLevel
+        ${sql:LOOKUP_TTFT} AS ttft_threshold,
+        ${sql:LOOKUP_TPOT} AS tpot_threshold,
+        ${sql:LOOKUP_E2E} AS e2e_threshold,
+        ${sql:LOOKUP_QUEUE} AS queue_threshold,
+        if(ttft_invalid, 'INVALID', ${level:ttft:ttft_threshold}) AS TTFTLevel,
+        ${level:tpot:tpot_threshold} AS TPOTLevel,
+        ${level:e2e:e2e_threshold} AS E2ELevel,
+        ${level:queue:queue_threshold} AS QueueLevel
     FROM (
         SELECT
             Timestamp, TraceId, SpanId, ServiceName, SpanName, StatusCode,
@@ -103,17 +105,16 @@ FROM (
 -- span_levels: one row per span of any instrumentation whose name has a `duration` threshold (Value and Threshold
 -- in seconds; Duration is nanoseconds, Int64 in older exporter tables).
 CREATE MATERIALIZED VIEW IF NOT EXISTS ${db}.span_levels_mv ${on_cluster} TO ${db}.span_levels AS
-WITH ${sql:THRESHOLDS} AS thresholds
+WITH ${sql:WITH_DURATION_THRESHOLDS}
 SELECT Timestamp, TraceId, SpanId, ServiceName, SpanName, Metric, Value, Threshold, Level
 FROM (
     SELECT
         Timestamp, TraceId, SpanId, ServiceName, SpanName, 'duration' AS Metric,
-        arrayFirstIndex(t -> t.2 = 'duration' AND match(SpanName, t.1), thresholds) AS idx,
+        ${sql:LOOKUP_DURATION} AS threshold,
         toFloat64(Duration) / 1e9 AS value,
-        thresholds[idx].3 AS threshold,
         value AS Value,
         threshold AS Threshold,
         ${level:value:threshold} AS Level
     FROM ${traces}
 )
-WHERE idx > 0;
+WHERE threshold > 0;

@@ -6,10 +6,10 @@
 -- takes the root's value, else the earliest span's that has it; LoadSeconds falls back to the root's Duration,
 -- WeightsSeconds to "Load weights", KVCacheSeconds is "Allocate KV cache"; seconds that are unparsable, NaN, ±Inf,
 -- negative or above the Float32 range are NULL; byte/block counts are clamped to UInt64, TP/PP sizes to [1, 65535];
--- LoadLevel compares LoadSeconds with the `load` threshold of the root's name (llm_level_thresholds, read now).
+-- LoadLevel compares LoadSeconds with the `load` threshold of the root's name (llm_level_lookup, read now).
 -- RootEndNs (root start + Duration, ns) is not a column of llm_model_loads: the refresh below filters on it.
 CREATE VIEW IF NOT EXISTS ${db}.llm_model_loads_live ${on_cluster} AS
-WITH ${sql:THRESHOLDS} AS thresholds
+WITH ${sql:WITH_LOAD_THRESHOLDS}
 SELECT
     root_ts AS Timestamp, TraceId, root_service AS ServiceName,
     if(model_name != '', model_name, arrayElement(splitByChar('/', trim(TRAILING '/' FROM model_path)), -1)) AS Model,
@@ -30,7 +30,7 @@ SELECT
     if(isNull(mem_before), NULL, toUInt64(least(mem_before, 18446744073709549568.))) AS MemoryBeforeBytes,
     if(isNull(mem_after), NULL, toUInt64(least(mem_after, 18446744073709549568.))) AS MemoryAfterBytes,
     if(isNull(mem_peak), NULL, toUInt64(least(mem_peak, 18446744073709549568.))) AS MemoryPeakBytes,
-    arrayFirst(t -> t.2 = 'load' AND match(root_name, t.1), thresholds).3 AS load_threshold,
+    ${sql:LOOKUP_LOAD} AS load_threshold,
     ${level:LoadSeconds:load_threshold} AS LoadLevel,
     toUInt32(span_count) AS SpanCount,
     root_end_ns AS RootEndNs
