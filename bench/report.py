@@ -50,7 +50,7 @@ def _analysis() -> dict[str, str]:
 
 def _targets(res: dict) -> list[str]:
     t = res.get("targets") or {}
-    if "met" in t and not isinstance(t["met"], dict):  # bench/ingest.py's flat form
+    if "met" in t and not isinstance(t["met"], dict):  # bench/collector/ingest.py's flat form
         t = {k: {"target": v, "measured": res["summary"]["grpc"]["spans_per_cpu_s"], "met": t["met"]}
              for k, v in t.items() if k != "met"}
     lines = ["| target | goal | measured | met | gap |", "|---|---|---|---|---|"]
@@ -91,7 +91,7 @@ def _overhead(res: dict) -> list[str]:
         out += ["", f"![overhead {model}](../bench/results/overhead_{model}.png)", ""]
     floor = res.get("sdk_floor")
     if floor:
-        out += ["OpenTelemetry Python SDK alone (no vLLM; :mod:`bench.sdk_floor`), CPU µs per request: "
+        out += ["OpenTelemetry Python SDK alone (no vLLM; :mod:`bench.instrumentation.sdk_floor`), CPU µs per request: "
                 f"1 span with 25 attributes + 1 event: {_f(floor['noexport_1_spans_us'])} not exported, "
                 f"{_f(floor['otlp_1_spans_us'])} exported over OTLP/gRPC; 4 spans: "
                 f"{_f(floor['noexport_4_spans_us'])} / {_f(floor['otlp_4_spans_us'])}.", ""]
@@ -188,7 +188,7 @@ def _overhead_served(res: dict) -> list[str]:
     out += _served_breakdown(res.get("breakdown") or {})
     floor = res.get("handover_floor")
     if floor:
-        out += ["The same hand-over code warm in an idle process (:func:`bench.sdk_floor.measure_handover`), CPU µs: "
+        out += ["The same hand-over code warm in an idle process (:func:`bench.instrumentation.sdk_floor.measure_handover`), CPU µs: "
                 f"a finished request's facts + its share of a 16-request message {_f(floor['request_facts_us'])}; "
                 f"one engine step (16 running, 16 inter-token latencies, 1 finished request) read into step facts "
                 f"+ its share of a 40-step message {_f(floor['engine_step_us'])}"

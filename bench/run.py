@@ -23,13 +23,13 @@ from bench.common import RESULTS_DIR, ROOT, new_result, write_result
 
 #: name -> (module, limit in seconds for a full run). Order matters: truth reads overhead's offline pairs.
 BENCHMARKS: dict[str, tuple[str, int]] = {
-    "storage": ("bench.storage", 900),
-    "queries": ("bench.queries", 1800),
-    "ingest": ("bench.ingest", 1200),
-    "overhead": ("bench.overhead", 2400),
-    "overhead_served": ("bench.overhead_served", 1800),
-    "truth": ("bench.truth", 1200),
-    "analytics_insert": ("bench.analytics_insert", 1800),
+    "storage": ("bench.collector.storage", 900),
+    "queries": ("bench.collector.queries", 1800),
+    "ingest": ("bench.collector.ingest", 1200),
+    "overhead": ("bench.instrumentation.overhead", 2400),
+    "overhead_served": ("bench.instrumentation.overhead_served", 1800),
+    "truth": ("bench.instrumentation.truth", 1200),
+    "analytics_insert": ("bench.collector.analytics_insert", 1800),
 }
 SMOKE_DIR = RESULTS_DIR / "smoke"
 #: Too slow for the smoke run (three vLLM servers); full runs only.
@@ -45,7 +45,7 @@ def _child(name: str, smoke: bool, results_dir: Path, workdir: Path) -> int:
     os.environ["BENCH_RESULTS_DIR"] = str(results_dir)
     module = importlib.import_module(BENCHMARKS[name][0])
     t0 = time.perf_counter()
-    if name == "ingest":  # bench/ingest.py (collector's) has its own signature and leaves environment to us
+    if name == "ingest":  # bench/collector/ingest.py (collector's) has its own signature and leaves environment to us
         result = module.run(smoke=smoke)
         result.setdefault("environment", environment())
     else:

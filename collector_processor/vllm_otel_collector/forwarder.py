@@ -106,8 +106,8 @@ class Forwarder:
                 self.metrics.forwarded.inc()
             except Exception as exc:  # noqa: BLE001 - best effort: count and move on
                 self.metrics.forward_dropped.inc()
-                log.warning("forwarding to %s failed, request dropped: %s", self.endpoint,
-                            getattr(exc, "details", lambda: str(exc))() or exc)
+                details = exc.details() if callable(getattr(exc, "details", None)) else ""
+                log.warning("forwarding to %s failed, request dropped: %s", self.endpoint, details or exc)
             finally:
                 self._busy = False
 

@@ -92,6 +92,12 @@ class VLLMServer:
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
+    @property
+    def pid(self) -> int | None:
+        """The server's process id (the API server: ``opentelemetry-instrument`` execs into it); None before
+        :meth:`start`."""
+        return self._proc.pid if self._proc is not None else None
+
     def command(self) -> list[str]:
         """The argv that starts the server (``opentelemetry-instrument`` prefix when instrumented)."""
         argv = [

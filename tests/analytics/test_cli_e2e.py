@@ -104,6 +104,7 @@ store_spans(s, [request(i, 1_800_000_000 + i, ttft=0.1 * i, lora="a" if i % 2 el
 """
 
 
+@pytest.mark.chdb
 def test_cli_direct_clickhouse_in_own_process(tmp_path):
     import subprocess
     import sys

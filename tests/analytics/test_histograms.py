@@ -195,6 +195,7 @@ def test_empty_window_has_no_quantiles(store):
 
 
 # ---- migration 0105 on data written by the old schema -----------------------------------------------------------------
+@pytest.mark.chdb
 def test_migration_0105_moves_tables_written_by_the_old_schema():
     from vllm_otel_collector.store.migrations import applied_versions, migrate
     from vllm_otel_collector.store.testing import fresh_store

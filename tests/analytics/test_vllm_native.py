@@ -12,7 +12,7 @@ import time
 import pytest
 
 
-pytestmark = pytest.mark.vllm
+pytestmark = pytest.mark.engine
 
 SCRIPT = textwrap.dedent("""
     import sys

@@ -19,7 +19,7 @@ sys.path.insert(0, str(ROOT))
 from bench.common import RESULT_KEYS  # noqa: E402
 from bench.run import BENCHMARKS, FULL_ONLY  # noqa: E402
 
-pytestmark = pytest.mark.vllm
+pytestmark = pytest.mark.engine
 
 
 def test_smoke_run_writes_results(tmp_path):

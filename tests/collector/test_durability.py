@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import json
 import os
 import signal
@@ -88,6 +90,7 @@ def _start(data_dir, port: int) -> subprocess.Popen:
     raise AssertionError(f"collector did not start: {proc.stdout.read()}")
 
 
+@pytest.mark.chdb
 def test_kill_9_under_load_then_restart_keeps_every_acknowledged_span(tmp_path):
     port = _free_port()
     proc = _start(tmp_path, port)

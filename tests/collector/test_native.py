@@ -19,7 +19,7 @@ from collector.helpers import TRACE_EXPORT, make_request, make_span
 from vllm_otel_collector.otlp import native
 from vllm_otel_collector.otlp.traces import Limits, traces_from_bytes
 from vllm_otel_collector.otlp.native import SpanInterest, convert_traces_fast
-from vllm_otel_collector.store.testing import fresh_store
+from vllm_otel_collector.store.testing import drop_store, fresh_store
 
 AV = common_pb2.AnyValue
 
@@ -35,8 +35,7 @@ def cmp_store():
     for t in ("via_c", "via_py"):
         s.command(f"CREATE TABLE {t} ENGINE = Memory AS SELECT * FROM otel_traces WHERE 0")
     yield s
-    s.command(f"DROP DATABASE IF EXISTS `{s.database}`", use_database=False)
-    s.close()
+    drop_store(s)
 
 
 def _rows(store, table: str) -> list[str]:
@@ -283,6 +282,7 @@ def test_malformed_framing_is_declined_not_raised():
         assert convert_traces_fast(body) is None
 
 
+@pytest.mark.chdb
 def test_value_formats_exact():
     """Values as the contrib exporter stores them (pdata AsString; tests/stockpipe/contrib_exporter.py)."""
     span = make_span("s")
@@ -318,8 +318,7 @@ def compare_store_free(body: bytes):
         s.command("CREATE TABLE via_py ENGINE = Memory AS SELECT * FROM otel_traces WHERE 0")
         return compare(s, body)
     finally:
-        s.command(f"DROP DATABASE IF EXISTS `{s.database}`", use_database=False)
-        s.close()
+        drop_store(s)
 
 
 def test_timestamps_keep_nanoseconds(cmp_store):

@@ -4,7 +4,6 @@ collector → embedded ClickHouse → rows read back by ``vllm-otel demo --json`
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -16,7 +15,7 @@ import pytest
 
 from vllm_otel_inference.launcher import free_port
 
-pytestmark = pytest.mark.vllm
+pytestmark = pytest.mark.engine
 
 VLLM_OTEL = str(Path(sys.executable).with_name("vllm-otel"))
 

@@ -55,6 +55,38 @@ def current_attributes() -> dict[tuple[str, str], Any]:
     return out
 
 
+def new_sdk() -> SimpleNamespace:
+    """Fresh SDK providers writing to memory: ``tp``/``mp`` (tracer/meter provider), ``exporter`` (finished spans),
+    ``reader`` (metric points), ``tracer``/``meter`` of scope "test". The one way tests make SDK providers (a plain
+    function too, for property tests that need fresh providers per example)."""
+    exporter, reader = InMemorySpanExporter(), InMemoryMetricReader()
+    tp = TracerProvider()
+    tp.add_span_processor(SimpleSpanProcessor(exporter))
+    mp = MeterProvider(metric_readers=[reader])
+    return SimpleNamespace(tp=tp, mp=mp, exporter=exporter, reader=reader, tracer=tp.get_tracer("test"),
+                           meter=mp.get_meter("test"))
+
+
+@pytest.fixture()
+def sdk() -> SimpleNamespace:
+    """:func:`new_sdk` for one test."""
+    return new_sdk()
+
+
+def points_of(reader: InMemoryMetricReader) -> dict[tuple, Any]:
+    """Every metric point of ``reader`` as ``{(name, frozenset(attributes)): value}``; histograms as
+    ``(count, sum, bucket counts)``."""
+    out: dict[tuple, Any] = {}
+    data = reader.get_metrics_data()
+    for rm in (data.resource_metrics if data is not None else ()):
+        for sm in rm.scope_metrics:
+            for m in sm.metrics:
+                for p in m.data.data_points:
+                    key = (m.name, frozenset(p.attributes.items()))
+                    out[key] = (p.count, p.sum, tuple(p.bucket_counts)) if hasattr(p, "bucket_counts") else p.value
+    return out
+
+
 @pytest.fixture(scope="session")
 def otel() -> Iterator[SimpleNamespace]:
     from opentelemetry.instrumentation.vllm import VLLMInstrumentor

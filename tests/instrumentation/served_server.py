@@ -1,6 +1,7 @@
-"""Start vLLM's OpenAI server under ``opentelemetry-instrument`` exporting OTLP metrics and traces to an in-test
-receiver (:mod:`otlp_metrics_receiver`); used by the metric parity and FastAPI coexistence tests.
-:func:`server_group` (start, wait for health, stop the process group) is shared with the served span tests."""
+"""The one served-vLLM starter of the tests: vLLM's OpenAI server under ``opentelemetry-instrument`` exporting OTLP
+traces (and metrics) to an in-test receiver (:mod:`otlp_sink`) — :func:`instrumented_server`, with the environment
+:func:`otel_env` (also for offline scripts) and the process-group handling :func:`server_group` (start, wait for
+health, stop). Used by the served span, metric parity, FastAPI coexistence and stock-pipeline differential tests."""
 
 from __future__ import annotations
 
@@ -10,13 +11,13 @@ import socket
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import httpx
 
 from opentelemetry.instrumentation.vllm import semconv as sc
-from otlp_metrics_receiver import OtlpMetricsReceiver  # noqa: E402  (tests/instrumentation is on sys.path)
+from otlp_sink import OtlpSink  # noqa: E402  (tests/instrumentation is on sys.path)
 
 
 def free_port() -> int:
@@ -56,23 +57,36 @@ def server_group(cmd: list[str], env: dict[str, str], port: int, log: Path, star
             proc.wait(timeout=10)
 
 
+def otel_env(sink: OtlpSink, service: str, metrics: bool = True, **extra: str) -> dict[str, str]:
+    """This process's environment plus the SDK's: OTLP/gRPC to ``sink``, traces (batch delay 200 ms) and, with
+    ``metrics``, metrics every 500 ms; logs off; a 1 GiB CPU KV cache. ``extra`` variables win."""
+    env = dict(os.environ, OTEL_SERVICE_NAME=service, OTEL_TRACES_EXPORTER="otlp",
+               OTEL_METRICS_EXPORTER="otlp" if metrics else "none", OTEL_LOGS_EXPORTER="none",
+               OTEL_EXPORTER_OTLP_PROTOCOL="grpc", OTEL_EXPORTER_OTLP_ENDPOINT=sink.endpoint,
+               OTEL_EXPORTER_OTLP_INSECURE="true", OTEL_METRIC_EXPORT_INTERVAL="500", OTEL_BSP_SCHEDULE_DELAY="200",
+               VLLM_CPU_KVCACHE_SPACE="1")
+    env.update(extra)
+    return env
+
+
 @contextmanager
-def instrumented_server(model_dir: Path, log: Path, extra: list[str], env_extra: dict[str, str] | None = None,
-                        entry: list[str] | None = None):
-    """The OpenAI server under opentelemetry-instrument, metrics (and traces) exported every 500 ms to a receiver.
-    Yields ``(receiver, base_url)``; ``entry`` replaces ``-m vllm.entrypoints.openai.api_server``."""
+def instrumented_server(model_dir: Path, log: Path, extra: list[str] = (), env_extra: dict[str, str] | None = None,
+                        entry: list[str] | None = None, *, sink: OtlpSink | None = None, service: str = "vllm-test",
+                        metrics: bool = True, served_name: str | None = "tiny", max_num_seqs: int = 32):
+    """The OpenAI server under opentelemetry-instrument (tiny model: float32, eager, max-model-len 2048) exporting to
+    ``sink`` (started and stopped by the caller; a new :class:`OtlpSink` for the block when None). Yields ``(sink, base_url)``; with ``metrics`` it first waits for
+    the engine metrics' first exports. ``entry`` replaces ``-m vllm.entrypoints.openai.api_server``;
+    ``served_name`` None: the model is named by its path."""
     port = free_port()
     venv_bin = Path(sys.executable).parent
-    with OtlpMetricsReceiver() as receiver:
-        env = dict(os.environ, OTEL_SERVICE_NAME="vllm-parity", OTEL_TRACES_EXPORTER="otlp",
-                   OTEL_METRICS_EXPORTER="otlp", OTEL_LOGS_EXPORTER="none", OTEL_EXPORTER_OTLP_PROTOCOL="grpc",
-                   OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint, OTEL_EXPORTER_OTLP_INSECURE="true",
-                   OTEL_METRIC_EXPORT_INTERVAL="500", OTEL_BSP_SCHEDULE_DELAY="200", VLLM_CPU_KVCACHE_SPACE="1",
-                   **(env_extra or {}))
+    with (nullcontext(sink) if sink is not None else OtlpSink()) as receiver:  # a given sink stays the caller's
+        env = otel_env(receiver, service, metrics, **(env_extra or {}))
         entry = entry or ["-m", "vllm.entrypoints.openai.api_server"]
-        cmd = [str(venv_bin / "opentelemetry-instrument"), sys.executable, *entry,
-               "--model", str(model_dir), "--served-model-name", "tiny", "--dtype", "float32", "--max-model-len",
-               "2048", "--enforce-eager", "--host", "127.0.0.1", "--port", str(port), "--max-num-seqs", "32", *extra]
+        cmd = [str(venv_bin / "opentelemetry-instrument"), sys.executable, *entry, "--model", str(model_dir),
+               *(["--served-model-name", served_name] if served_name else []), "--dtype", "float32",
+               "--max-model-len", "2048", "--enforce-eager", "--host", "127.0.0.1", "--port", str(port),
+               "--max-num-seqs", str(max_num_seqs), *extra]
         with server_group(cmd, env, port, log, startup_s=480) as base:  # cold starts on 2 saturated cores: > 300 s
-            receiver.wait_for(lambda: sc.METRIC_KV_CACHE_USAGE in receiver.names() or receiver.exports > 4, 60)
+            if metrics:
+                receiver.wait_until(lambda: sc.METRIC_KV_CACHE_USAGE in receiver.names() or receiver.exports > 4, 60)
             yield receiver, base

@@ -1,4 +1,4 @@
-"""vLLM's engine metric set over OTLP (:mod:`opentelemetry.instrumentation.vllm.engine_metrics`), without an engine.
+"""vLLM's engine metric set over OTLP (:mod:`opentelemetry.instrumentation.vllm.engine`), without an engine.
 
 The same vLLM stats objects (vLLM's own dataclasses, every branch: prefix/external/multi-modal cache, spec decode,
 LoRA, KV residency, perf, finished requests of every finish reason, two data-parallel engines) are fed to vLLM's real
@@ -10,7 +10,6 @@ be equal, and every ``vllm:*`` metric vLLM registers must be mirrored or mapped.
 from __future__ import annotations
 
 import math
-from collections import deque
 
 import pytest
 from hypothesis import given, settings
@@ -18,13 +17,27 @@ from hypothesis import strategies as st
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from opentelemetry.instrumentation.vllm import engine_metrics as em
 from opentelemetry.instrumentation.vllm import semconv as sc
+from opentelemetry.instrumentation.vllm.engine import aggregator as em
+from opentelemetry.instrumentation.vllm.engine.facts import step_facts, step_records
+from opentelemetry.instrumentation.vllm.engine.table import COUNTER, HISTOGRAM, METRICS, EngineInfo
 from prom_map import MIRRORED, RESHAPED, TO_SEMCONV  # noqa: E402  (tests/instrumentation is on sys.path)
 
-pytestmark = pytest.mark.vllm
+pytestmark = pytest.mark.engine
 
 MODEL = "tiny"
+
+
+def _agg(items=()) -> em.EngineAggregator:
+    """A fresh aggregator without a drain thread (collections and drain() handle its queue), ``items`` queued."""
+    agg = em.EngineAggregator(start_thread=False)
+    for item in items:
+        agg.put(item)
+    return agg
+
+
+def _convert(info, sched, it, mm):
+    return step_records(step_facts(info, sched, it, mm))
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +116,7 @@ def _points_by_name(reader) -> dict[str, list]:
     for rm in reader.get_metrics_data().resource_metrics:
         for sm in rm.scope_metrics:
             for m in sm.metrics:
-                if m.name not in em.METRICS:
+                if m.name not in METRICS:
                     continue
                 for p in m.data.data_points:
                     attrs = tuple(sorted(p.attributes.items()))
@@ -122,11 +135,12 @@ def test_step_facts_sent_to_the_child_give_the_in_process_points(vllm_config):
 
     from opentelemetry.sdk.trace import TracerProvider
 
-    from opentelemetry.instrumentation.vllm import export_child
+    from opentelemetry.instrumentation.vllm.handoff import child as child_process
+    from opentelemetry.instrumentation.vllm.handoff import wire
 
-    info = em.EngineInfo.from_vllm_config(vllm_config, [0, 1])
+    info = EngineInfo.from_vllm_config(vllm_config, [0, 1])
     here_reader = InMemoryMetricReader()
-    here = em.EngineAggregator(deque(_items(info)), start_thread=False)
+    here = _agg(_items(info))
     here.bind(MeterProvider(metric_readers=[here_reader]).get_meter("test"))
     here.drain()
     expected = _points_by_name(here_reader)
@@ -134,15 +148,15 @@ def test_step_facts_sent_to_the_child_give_the_in_process_points(vllm_config):
     messages = []
 
     def sink(batch, dropped):
-        messages.append(marshal.dumps((export_child.ENGINE, [(7, e, is_step, p) for _, e, is_step, p in batch],
+        messages.append(marshal.dumps((wire.ENGINE, [(7, e, is_step, p) for _, e, is_step, p in batch],
                                        dropped), 4))
         return True
 
-    server = em.EngineAggregator(deque(_items(info)), start_thread=False)
+    server = _agg(_items(info))
     server.sink = sink
     assert server.drain() == len(_items(info)) and len(messages) == 1
     child_reader = InMemoryMetricReader()
-    child = export_child.Child(TracerProvider(), MeterProvider(metric_readers=[child_reader]), os.getpid())
+    child = child_process.Child(TracerProvider(), MeterProvider(metric_readers=[child_reader]), os.getpid())
     child.engine_info(7, (info.model, info.buckets))
     msg = marshal.loads(messages[0])
     child.engine_steps(msg[1], msg[2])
@@ -158,11 +172,12 @@ def _feed(vllm_config):
     from vllm.v1.metrics.loggers import PrometheusStatLogger
 
     prom = PrometheusStatLogger(vllm_config, [0, 1])
-    agg = em.EngineAggregator(deque())
+    agg = _agg()
     reader = InMemoryMetricReader()
     agg.bind(MeterProvider(metric_readers=[reader]).get_meter("test"))
-    info = em.EngineInfo.from_vllm_config(vllm_config, [0, 1])
-    agg.pending.extend(_items(info))
+    info = EngineInfo.from_vllm_config(vllm_config, [0, 1])
+    for item in _items(info):
+        agg.put(item)
     for item in _items(info):  # the same calls vLLM makes to its own logger
         if item[0] == em.STEP:
             prom.record(*item[3:], engine_idx=item[2])
@@ -176,7 +191,7 @@ def _feed(vllm_config):
         for sm in rm.scope_metrics:
             for m in sm.metrics:
                 ours.setdefault(m.name, []).extend(m.data.data_points)
-    assert not agg.pending
+    assert agg.queue.queued() == 0
     return ours, prometheus_client.REGISTRY
 
 
@@ -188,9 +203,9 @@ def test_every_mirrored_metric_equals_vllm_prometheus(vllm_config):
     ours, registry = _feed(vllm_config)
     checked = 0
     for otel_name, (prom_name, label, attr) in MIRRORED.items():
-        kind = em.METRICS[otel_name][0]
+        kind = METRICS[otel_name][0]
         samples = _prom_samples(registry, prom_name)
-        if kind == em.HISTOGRAM:
+        if kind == HISTOGRAM:
             for engine in (0, 1):
                 labels = {"model_name": MODEL, "engine": str(engine)}
                 count = registry.get_sample_value(prom_name + "_count", labels)
@@ -210,7 +225,7 @@ def test_every_mirrored_metric_equals_vllm_prometheus(vllm_config):
                 assert ours_cum == cum, otel_name
                 checked += 1
             continue
-        suffix = "_total" if kind == em.COUNTER else ""
+        suffix = "_total" if kind == COUNTER else ""
         prom_values = {}
         for s in samples:
             if s.name != prom_name + suffix:
@@ -236,7 +251,7 @@ def test_every_vllm_metric_is_mirrored_or_mapped(vllm_config):
     ours = {v[0] for v in MIRRORED.values()} | set(TO_SEMCONV) | set(RESHAPED)
     assert prom_names - ours == set(), "vLLM exports metrics we do not mirror"
     assert set(MIRRORED) | {m for v in RESHAPED.values() for m in v} >= {
-        n for n, v in em.METRICS.items() if not n.startswith("vllm_otel.")}
+        n for n, v in METRICS.items() if not n.startswith("vllm_otel.")}
 
 
 def test_lora_sleep_and_config_gauges(vllm_config):
@@ -261,40 +276,51 @@ def test_queue_flush_and_drop(vllm_config, monkeypatch):
     """record() only enqueues (nothing is converted on the event loop); a collection drains the queue first (so
     force_flush includes every step); a full queue drops and counts; nothing while uninstrumented."""
     from opentelemetry.instrumentation.vllm import state
-    from opentelemetry.instrumentation.vllm.stat_logger import VLLMOtelStatLogger
+    from opentelemetry.instrumentation.vllm.engine.stat_logger import VLLMOtelStatLogger
+
+    agg = _agg()  # the stat logger queues into this one (no drain thread: nothing drains behind the test's back)
+    monkeypatch.setattr(VLLMOtelStatLogger, "aggregator", agg)
+    queue = agg.queue
+    reader = InMemoryMetricReader()
+    agg.bind(MeterProvider(metric_readers=[reader]).get_meter("queue-test"))
+
+    def dropped() -> float:  # a collection drains the queue first
+        data = reader.get_metrics_data()
+        return sum(p.value for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
+                   if m.name == sc.METRIC_ENGINE_STATS_DROPPED for p in m.data.data_points)
 
     engine, sched, it, mm = _steps()[0]
     monkeypatch.setattr(state, "_instruments", None)
-    before = len(em.PENDING)
+    before = queue.queued()
     logger = VLLMOtelStatLogger(vllm_config, [0])
-    assert len(em.PENDING) == before + 1  # the INIT item (sleep state, config info) is queued at construction
-    em.drain()
+    assert queue.queued() == before + 1  # the INIT item (sleep state, config info) is queued at construction
+    agg.drain()
     logger.record(sched, it, mm, engine_idx=0)
-    assert len(em.PENDING) == 0  # inactive: nothing queued
+    assert queue.queued() == 0  # inactive: nothing queued
     monkeypatch.setattr(state, "_instruments", object())
     logger.record(sched, it, mm, engine_idx=0)
-    (item,) = em.PENDING
+    assert queue.queued() == 1
+    item = queue._q[0]
     assert item[3] is sched and item[4] is it and item[5] is mm  # references only, no conversion
-    monkeypatch.setattr(em, "MAX_PENDING", 1)
-    monkeypatch.setattr("opentelemetry.instrumentation.vllm.stat_logger._MAX", 1)
-    dropped = em.AGGREGATOR.counter_total(sc.METRIC_ENGINE_STATS_DROPPED)
-    assert len(em.PENDING) == 0  # counter_total drained the queued step
+    monkeypatch.setattr(queue, "max_queued", 1)
+    before_drops = dropped()
+    assert queue.queued() == 0  # the collection drained the queued step
     logger.record(sched, it, mm, engine_idx=0)
     logger.record(sched, it, mm, engine_idx=0)
     logger.record(sched, it, mm, engine_idx=0)
-    assert len(em.PENDING) == 1
-    assert em.AGGREGATOR.counter_total(sc.METRIC_ENGINE_STATS_DROPPED) - dropped == 2
+    assert queue.queued() == 1
+    assert dropped() - before_drops == 2
 
 
 def test_force_flush_includes_queued_steps(vllm_config):
-    agg = em.EngineAggregator(deque())
+    agg = _agg()
     reader = InMemoryMetricReader()
     mp = MeterProvider(metric_readers=[reader])
     agg.bind(mp.get_meter("flush"))
-    info = em.EngineInfo.from_vllm_config(vllm_config, [0])
+    info = EngineInfo.from_vllm_config(vllm_config, [0])
     steps = _steps()
     for _, sched, it, mm in steps:
-        agg.pending.append((em.STEP, info, 0, sched, it, mm))
+        agg.put((em.STEP, info, 0, sched, it, mm))
     mp.force_flush()  # an InMemoryMetricReader collects on get_metrics_data; force_flush must not lose anything
     data = reader.get_metrics_data()
     points = {m.name: m.data.data_points for rm in data.resource_metrics for sm in rm.scope_metrics
@@ -318,15 +344,15 @@ def test_bad_values_are_counted_not_recorded(bad):
     from vllm.v1.metrics.stats import FinishedRequestStats, IterationStats
     from vllm.v1.engine import FinishReason
 
-    agg = em.EngineAggregator(deque())
+    agg = _agg()
     reader = InMemoryMetricReader()
     agg.bind(MeterProvider(metric_readers=[reader]).get_meter("bad"))
-    info = em.EngineInfo(model=MODEL)
+    info = EngineInfo(model=MODEL)
     it = IterationStats()
     it.inter_token_latencies_iter = [bad, 0.0, 0.5]
     it.num_generation_tokens = bad if bad != -1e-9 else -3  # a counter increment that is not a count
     it.finished_requests.append(FinishedRequestStats(finish_reason=FinishReason.STOP, queued_time=bad))
-    agg.pending.append((em.STEP, info, 0, None, it, None))
+    agg.put((em.STEP, info, 0, None, it, None))
     data = reader.get_metrics_data()
     points = {m.name: m.data.data_points for rm in data.resource_metrics for sm in rm.scope_metrics
               for m in sm.metrics}
@@ -348,14 +374,14 @@ def test_counter_totals_and_histogram_counts_are_exact(steps):
     histogram counts equal the number of observations."""
     from vllm.v1.metrics.stats import IterationStats
 
-    agg = em.EngineAggregator(deque())
+    agg = _agg()
     reader = InMemoryMetricReader()
     agg.bind(MeterProvider(metric_readers=[reader]).get_meter("hyp"))
-    info = em.EngineInfo(model=MODEL, engine_indexes=(0, 1))
+    info = EngineInfo(model=MODEL, engine_indexes=(0, 1))
     for engine, gen, preempt, itls in steps:
         it = IterationStats()
         it.num_generation_tokens, it.num_preempted_reqs, it.inter_token_latencies_iter = gen, preempt, itls
-        agg.pending.append((em.STEP, info, engine, None, it, None))
+        agg.put((em.STEP, info, engine, None, it, None))
     data = reader.get_metrics_data()
     points = {} if data is None else {m.name: m.data.data_points for rm in data.resource_metrics
                                       for sm in rm.scope_metrics for m in sm.metrics}
@@ -388,10 +414,10 @@ def test_optional_metrics_follow_the_config():
     spec = SpecDecodingStats.new(2)
     spec.observe_draft(2, 2)
     sched = SchedulerStats(num_kv_fetch_reqs_by_stage={"in_progress": 4}, spec_decoding_stats=spec)
-    off = {r[0] for r in em.convert(em.EngineInfo(model=MODEL), sched, it, None)}
+    off = {r[0] for r in _convert(EngineInfo(model=MODEL), sched, it, None)}
     assert not off & {sc.METRIC_CORRUPTED_REQUESTS, sc.METRIC_WATERMARK_REQUESTS, sc.METRIC_KV_FETCH_BY_STAGE,
                       sc.METRIC_SPEC_DRAFTS, sc.METRIC_LORA_RUNNING, sc.METRIC_KV_BLOCK_LIFETIME}
-    on = em.convert(em.EngineInfo(model=MODEL, compute_nans=True, watermark=True, kv_consumer=True,
+    on = _convert(EngineInfo(model=MODEL, compute_nans=True, watermark=True, kv_consumer=True,
                                   num_spec_tokens=2), sched, it, None)
     got = {(n, e): v for n, e, v in on if n in (sc.METRIC_CORRUPTED_REQUESTS, sc.METRIC_WATERMARK_REQUESTS,
                                               sc.METRIC_KV_FETCH_BY_STAGE, sc.METRIC_SPEC_ACCEPTED_PER_POS,
@@ -417,6 +443,6 @@ def test_docs_table_lists_every_metric():
     doc = (Path(__file__).resolve().parents[2] / "docs" / "instrumentation.md").read_text()
     emitted = {getattr(sc, k) for k in dir(sc) if k.startswith("METRIC_")}
     assert {n for n in emitted if f"`{n}`" not in doc} == set()
-    assert set(em.METRICS) <= emitted
+    assert set(METRICS) <= emitted
     for prom_name in {v[0] for v in MIRRORED.values()} | set(TO_SEMCONV) | set(RESHAPED):
         assert f"`{prom_name}`" in doc, prom_name

@@ -19,9 +19,10 @@ import httpx
 import pytest
 
 from opentelemetry.instrumentation.vllm import semconv as sc
-from served_server import instrumented_server  # noqa: E402  (tests/instrumentation is on sys.path)
+from otlp_sink import Span  # noqa: E402  (tests/instrumentation is on sys.path)
+from served_server import instrumented_server  # noqa: E402
 
-pytestmark = pytest.mark.vllm
+pytestmark = pytest.mark.engine
 SERVER, INTERNAL = 2, 1  # OTLP span kinds
 ROUTE = "POST /v1/chat/completions"
 TOKENS = 12
@@ -43,26 +44,26 @@ async def _stream(base: str) -> tuple[str, int]:
     return rid, events
 
 
-def _trace_of(receiver, rid: str, timeout: float = 30.0) -> tuple[dict, list[dict]]:
+def _trace_of(receiver, rid: str, timeout: float = 30.0) -> tuple[Span, list[Span]]:
     """Our request span for response id ``rid`` and every span of its trace (waits for both to arrive)."""
     deadline = time.monotonic() + timeout
     while True:
-        ours = [s for s in receiver.spans if s["attributes"].get(sc.RESPONSE_ID) == rid]
+        ours = [s for s in receiver.spans() if s.attributes.get(sc.RESPONSE_ID) == rid]
         if ours:
-            trace = [s for s in receiver.spans if s["trace_id"] == ours[0]["trace_id"]]
-            if any(s["name"] == ROUTE for s in trace):
+            trace = [s for s in receiver.spans() if s.trace_id == ours[0].trace_id]
+            if any(s.name == ROUTE for s in trace):
                 time.sleep(1.0)  # late ASGI spans of the same trace
-                return ours[0], [s for s in receiver.spans if s["trace_id"] == ours[0]["trace_id"]]
-        assert time.monotonic() < deadline, f"no trace for {rid}: {sorted({s['name'] for s in receiver.spans})}"
+                return ours[0], [s for s in receiver.spans() if s.trace_id == ours[0].trace_id]
+        assert time.monotonic() < deadline, f"no trace for {rid}: {sorted({s.name for s in receiver.spans()})}"
         time.sleep(0.2)
 
 
-def _check_parent(ours: dict, trace: list[dict]) -> dict:
-    (fastapi,) = [s for s in trace if s["name"] == ROUTE]
-    assert fastapi["kind"] == SERVER and fastapi["parent_span_id"] == ""
-    assert ours["parent_span_id"] == fastapi["span_id"]
-    assert [s for s in trace if s["kind"] == SERVER] == [fastapi]  # one SERVER span per incoming request
-    assert ours["kind"] == INTERNAL
+def _check_parent(ours: Span, trace: list[Span]) -> Span:
+    (fastapi,) = [s for s in trace if s.name == ROUTE]
+    assert fastapi.kind == SERVER and fastapi.parent_span_id == ""
+    assert ours.parent_span_id == fastapi.span_id
+    assert [s for s in trace if s.kind == SERVER] == [fastapi]  # one SERVER span per incoming request
+    assert ours.kind == INTERNAL
     return fastapi
 
 
@@ -72,12 +73,12 @@ def test_fastapi_auto_instrumented(tiny_model_dir, tmp_path):
         rid, events = asyncio.run(_stream(base))
         ours, trace = _trace_of(receiver, rid)
         fastapi = _check_parent(ours, trace)
-        sends = [s for s in trace if s["name"] == f"{ROUTE} http send"]
-        assert all(s["parent_span_id"] == fastapi["span_id"] for s in sends)
+        sends = [s for s in trace if s.name == f"{ROUTE} http send"]
+        assert all(s.parent_span_id == fastapi.span_id for s in sends)
         # one per ASGI message: http.response.start, one body message per SSE event, the closing empty body
         assert len(sends) == events + 2, (len(sends), events)
         assert events == TOKENS + 2  # role chunk + one per token ... + [DONE] (vLLM's OpenAI stream)
-        assert ours["attributes"][sc.USAGE_OUTPUT_TOKENS] == TOKENS
+        assert ours.attributes[sc.USAGE_OUTPUT_TOKENS] == TOKENS
 
 
 def test_fastapi_trimmed_exclude_spans(tiny_model_dir, tmp_path):
@@ -88,6 +89,6 @@ def test_fastapi_trimmed_exclude_spans(tiny_model_dir, tmp_path):
         rid, _ = asyncio.run(_stream(base))
         ours, trace = _trace_of(receiver, rid)
         _check_parent(ours, trace)
-        assert [s["name"] for s in trace if "http send" in s["name"] or "http receive" in s["name"]] == []
+        assert [s.name for s in trace if "http send" in s.name or "http receive" in s.name] == []
         # what is left per request: FastAPI's SERVER span, our request span and its queue/prefill/decode children
-        assert sorted(s["name"] for s in trace) == sorted([ROUTE, "chat tiny", "queue", "prefill", "decode"])
+        assert sorted(s.name for s in trace) == sorted([ROUTE, "chat tiny", "queue", "prefill", "decode"])

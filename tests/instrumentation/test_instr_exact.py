@@ -13,11 +13,11 @@ from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, StatusCode, TraceFlags
 
 from conftest import metric_points  # noqa: E402  (tests/instrumentation)
-from opentelemetry.instrumentation.vllm import writer as vllm_writer
+from opentelemetry.instrumentation.vllm.request import emit as vllm_emit
 from opentelemetry.instrumentation.vllm import semconv as sc
 from opentelemetry.instrumentation.vllm import state
 
-pytestmark = pytest.mark.vllm
+pytestmark = pytest.mark.engine
 HISTOGRAMS = (sc.METRIC_REQUEST_DURATION, sc.METRIC_TTFT, sc.METRIC_TPOT)
 
 
@@ -166,13 +166,13 @@ def test_spans_ended_when_generate_returns(offline_llm, spans, otel, monkeypatch
     slow writer (no flush helper, no sleep)."""
     import vllm
 
-    slow_write = vllm_writer.write_span
+    slow_write = vllm_emit.write_span
 
     def slow(*args, **kwargs):
         time.sleep(0.2)
         return slow_write(*args, **kwargs)
 
-    monkeypatch.setattr(vllm_writer, "write_span", slow)
+    monkeypatch.setattr(vllm_emit, "write_span", slow)
     outs = offline_llm.generate(["a b", "c d", "e f"], vllm.SamplingParams(max_tokens=3, ignore_eos=True))
     got = {s.attributes.get(sc.VLLM_REQUEST_ID) for s in otel.exporter.get_finished_spans()
            if s.kind == SpanKind.SERVER}
@@ -219,13 +219,13 @@ def _own_providers(otel, monkeypatch) -> Iterator[Any]:
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    slow_write = vllm_writer.write_span
+    slow_write = vllm_emit.write_span
 
     def slow(*args, **kwargs):
         time.sleep(0.3)
         return slow_write(*args, **kwargs)
 
-    monkeypatch.setattr(vllm_writer, "write_span", slow)
+    monkeypatch.setattr(vllm_emit, "write_span", slow)
     spans_out, metrics_out = InMemorySpanExporter(), _MetricsKept()
     tp = TracerProvider(shutdown_on_exit=False)
     tp.add_span_processor(BatchSpanProcessor(spans_out, schedule_delay_millis=60_000))

@@ -9,17 +9,19 @@ import signal
 import pytest
 
 from conftest import metric_sum  # noqa: E402  (tests/instrumentation)
-from otlp_receiver import OtlpReceiver  # noqa: E402
+from otlp_sink import OtlpSink  # noqa: E402
 from opentelemetry.instrumentation.vllm import semconv as sc
-from opentelemetry.instrumentation.vllm import export_process, state, utils
+from opentelemetry.instrumentation.vllm import safety, state
+from opentelemetry.instrumentation.vllm.handoff import link as handoff_link
+from opentelemetry.instrumentation.vllm.handoff import wire
 
-pytestmark = pytest.mark.vllm
+pytestmark = pytest.mark.engine
 SERVER, INTERNAL = 2, 1  # OTLP span kinds
 
 
 @pytest.fixture()
 def child_mode(otel, monkeypatch):
-    with OtlpReceiver() as receiver:
+    with OtlpSink() as receiver:
         for k, v in {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_METRICS_EXPORTER": "none", "OTEL_LOGS_EXPORTER": "none",
                      "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
                      "OTEL_EXPORTER_OTLP_INSECURE": "true", "OTEL_SERVICE_NAME": "vllm-child-test",
@@ -28,7 +30,7 @@ def child_mode(otel, monkeypatch):
         otel.inst.uninstrument()
         otel.inst.instrument()  # no provider objects: the SDK is configured from OTEL_* (in the child)
         errors = otel.mp.get_meter("test").create_counter(sc.METRIC_HOOK_ERRORS)
-        utils.set_error_counter(errors)
+        safety.set_error_counter(errors)
         try:
             yield receiver
         finally:
@@ -45,7 +47,7 @@ def test_child_builds_spans_flushed_when_generate_returns(offline_llm, child_mod
     spans = child_mode.spans()  # no wait: generate returned after the child's flush was confirmed
     server = {s.attributes[sc.VLLM_REQUEST_ID]: s for s in spans if s.kind == SERVER}
     assert set(server) == {o.request_id for o in outs}
-    link = export_process.LINK.link
+    link = handoff_link.LINK.link
     assert link is not None and link.up and link.proc.pid != os.getpid()
     for out in outs:
         span = server[out.request_id]
@@ -86,7 +88,7 @@ def test_killed_child_never_fails_inference(offline_llm, child_mode, otel):
     import vllm
 
     offline_llm.generate(["warm the child"], vllm.SamplingParams(max_tokens=2, ignore_eos=True))
-    link = export_process.LINK.link
+    link = handoff_link.LINK.link
     before = metric_sum(otel.reader, sc.METRIC_HOOK_ERRORS, hook="export_process")
     os.kill(link.proc.pid, signal.SIGKILL)
     link.proc.wait(10)
@@ -102,20 +104,19 @@ def test_full_queue_drops_and_counts_instead_of_blocking(offline_llm, child_mode
     import threading
 
     import vllm
-    from opentelemetry.instrumentation.vllm import writer
 
     offline_llm.generate(["warm the child"], vllm.SamplingParams(max_tokens=2, ignore_eos=True))
-    link = export_process.LINK.link
+    link = handoff_link.LINK.link
     release = threading.Event()
     real_send = link.send
 
     def stuck_send(message, records):
-        if message[0] == export_process.REQUESTS:
+        if message[0] == wire.REQUESTS:
             release.wait(30)
         return real_send(message, records)
 
     monkeypatch.setattr(link, "send", stuck_send)
-    monkeypatch.setattr(writer, "MAX_QUEUED", 2)
+    monkeypatch.setattr(state.tracker().sink.batcher, "max_queued", 2)
     before = metric_sum(otel.reader, sc.METRIC_HOOK_ERRORS, hook="export_queue")
     threading.Timer(3.0, release.set).start()  # the child "recovers" while generate's flush waits
     prompts = [f"queue full {i}" for i in range(12)]

@@ -11,7 +11,7 @@ from conftest import PATCHED, current_attributes, metric_sum, reinstrumented  # 
 from opentelemetry.instrumentation.vllm import semconv as sc
 from opentelemetry.instrumentation.vllm import state
 
-pytestmark = pytest.mark.vllm
+pytestmark = pytest.mark.engine
 
 
 def _by_request_id(server_spans):
@@ -175,13 +175,13 @@ def test_engine_error_marks_status(offline_llm, spans):
 
 def test_hook_failure_does_not_break_inference(offline_llm, spans, otel, monkeypatch):
     import vllm
-    from opentelemetry.instrumentation.vllm import requests
+    from opentelemetry.instrumentation.vllm.request import tracker
 
     def boom(*args, **kwargs):
         raise RuntimeError("injected")
 
     before = metric_sum(otel.reader, sc.METRIC_HOOK_ERRORS, hook="request.add")
-    monkeypatch.setattr(requests, "_Capture", boom)
+    monkeypatch.setattr(tracker, "Capture", boom)
     outs = offline_llm.generate(["a", "b"], vllm.SamplingParams(max_tokens=4, ignore_eos=True))
     assert [len(o.outputs[0].token_ids) for o in outs] == [4, 4]
     assert spans.server() == []

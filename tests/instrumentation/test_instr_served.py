@@ -8,20 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import secrets
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from otlp_receiver import OtlpReceiver  # noqa: E402  (tests/instrumentation is on sys.path)
-from served_server import free_port, server_group  # noqa: E402
+from served_server import instrumented_server  # noqa: E402
 from opentelemetry.instrumentation.vllm import semconv as sc
 
-pytestmark = pytest.mark.vllm
+pytestmark = pytest.mark.engine
 SERVER = 2  # OTLP SpanKind.SPAN_KIND_SERVER
 ERROR = 2  # OTLP Status.STATUS_CODE_ERROR
 
@@ -31,23 +28,13 @@ def served(request, tiny_model_dir, tmp_path_factory):
     """The server in both modes of #13: spans and metrics built in the telemetry child (the default under
     ``opentelemetry-instrument``) and in the API server itself (``OTEL_INSTRUMENTATION_VLLM_EXPORT_PROCESS=false``);
     every test of the module runs against each."""
-    port = free_port()
     log = tmp_path_factory.mktemp("served") / "server.log"
-    venv_bin = Path(sys.executable).parent
-    with OtlpReceiver() as receiver:
-        env = dict(os.environ, OTEL_SERVICE_NAME="vllm-test", OTEL_TRACES_EXPORTER="otlp",
-                   OTEL_METRICS_EXPORTER="none", OTEL_LOGS_EXPORTER="none", OTEL_EXPORTER_OTLP_PROTOCOL="grpc",
-                   OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint, OTEL_EXPORTER_OTLP_INSECURE="true",
-                   OTEL_BSP_SCHEDULE_DELAY="200", VLLM_CPU_KVCACHE_SPACE="1",
-                   OTEL_PYTHON_DISABLED_INSTRUMENTATIONS="fastapi")  # our spans alone (FastAPI: test_fastapi_*)
-        env["OTEL_INSTRUMENTATION_VLLM_EXPORT_PROCESS"] = "false" if request.param == "in_process" else ""
-        cmd = [str(venv_bin / "opentelemetry-instrument"), sys.executable, "-m", "vllm.entrypoints.openai.api_server",
-               "--model", str(tiny_model_dir), "--dtype", "float32", "--max-model-len", "2048", "--enforce-eager",
-               "--host", "127.0.0.1", "--port", str(port), "--max-num-seqs", "64",
-               "--disable-log-stats"]  # stats must come on anyway (stat-logger plugin)
-        with server_group(cmd, env, port, log, startup_s=420) as base:  # a shared 2-core machine starts slowly
-            model = httpx.get(f"{base}/v1/models").json()["data"][0]["id"]
-            yield receiver, base, model
+    env = {"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "fastapi",  # our spans alone (FastAPI: test_fastapi_*)
+           "OTEL_INSTRUMENTATION_VLLM_EXPORT_PROCESS": "false" if request.param == "in_process" else ""}
+    with instrumented_server(tiny_model_dir, log, ["--disable-log-stats"],  # stats come on anyway (our plugin)
+                             env, metrics=False, served_name=None, max_num_seqs=64) as (receiver, base):
+        model = httpx.get(f"{base}/v1/models").json()["data"][0]["id"]
+        yield receiver, base, model
 
 
 async def _stream_chat(client: httpx.AsyncClient, base: str, model: str, text: str, max_tokens: int,
@@ -233,7 +220,7 @@ def test_spans_and_metrics_built_where_configured(served, request):
         out = []
         for c in server.children(recursive=True):
             try:
-                if "opentelemetry.instrumentation.vllm.export_child" in c.cmdline():
+                if "opentelemetry.instrumentation.vllm.handoff.child" in c.cmdline():
                     out.append(c)
             except psutil.Error:
                 pass
@@ -264,9 +251,18 @@ def test_killed_child_falls_back_in_the_server(served, request, tmp_path_factory
     (server,) = [p for p in psutil.process_iter(["cmdline"])
                  if "vllm.entrypoints.openai.api_server" in (p.info["cmdline"] or [])
                  and port in (p.info["cmdline"] or [])]
-    (child,) = [c for c in server.children() if "opentelemetry.instrumentation.vllm.export_child" in c.cmdline()]
+    (child,) = [c for c in server.children() if "opentelemetry.instrumentation.vllm.handoff.child" in c.cmdline()]
     child.send_signal(_signal.SIGKILL)
-    child.wait(10)
+    # dead: a zombie until the server reaps it (it does when its next send finds the pipe broken), or gone
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if child.status() == psutil.STATUS_ZOMBIE:
+                break
+        except psutil.NoSuchProcess:
+            break
+        assert time.monotonic() < deadline, "the SIGKILLed telemetry child is still running"
+        time.sleep(0.05)
 
     async def run():
         async with httpx.AsyncClient(timeout=60) as client:
@@ -281,7 +277,7 @@ def test_killed_child_falls_back_in_the_server(served, request, tmp_path_factory
     alive = []
     for c in server.children():
         try:
-            if "opentelemetry.instrumentation.vllm.export_child" in c.cmdline():
+            if "opentelemetry.instrumentation.vllm.handoff.child" in c.cmdline():
                 alive.append(c)
         except psutil.Error:  # exited meanwhile
             pass

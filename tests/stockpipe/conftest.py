@@ -3,37 +3,22 @@ fills them, :mod:`contrib_exporter`), and an in-process collector for the other 
 
 from __future__ import annotations
 
-import os
 
 import pytest
 
-from vllm_otel_collector.store.testing import fresh_store
 
 
 @pytest.fixture()
-def empty_store():
+def empty_store(fresh_stores):
     """A store on a new, empty database (no migrations): what an exporter-only ClickHouse looks like before
     ``vllm-otel migrate``."""
-    s = fresh_store("sp", apply_migrations=False)
-    yield s
-    s.command(f"DROP DATABASE IF EXISTS `{s.database}`", use_database=False)
-    s.close()
+    return fresh_stores("sp", apply_migrations=False)
 
 
 @pytest.fixture()
-def empty_stores():
+def empty_stores(fresh_stores):
     """Factory of further empty stores (dropped afterwards)."""
-    made = []
-
-    def make():
-        s = fresh_store("sp", apply_migrations=False)
-        made.append(s)
-        return s
-
-    yield make
-    for s in made:
-        s.command(f"DROP DATABASE IF EXISTS `{s.database}`", use_database=False)
-        s.close()
+    return lambda: fresh_stores("sp", apply_migrations=False)
 
 
 @pytest.fixture()
@@ -52,16 +37,8 @@ def make_config():
 def our_collector(tmp_path):
     """An in-process vllm-otel collector (no receivers' ports needed: tests hand it request bodies) on a new
     database; stopped and dropped afterwards."""
-    from vllm_otel_collector.collector import Collector
-    from vllm_otel_collector.config import load_config
-    from vllm_otel_collector.store import Store
-    from vllm_otel_collector.store.testing import shared_chdb_path
+    from vllm_otel_collector.testing import start_test_collector, stop_test_collector
 
-    cfg = load_config(None, clickhouse=f"chdb://{shared_chdb_path()}", database=f"sp_ours_{os.getpid()}_{id(tmp_path)}",
-                      data_dir=tmp_path / "collector", grpc_listen="127.0.0.1:0", http_listen="off", api_listen="off",
-                      spool={"fsync": False}, flush_interval_s=0.2)
-    c = Collector(cfg).start()
-    assert c.wait_ready(60)
+    c = start_test_collector(f"sp_ours_{id(tmp_path)}", tmp_path / "collector", http_listen="off", api_listen="off")
     yield c
-    c.stop()
-    Store(cfg.dsn, database=cfg.database).command(f"DROP DATABASE IF EXISTS `{cfg.database}`", use_database=False)
+    stop_test_collector(c)

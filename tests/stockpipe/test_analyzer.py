@@ -108,6 +108,7 @@ def test_the_analyzer_refuses_a_database_migrate_has_not_set_up(empty_store, mak
         Analyzer(make_config(empty_store), background=False).start()
 
 
+@pytest.mark.chdb
 def test_the_analyzer_cli_runs_until_sigterm_and_releases_its_lease(tmp_path):
     """A real process: starts, takes the lease, exits 0 on SIGTERM and releases the lease for the next one."""
     import os

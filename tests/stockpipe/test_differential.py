@@ -66,7 +66,7 @@ def stores(tmp_path_factory):
     from vllm_otel_collector.collector import Collector
     from vllm_otel_collector.config import load_config
     from vllm_otel_collector.store import Store
-    from vllm_otel_collector.store.testing import fresh_store, shared_chdb_path
+    from vllm_otel_collector.store.testing import drop_store, fresh_store, shared_chdb_path
 
     now = now_s() // 60 * 60
     traces, metrics = trace_bodies(now), metric_bodies(now)
@@ -95,8 +95,7 @@ def stores(tmp_path_factory):
     ours.stop()
     Store(cfg.dsn, database=cfg.database).command(f"DROP DATABASE IF EXISTS `{cfg.database}`", use_database=False)
     for s in made:
-        s.command(f"DROP DATABASE IF EXISTS `{s.database}`", use_database=False)
-        s.close()
+        drop_store(s)
 
 
 def rows(store, sql: str) -> list[tuple]:

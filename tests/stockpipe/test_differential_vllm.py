@@ -11,17 +11,11 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
-from concurrent import futures
 from pathlib import Path
 
-import grpc
 import httpx
 import pytest
-from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from opentelemetry.instrumentation.vllm import semconv as sc
 
@@ -29,66 +23,12 @@ from . import contrib_exporter as X
 from .dataset import through_our_collector, through_the_exporter
 from .test_differential import SNAPSHOTS, assert_same
 
-pytestmark = pytest.mark.vllm
+pytestmark = pytest.mark.engine
 LONG_PROMPT = "Explain the roles of prefill and decode in LLM serving, then list five tips. " * 6
 
 
-class Capture:
-    """An OTLP/gRPC receiver (traces + metrics) that keeps every request body as it arrived."""
-
-    def __init__(self) -> None:
-        self.traces: list[bytes] = []
-        self.metrics: list[bytes] = []
-        self._lock = threading.Lock()
-        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-        capture = self
-
-        class Traces(trace_service_pb2_grpc.TraceServiceServicer):
-            def Export(self, request, context):  # noqa: N802
-                with capture._lock:
-                    capture.traces.append(request.SerializeToString())
-                return trace_service_pb2.ExportTraceServiceResponse()
-
-        class Metrics(metrics_service_pb2_grpc.MetricsServiceServicer):
-            def Export(self, request, context):  # noqa: N802
-                with capture._lock:
-                    capture.metrics.append(request.SerializeToString())
-                return metrics_service_pb2.ExportMetricsServiceResponse()
-
-        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Traces(), self._server)
-        metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(Metrics(), self._server)
-        self.endpoint = f"http://127.0.0.1:{self._server.add_insecure_port('127.0.0.1:0')}"
-
-    def spans(self) -> list:
-        with self._lock:
-            bodies = list(self.traces)
-        return [s for b in bodies for rs in ExportTraceServiceRequest.FromString(b).resource_spans
-                for ss in rs.scope_spans for s in ss.spans]
-
-    def wait_for(self, predicate, timeout_s: float, what: str) -> None:
-        deadline = time.monotonic() + timeout_s
-        while not predicate(self.spans()):
-            assert time.monotonic() < deadline, f"not captured within {timeout_s:.0f} s: {what}"
-            time.sleep(0.5)
-
-    def __enter__(self) -> "Capture":
-        self._server.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._server.stop(grace=2)
-
-
-def _otel_env(capture: Capture, service: str) -> dict[str, str]:
-    return dict(os.environ, OTEL_SERVICE_NAME=service, OTEL_TRACES_EXPORTER="otlp", OTEL_METRICS_EXPORTER="otlp",
-                OTEL_LOGS_EXPORTER="none", OTEL_EXPORTER_OTLP_PROTOCOL="grpc",
-                OTEL_EXPORTER_OTLP_ENDPOINT=capture.endpoint, OTEL_EXPORTER_OTLP_INSECURE="true",
-                OTEL_METRIC_EXPORT_INTERVAL="500", OTEL_BSP_SCHEDULE_DELAY="200", VLLM_CPU_KVCACHE_SPACE="1",
-                OTEL_PYTHON_DISABLED_INSTRUMENTATIONS="fastapi")
-
-
 def _is_request(span) -> bool:
-    return any(a.key == sc.VLLM_FINISH_REASON for a in span.attributes)
+    return sc.VLLM_FINISH_REASON in span.attributes
 
 
 async def _workload(base: str, model: str) -> int:
@@ -130,29 +70,27 @@ if __name__ == "__main__":
 def captured(tiny_model_dir, tmp_path_factory):
     """Raw OTLP bodies from a served run and an offline run of the instrumented tiny model."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "instrumentation"))  # its server helpers
-    from served_server import free_port, server_group
+    from otlp_sink import OtlpSink
+    from served_server import instrumented_server, otel_env
 
     work = tmp_path_factory.mktemp("vllm-diff")
     venv_bin = Path(sys.executable).parent
-    with Capture() as capture:
-        port = free_port()
-        cmd = [str(venv_bin / "opentelemetry-instrument"), sys.executable, "-m", "vllm.entrypoints.openai.api_server",
-               "--model", str(tiny_model_dir), "--served-model-name", "tiny", "--dtype", "float32",
-               "--max-model-len", "2048", "--enforce-eager", "--enable-prefix-caching", "--host", "127.0.0.1",
-               "--port", str(port), "--max-num-seqs", "32"]
-        with server_group(cmd, _otel_env(capture, "vllm-served"), port, work / "server.log", startup_s=480) as base:
+    no_fastapi = {"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "fastapi"}
+    with OtlpSink(raw=True) as capture:  # keeps every request body as it arrived
+        with instrumented_server(tiny_model_dir, work / "server.log", ["--enable-prefix-caching"], no_fastapi,
+                                 sink=capture, service="vllm-served") as (_, base):
             served = asyncio.run(_workload(base, "tiny"))
             capture.wait_for(lambda ss: sum(_is_request(s) for s in ss) >= served
-                             and any(s.name == "Overall Loading" for s in ss), 120, "the served request spans")
+                             and any(s.name == "Overall Loading" for s in ss), 120)
         script = work / "offline.py"
         script.write_text(OFFLINE)
         out = subprocess.run([str(venv_bin / "opentelemetry-instrument"), sys.executable, str(script),
-                              str(tiny_model_dir)], env=_otel_env(capture, "vllm-offline"), capture_output=True,
+                              str(tiny_model_dir)], env=otel_env(capture, "vllm-offline", **no_fastapi), capture_output=True,
                              text=True, timeout=600)
         assert "generated 3" in out.stdout, out.stdout[-2000:] + out.stderr[-4000:]
-        capture.wait_for(lambda ss: sum(_is_request(s) for s in ss) >= served + 3, 120, "the offline request spans")
+        capture.wait_for(lambda ss: sum(_is_request(s) for s in ss) >= served + 3, 120)
         time.sleep(1.5)  # the servers' last periodic metric exports (every 500 ms) are already in; nothing to wait for
-        yield list(capture.traces), list(capture.metrics), served + 3
+        yield *capture.raw_bodies(), served + 3
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +100,7 @@ def stored(captured, tmp_path_factory):
     from vllm_otel_collector.install import install
     from vllm_otel_collector.analytics.loads import assemble
     from vllm_otel_collector.store import Store
-    from vllm_otel_collector.store.testing import fresh_store, shared_chdb_path
+    from vllm_otel_collector.store.testing import drop_store, fresh_store, shared_chdb_path
 
     traces, metrics, requests = captured
     cfg = load_config(None, clickhouse=f"chdb://{shared_chdb_path()}", database=f"sp_vllm_{os.getpid()}",
@@ -186,8 +124,7 @@ def stored(captured, tmp_path_factory):
     ours.stop()
     Store(cfg.dsn, database=cfg.database).command(f"DROP DATABASE IF EXISTS `{cfg.database}`", use_database=False)
     for s in made:
-        s.command(f"DROP DATABASE IF EXISTS `{s.database}`", use_database=False)
-        s.close()
+        drop_store(s)
 
 
 def test_nothing_is_lost_and_the_served_facts_are_there(stored):

@@ -131,7 +131,7 @@ def hostile_stores():
     """``{False: map store, True: json store}`` with exporter tables and the analytics installed (module scope:
     Hypothesis examples accumulate rows; each example checks only its own increments)."""
     from vllm_otel_collector.config import load_config
-    from vllm_otel_collector.store.testing import fresh_store, shared_chdb_path
+    from vllm_otel_collector.store.testing import drop_store, fresh_store, shared_chdb_path
 
     out = {}
     for json_mode in (False, True):
@@ -141,8 +141,7 @@ def hostile_stores():
         out[json_mode] = s
     yield out
     for s in out.values():
-        s.command(f"DROP DATABASE IF EXISTS `{s.database}`", use_database=False)
-        s.close()
+        drop_store(s)
 
 
 def test_a_load_trace_with_hostile_values_assembles_one_row(empty_store, make_config):

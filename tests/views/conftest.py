@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import time
 
 import pytest
 
-from vllm_otel_collector.store import Store
-from vllm_otel_collector.store.testing import shared_chdb_path
 
 from .data import fill
 
@@ -18,19 +15,14 @@ def views_collector(tmp_path_factory):
     """A running :class:`Collector` (OTLP/HTTP, read API with ``/api/v1/engine``; alert rules off and evaluation
     once a day, so the alert table holds exactly what the tests write: with no rules an evaluation resolves every
     firing alert, which made tests reading alerts depend on running within 30 s of the fill)."""
-    from vllm_otel_collector.collector import Collector
-    from vllm_otel_collector.config import load_config
     from vllm_otel_collector.analytics.engine import engine_route
+    from vllm_otel_collector.testing import start_test_collector, stop_test_collector
 
-    cfg = load_config(None, spool={"fsync": False}, clickhouse=f"chdb://{shared_chdb_path()}",
-                      database=f"views_{os.getpid()}", data_dir=tmp_path_factory.mktemp("collector"),
-                      grpc_listen="127.0.0.1:0", http_listen="127.0.0.1:0", api_listen="127.0.0.1:0",
-                      flush_interval_s=0.2, analytics={"rules": [], "evaluation_interval_seconds": 86400})
-    collector = Collector(cfg, routes={"/api/v1/engine": engine_route}).start()
-    assert collector.wait_ready(60)
+    collector = start_test_collector("views", tmp_path_factory.mktemp("collector"),
+                                     routes={"/api/v1/engine": engine_route},
+                                     analytics={"rules": [], "evaluation_interval_seconds": 86400})
     yield collector
-    collector.stop()
-    Store(cfg.dsn, database=cfg.database).command(f"DROP DATABASE IF EXISTS `{cfg.database}`", use_database=False)
+    stop_test_collector(collector)
 
 
 @pytest.fixture(scope="package")

@@ -89,7 +89,7 @@ def test_commands_share_the_client_errors(guarded_api, capsys, monkeypatch):
     assert capsys.readouterr().out.strip().startswith("{")
     for argv in (["stats", "--api", "http://127.0.0.1:9"], ["top", "--once", "--api", "http://127.0.0.1:9"]):
         assert main(argv) == 2
-        assert f"error: cannot reach the collector read API at http://127.0.0.1:9: " in capsys.readouterr().err
+        assert "error: cannot reach the collector read API at http://127.0.0.1:9: " in capsys.readouterr().err
 
 
 def test_store_commands_open_the_store_the_same_way(tmp_path, capsys):
@@ -103,6 +103,7 @@ def test_store_commands_open_the_store_the_same_way(tmp_path, capsys):
         open_store(argparse.Namespace(clickhouse=f"chdb://{tmp_path}/missing", database=None, data_dir=None))
 
 
+@pytest.mark.chdb
 def test_fetch_runs_the_handler_on_the_store():
     """--clickhouse runs the caller's handler on the store it names (the handler table is the caller's)."""
     from vllm_otel_collector.store.testing import fresh_store, shared_chdb_path

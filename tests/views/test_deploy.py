@@ -121,6 +121,7 @@ def test_collector_commands_parse_with_our_cli(compose):
     assert parser.parse_args(prepare).dir == Path("/models/cache")
 
 
+@pytest.mark.engine
 def test_vllm_cpu_command_parses_with_vllms_parser(compose):
     pytest.importorskip("vllm")
     from vllm.entrypoints.launchers.cli_args import make_arg_parser
@@ -202,6 +203,7 @@ def test_distributed_tables_cover_every_migrated_table():
     assert global_tables == {t for t, c in dist.items() if c == "llm_one"}
 
 
+@pytest.mark.chdb
 def test_distributed_sql_parses():
     """Each statement of distributed.sql is valid ClickHouse SQL (its parser, through chDB's formatQuery)."""
     from vllm_otel_collector.store.testing import fresh_store

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 
-from vllm_otel_collector.otlp.base import Columns, Limits, MalformedRequest, Payload
+from vllm_otel_collector.otlp.base import Limits, MalformedRequest, Payload
 from vllm_otel_collector.otlp.validation import exemplar_error, scale_error, time_error
 from vllm_otel_collector.otlp.values import attrs_map
 

@@ -185,6 +185,13 @@ class Store:
                                     fmt="Native", settings=_dedup_settings(dedup_token))
         return rows
 
+    def query_native(self, sql: str) -> bytes:
+        """The result of ``sql`` (a SELECT, this database) as ClickHouse Native-format bytes: blocks that
+        :meth:`insert_native` takes back as they are (benchmarks, replays). Raises clickhouse-connect errors."""
+        with self._lock:
+            self._check_open()
+            return self._client.raw_query(sql, fmt="Native")
+
     def ping(self) -> bool:
         """True if a trivial query succeeds."""
         try:

@@ -6,11 +6,13 @@ Use :func:`shared_chdb_path` for the path and a unique database per test (:func:
 from __future__ import annotations
 
 import atexit
+import contextlib
 import itertools
 import os
 import shutil
 import tempfile
 import threading
+from collections.abc import Iterator
 
 from vllm_otel_collector.store.migrations import migrate
 from vllm_otel_collector.store.store import Store
@@ -37,3 +39,21 @@ def fresh_store(prefix: str = "t", apply_migrations: bool = True) -> Store:
     if apply_migrations:
         migrate(store)
     return store
+
+
+def drop_store(store: Store) -> None:
+    """Drop ``store``'s database and close it (the end of a :func:`fresh_store`)."""
+    try:
+        store.command(f"DROP DATABASE IF EXISTS `{store.database}`", use_database=False)
+    finally:
+        store.close()
+
+
+@contextlib.contextmanager
+def temporary_store(prefix: str = "t", apply_migrations: bool = True) -> Iterator[Store]:
+    """:func:`fresh_store` for the duration of a ``with`` block, dropped (:func:`drop_store`) after it."""
+    store = fresh_store(prefix, apply_migrations)
+    try:
+        yield store
+    finally:
+        drop_store(store)

@@ -13,7 +13,6 @@ chart is drawn.
 from __future__ import annotations
 
 import html
-import json
 import math
 import os
 import tempfile

@@ -28,8 +28,8 @@ What is emitted (names in :mod:`opentelemetry.instrumentation.vllm.semconv`)
 - Metrics: ``gen_ai.server.*`` histograms (every finished request once; exemplars carry its trace id), token usage, request counts by finish reason, engine gauges (KV cache
   usage, running/waiting), preemptions, prefix cache, process CPU/RSS, NVML GPU when present.
 
-Environment
------------
+Environment (:mod:`.settings`)
+------------------------------
 - ``OTEL_INSTRUMENTATION_VLLM_REQUEST_TIMEOUT`` — zombie timeout, seconds (default 60).
 - ``OTEL_INSTRUMENTATION_VLLM_MAX_IN_FLIGHT`` — bound on tracked requests (default 65536).
 - ``OTEL_INSTRUMENTATION_VLLM_PHASE_SPANS=false`` — no queue/prefill/decode child spans (1 span per request instead
@@ -44,22 +44,31 @@ Environment
 vLLM runs an API server, an EngineCore process and workers; ``opentelemetry-instrument`` re-runs in spawned children,
 and the ``vllm.general_plugins`` entry point (:mod:`.plugin`) instruments any vLLM process that has an SDK tracer
 provider. Patching happens once per process; ``uninstrument()`` restores every original.
+
+Rooms (docs/ARCHITECTURE.md): :mod:`.hooks` (every patch) → :mod:`.request` (facts, tracker, the one SDK writer) and
+:mod:`.engine` (the engine metric set) → :mod:`.handoff` (child when up, else here; the wire; the child process),
+on :mod:`.settings`, :mod:`.safety`, :mod:`.batcher`, :mod:`.host_metrics` and :mod:`.semconv`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import threading
 from typing import Any, Collection
 
 from opentelemetry import metrics, trace
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 
-from opentelemetry.instrumentation.vllm import engine, engine_metrics, export_process, flush, model_load, state, utils
-from opentelemetry.instrumentation.vllm.instruments import Instruments
+from opentelemetry.instrumentation.vllm import hooks, safety, state
+from opentelemetry.instrumentation.vllm.engine.aggregator import AGGREGATOR
+from opentelemetry.instrumentation.vllm.handoff.link import LINK, configured_from_environment
+from opentelemetry.instrumentation.vllm.handoff.sink import RequestSink, engine_to_child
+from opentelemetry.instrumentation.vllm.host_metrics import register_host_observers
 from opentelemetry.instrumentation.vllm.package import _instruments_any
-from opentelemetry.instrumentation.vllm.patching import Patcher
-from opentelemetry.instrumentation.vllm.requests import RequestTracker
+from opentelemetry.instrumentation.vllm.request.instruments import RequestInstruments
+from opentelemetry.instrumentation.vllm.request.tracker import RequestTracker
+from opentelemetry.instrumentation.vllm.settings import Settings
 
 __all__ = ["VLLMInstrumentor"]
 _SCOPE = "opentelemetry.instrumentation.vllm"
@@ -73,7 +82,7 @@ class VLLMInstrumentor(BaseInstrumentor):
     capture_content=None, phase_spans=None)``; unset values come from the global providers and the environment (see module doc).
     """
 
-    _patcher: Patcher | None = None
+    _patcher: hooks.Patcher | None = None
 
     def instrumentation_dependencies(self) -> Collection[str]:
         # BaseInstrumentor requires *all* listed requirements; either vLLM distribution is enough, so we list none
@@ -82,31 +91,35 @@ class VLLMInstrumentor(BaseInstrumentor):
 
     def instrument(self, **kwargs: Any) -> Any:
         if not kwargs.get("skip_dep_check") and _missing_vllm():
-            utils.logger.warning("vllm-otel: neither %s is installed; not instrumenting", " nor ".join(_instruments_any))
+            safety.logger.warning("vllm-otel: neither %s is installed; not instrumenting", " nor ".join(_instruments_any))
             return None
         return super().instrument(**kwargs)
 
     def _instrument(self, **kwargs: Any) -> None:
         with _lock:
-            settings = utils.Settings.from_env(**{k: kwargs.get(k) for k in
-                                                  ("request_timeout_s", "max_in_flight", "capture_content",
-                                                   "phase_spans", "export_process")})
+            # 1. settings: the environment, instrument()'s arguments, and where telemetry is built
+            settings = Settings.from_env(**{k: kwargs.get(k) for k in
+                                            ("request_timeout_s", "max_in_flight", "capture_content",
+                                             "phase_spans", "export_process")})
             if kwargs.get("tracer_provider") is not None or kwargs.get("meter_provider") is not None:
                 settings = dataclasses.replace(settings, export_process=False)  # providers in code: in-process
             elif settings.export_process is None:
-                settings = dataclasses.replace(settings,
-                                               export_process=export_process.configured_from_environment())
-            export_process.LINK.enabled = bool(settings.export_process)
-            engine_metrics.AGGREGATOR.sink = export_process.engine_sink if settings.export_process else None
+                settings = dataclasses.replace(settings, export_process=configured_from_environment())
+            LINK.enabled = bool(settings.export_process)
+            # 2. sinks: instruments, the engine metric set, the request sink (child when up, else here), the tracker
             tracer = trace.get_tracer(_SCOPE, tracer_provider=kwargs.get("tracer_provider"))
             meter = metrics.get_meter(_SCOPE, meter_provider=kwargs.get("meter_provider"))
-            inst = Instruments(meter)
-            utils.set_error_counter(inst.hook_errors)
-            state.activate(inst, RequestTracker(tracer, inst, settings))
-            patcher = Patcher()
-            engine.install(patcher)
-            flush.install(patcher)
-            model_load.install(patcher)
+            inst = RequestInstruments(meter)
+            safety.set_error_counter(inst.hook_errors)
+            AGGREGATOR.sink = engine_to_child if settings.export_process else None
+            AGGREGATOR.bind(meter)
+            # while a telemetry child is up it observes this process and the GPUs (no duplicate series)
+            register_host_observers(meter, os.getpid(), silent=LINK.up)
+            sink = RequestSink(tracer, inst, settings, LINK, before_child_flush=AGGREGATOR.drain)
+            state.activate(inst, RequestTracker(settings, sink))
+            # 3. patches: every one listed in hooks.install
+            patcher = hooks.Patcher()
+            hooks.install(patcher)
             VLLMInstrumentor._patcher = patcher
 
     def _uninstrument(self, **kwargs: Any) -> None:
@@ -116,11 +129,11 @@ class VLLMInstrumentor(BaseInstrumentor):
                 VLLMInstrumentor._patcher = None
             tracker = state.tracker()
             state.deactivate()
-            utils.set_error_counter(None)
+            safety.set_error_counter(None)
             if tracker is not None:
                 tracker.close()
-            engine_metrics.AGGREGATOR.sink = None
-            export_process.LINK.close()
+            AGGREGATOR.sink = None
+            LINK.close()
 
 
 def _missing_vllm() -> bool:

@@ -20,6 +20,6 @@ def register() -> None:
         if not instrumentor.is_instrumented_by_opentelemetry:
             instrumentor.instrument()
     except Exception as exc:  # noqa: BLE001 - a plugin must never stop vLLM
-        from opentelemetry.instrumentation.vllm.utils import report_hook_error
+        from opentelemetry.instrumentation.vllm.safety import report_hook_error
 
         report_hook_error("plugin.register", exc)

@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from opentelemetry.instrumentation.vllm.instruments import Instruments
-    from opentelemetry.instrumentation.vllm.requests import RequestTracker
+    from opentelemetry.instrumentation.vllm.request.instruments import RequestInstruments as Instruments
+    from opentelemetry.instrumentation.vllm.request.tracker import RequestTracker
 
 _instruments: "Instruments | None" = None
 _tracker: "RequestTracker | None" = None

@@ -1,0 +1,1 @@
+"""Benchmarks of the collector and ClickHouse: ingest, queries, storage, the analytics views at insert."""

@@ -1,0 +1,202 @@
+"""The pipe to the telemetry child (:mod:`.child`) and its lifecycle.
+
+On by default when the SDK is configured from the environment (``opentelemetry-instrument``, or a programmatic
+``opentelemetry.instrumentation.auto_instrumentation.initialize()``) and no provider object is passed to
+``instrument()``; ``OTEL_INSTRUMENTATION_VLLM_EXPORT_PROCESS=false`` turns it off, ``true`` forces it. A provider
+object in code always means in-process writing (the child could not use it).
+
+The child is started lazily by the first sender (:data:`LINK`), so vLLM processes that have nothing to export
+(EngineCore, workers) never start one. When the child cannot be started or dies, the link is marked down, and every
+lost record (sent but not confirmed by a flush) is counted in ``vllm_otel.instrumentation.errors`` with
+``hook=export_process``; the senders then write in-process (:mod:`.sink`). The child dies with the server: it exits
+on EOF of the pipe, which the kernel delivers when the server exits or is killed.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from typing import Any
+
+from opentelemetry import trace
+
+from opentelemetry.instrumentation.vllm.handoff import wire
+from opentelemetry.instrumentation.vllm.safety import logger, report_hook_error, timed
+
+#: The child's module (``python -m``).
+CHILD_MODULE = "opentelemetry.instrumentation.vllm.handoff.child"
+#: ``nice`` increment of the child over the server (Linux CFS: nice +10 weighs ~1/10 of the server's threads).
+#: Telemetry must not compete with inference for CPU; the child shares no GIL with the server, so a descheduled child
+#: holds nothing up: it falls behind and its pipe buffers.
+CHILD_NICE = 10
+
+
+class ExportLost(Exception):
+    """The telemetry child is gone; records not confirmed by a flush are lost."""
+
+
+class ChildLink:
+    """The pipe to one telemetry child. ``send`` is thread-safe (one lock per message, so messages never
+    interleave); ``flush`` waits for the child's answer."""
+
+    def __init__(self) -> None:
+        from multiprocessing.connection import Connection
+
+        to_child_r, to_child_w = os.pipe()
+        from_child_r, from_child_w = os.pipe()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", CHILD_MODULE, str(to_child_r),
+             str(from_child_w), str(os.getpid())], pass_fds=(to_child_r, from_child_w), stdin=subprocess.DEVNULL,
+            close_fds=True, env=child_environment(os.environ))
+        os.close(to_child_r)
+        os.close(from_child_w)
+        try:
+            os.setpriority(os.PRIO_PROCESS, self.proc.pid, os.getpriority(os.PRIO_PROCESS, 0) + CHILD_NICE)
+        except (OSError, AttributeError):  # not permitted / not POSIX: normal priority
+            pass
+        self._send = Connection(to_child_w, readable=False)
+        self._recv = Connection(from_child_r, writable=False)
+        self.up = True
+        self.unconfirmed = 0  # records sent since the last confirmed flush
+        self._flushes = 0
+        self._lock = threading.Lock()
+        self._infos: set[int] = set()  # engine infos already announced to the child
+
+    @timed("link.send")
+    def send(self, message: tuple, records: int) -> None:
+        """Send one message carrying ``records`` records; raise :class:`ExportLost` when the child is gone (the caller
+        writes them in-process)."""
+        data = wire.dumps(message)
+        with self._lock:
+            if not self.up:
+                raise ExportLost("telemetry child is down")
+            try:
+                self._send.send_bytes(data)
+                self.unconfirmed += records
+            except (OSError, ValueError) as exc:
+                self._down_locked(exc)
+                raise ExportLost(str(exc)) from exc
+
+    def announce(self, key: int, info: tuple) -> None:
+        """Send an engine's ``(model, buckets)`` once per ``key`` (before its first records)."""
+        if key not in self._infos:
+            self.send((wire.ENGINE_INFO, key, info), 0)
+            self._infos.add(key)
+
+    def flush(self, timeout: float) -> bool:
+        """Ask the child to force-flush its providers; True when it confirmed within ``timeout`` seconds."""
+        with self._lock:
+            if not self.up:
+                return False
+            self._flushes += 1
+            n = self._flushes
+            try:
+                self._send.send_bytes(wire.dumps((wire.FLUSH, n)))
+                while self._recv.poll(timeout):
+                    if wire.loads(self._recv.recv_bytes()) == (wire.FLUSHED, n):
+                        self.unconfirmed = 0
+                        return True
+                return False
+            except (OSError, EOFError, ValueError) as exc:
+                self._down_locked(exc)
+                return False
+
+    def _down_locked(self, exc: BaseException) -> None:
+        if self.up:
+            self.up = False
+            lost, self.unconfirmed = self.unconfirmed, 0
+            logger.warning("vllm-otel: telemetry child exited (%s); %d unconfirmed records lost, writing in-process",
+                           exc, lost)
+            for _ in range(max(lost, 1)):
+                report_hook_error("export_process", ExportLost(str(exc)))
+            try:
+                self.proc.poll()  # reap it (no zombie left behind)
+            except OSError:
+                pass
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Flush, close the pipe (the child then shuts its providers down and exits) and wait for it."""
+        if self.up:
+            self.flush(timeout)
+        with self._lock:
+            self.up = False
+            for conn in (self._send, self._recv):
+                try:
+                    conn.close()
+                except OSError:
+                    pass
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def child_environment(environ: Any) -> dict[str, str]:
+    """The child's environment: the server's, without ``opentelemetry-instrument``'s ``sitecustomize`` directory on
+    ``PYTHONPATH`` (the child configures the SDK itself from the same ``OTEL_*`` variables; re-running the whole
+    auto-instrumentation there would load every instrumentor and configure the providers twice)."""
+    env = dict(environ)
+    parts = [p for p in env.get("PYTHONPATH", "").split(os.pathsep)
+             if p and not os.path.normpath(p).endswith(os.path.join("opentelemetry", "instrumentation",
+                                                                     "auto_instrumentation"))]
+    if parts:
+        env["PYTHONPATH"] = os.pathsep.join(parts)
+    else:
+        env.pop("PYTHONPATH", None)
+    return env
+
+
+class LinkHolder:
+    """The process's one telemetry child, started on first use by whichever thread needs it first. ``get()``
+    returns the live link or None (disabled, failed to start, or down: the caller writes in-process)."""
+
+    def __init__(self) -> None:
+        self.enabled = False
+        self.link: ChildLink | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> ChildLink | None:
+        if not self.enabled:
+            return None
+        link = self.link
+        if link is None:
+            with self._lock:
+                if self.link is None and self.enabled:
+                    try:
+                        self.link = ChildLink()
+                    except Exception as exc:  # noqa: BLE001 - no child: in-process writing
+                        self.enabled = False
+                        report_hook_error("export_process", exc)
+                        return None
+                link = self.link
+        return link if link is not None and link.up else None
+
+    def up(self) -> bool:
+        """True while a started child is alive (then the child, not this process, reports process metrics)."""
+        link = self.link
+        return link is not None and link.up
+
+    def close(self) -> None:
+        with self._lock:
+            link, self.link, self.enabled = self.link, None, False
+        if link is not None:
+            link.close()
+
+
+#: The process-wide holder (enabled by the instrumentor when its settings say so).
+LINK = LinkHolder()
+
+
+def configured_from_environment() -> bool:
+    """True when this process's SDK was set up by OpenTelemetry's auto-instrumentation (``opentelemetry-instrument``
+    or ``auto_instrumentation.initialize()``), i.e. from the same ``OTEL_*`` variables the child reads, and an SDK
+    tracer provider is installed."""
+    if "opentelemetry.instrumentation.auto_instrumentation" not in sys.modules:
+        return False
+    try:
+        from opentelemetry.sdk.trace import TracerProvider
+    except ImportError:
+        return False
+    return isinstance(trace.get_tracer_provider(), TracerProvider)

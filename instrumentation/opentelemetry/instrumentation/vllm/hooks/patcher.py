@@ -1,0 +1,103 @@
+"""Apply and undo patches lazily: each patch waits for its vLLM module to be imported (wrapt post-import hooks), so
+``instrument()`` in a process that never imports vLLM (e.g. a compile worker under ``opentelemetry-instrument``)
+costs nothing, and a process that imports vLLM later is still covered.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import wrapt
+from opentelemetry.instrumentation.utils import unwrap
+
+from opentelemetry.instrumentation.vllm.safety import logger, report_hook_error
+
+
+def arg(args: tuple, kwargs: dict, index: int, name: str, default: Any = None) -> Any:
+    """A wrapped call's argument by position ``index`` or keyword ``name`` (vLLM calls both ways)."""
+    if len(args) > index:
+        return args[index]
+    return kwargs.get(name, default)
+
+
+def _resolve(module: Any, dotted: str) -> tuple[Any, str]:
+    owner = module
+    *path, attr = dotted.split(".")
+    for part in path:
+        owner = getattr(owner, part)
+    return owner, attr
+
+
+class Patcher:
+    """Registry of the patches of one ``instrument()`` generation.
+
+    ``wrap(module, "Class.method", wrapper)`` — wrapt function wrapper ``wrapper(wrapped, instance, args, kwargs)``;
+    ``replace(module, "Class.method", factory)`` — ``setattr`` of ``factory(original)`` (for re-decorating functions
+    that vLLM's ``@instrument`` already wraps). ``restore()`` puts every original back; hooks registered before a
+    ``restore()`` never fire afterwards. A (owner, attribute) pair is patched at most once per generation.
+    """
+
+    _generation = 0
+
+    def __init__(self) -> None:
+        Patcher._generation += 1
+        self._gen = Patcher._generation
+        self._wrapped: list[tuple[Any, str]] = []
+        self._replaced: list[tuple[Any, str, Any]] = []
+        self._seen: set[tuple[int, str]] = set()
+        self.active = True
+
+    def wrap(self, module_name: str, dotted: str, wrapper: Callable[..., Any]) -> None:
+        def apply(module: Any) -> None:
+            owner, attr = _resolve(module, dotted)
+            if self._claim(owner, attr):
+                wrapt.wrap_function_wrapper(owner, attr, wrapper)
+                self._wrapped.append((owner, attr))
+
+        self._on_import(module_name, dotted, apply)
+
+    def replace(self, module_name: str, dotted: str, factory: Callable[[Any], Any]) -> None:
+        def apply(module: Any) -> None:
+            owner, attr = _resolve(module, dotted)
+            if self._claim(owner, attr):
+                original = owner.__dict__[attr] if isinstance(owner, type) else getattr(owner, attr)
+                setattr(owner, attr, factory(original))
+                self._replaced.append((owner, attr, original))
+
+        self._on_import(module_name, dotted, apply)
+
+    def _claim(self, owner: Any, attr: str) -> bool:
+        key = (id(owner), attr)
+        if not self.active or key in self._seen:
+            return False
+        self._seen.add(key)
+        return True
+
+    def _on_import(self, module_name: str, dotted: str, apply: Callable[[Any], None]) -> None:
+        gen = self._gen
+
+        @functools.wraps(apply)
+        def hook(module: Any) -> None:
+            if not self.active or gen != self._gen:
+                return
+            try:
+                apply(module)
+            except Exception as exc:  # noqa: BLE001 - a vLLM version without this surface: skip it
+                report_hook_error(f"patch:{module_name}.{dotted}", exc)
+
+        wrapt.register_post_import_hook(hook, module_name)
+
+    def restore(self) -> None:
+        """Undo every patch (idempotent)."""
+        self.active = False
+        for owner, attr in reversed(self._wrapped):
+            try:
+                unwrap(owner, attr)
+            except Exception:  # noqa: BLE001
+                logger.debug("could not unwrap %s.%s", owner, attr, exc_info=True)
+        for owner, attr, original in reversed(self._replaced):
+            setattr(owner, attr, original)
+        self._wrapped.clear()
+        self._replaced.clear()
+        self._seen.clear()
