@@ -27,12 +27,15 @@ def free_port() -> int:
 
 
 @contextmanager
-def server_group(cmd: list[str], env: dict[str, str], port: int, log: Path, startup_s: float):
+def server_group(cmd: list[str], env: dict[str, str], port: int, log: Path, startup_s: float,
+                 started: list | None = None):
     """Start ``cmd`` in its own process group (output to ``log``), wait up to ``startup_s`` seconds for ``/health``,
     yield the base URL, then stop the whole group (SIGTERM, SIGKILL after 30 s). Raises ``RuntimeError`` with the
-    log's tail when the server exits or stays unhealthy."""
+    log's tail when the server exits or stays unhealthy. ``started`` gets the ``Popen`` (the group leader)."""
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    if started is not None:
+        started.append(proc)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + startup_s
@@ -72,11 +75,12 @@ def otel_env(sink: OtlpSink, service: str, metrics: bool = True, **extra: str) -
 @contextmanager
 def instrumented_server(model_dir: Path, log: Path, extra: list[str] = (), env_extra: dict[str, str] | None = None,
                         entry: list[str] | None = None, *, sink: OtlpSink | None = None, service: str = "vllm-test",
-                        metrics: bool = True, served_name: str | None = "tiny", max_num_seqs: int = 32):
+                        metrics: bool = True, served_name: str | None = "tiny", max_num_seqs: int = 32,
+                        started: list | None = None):
     """The OpenAI server under opentelemetry-instrument (tiny model: float32, eager, max-model-len 2048) exporting to
     ``sink`` (started and stopped by the caller; a new :class:`OtlpSink` for the block when None). Yields ``(sink, base_url)``; with ``metrics`` it first waits for
     the engine metrics' first exports. ``entry`` replaces ``-m vllm.entrypoints.openai.api_server``;
-    ``served_name`` None: the model is named by its path."""
+    ``served_name`` None: the model is named by its path; ``started`` gets the server's ``Popen``."""
     port = free_port()
     venv_bin = Path(sys.executable).parent
     with (nullcontext(sink) if sink is not None else OtlpSink()) as receiver:  # a given sink stays the caller's
@@ -86,7 +90,7 @@ def instrumented_server(model_dir: Path, log: Path, extra: list[str] = (), env_e
                *(["--served-model-name", served_name] if served_name else []), "--dtype", "float32",
                "--max-model-len", "2048", "--enforce-eager", "--host", "127.0.0.1", "--port", str(port),
                "--max-num-seqs", str(max_num_seqs), *extra]
-        with server_group(cmd, env, port, log, startup_s=480) as base:  # cold starts on 2 saturated cores: > 300 s
+        with server_group(cmd, env, port, log, startup_s=480, started=started) as base:  # cold starts on 2 saturated cores: > 300 s
             if metrics:
                 receiver.wait_until(lambda: sc.METRIC_KV_CACHE_USAGE in receiver.names() or receiver.exports > 4, 60)
             yield receiver, base

@@ -38,6 +38,8 @@ Environment (:mod:`.settings`)
   process when the SDK was configured from the environment (``opentelemetry-instrument``), so the API server pays
   only for handing compact records over a pipe; in this process when provider objects are passed in code.
   ``false``: always in this process; ``true``: in the child whenever no provider object is passed.
+- ``OTEL_INSTRUMENTATION_VLLM_SHUTDOWN_TIMEOUT`` — seconds the process's exit may spend on telemetry (default 5):
+  flush, telemetry child, SDK providers; what is not exported by then is dropped, logged once and counted.
 - ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true`` — record prompt and completion text. Off by default:
   without it no prompt or completion text leaves the process.
 
@@ -52,7 +54,9 @@ on :mod:`.settings`, :mod:`.safety`, :mod:`.batcher`, :mod:`.host_metrics` and :
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
+import functools
 import os
 import threading
 from typing import Any, Collection
@@ -69,6 +73,7 @@ from opentelemetry.instrumentation.vllm.package import _instruments_any
 from opentelemetry.instrumentation.vllm.request.instruments import RequestInstruments
 from opentelemetry.instrumentation.vllm.request.tracker import RequestTracker
 from opentelemetry.instrumentation.vllm.settings import Settings
+from opentelemetry.instrumentation.vllm.shutdown import bounded_exit
 
 __all__ = ["VLLMInstrumentor"]
 _SCOPE = "opentelemetry.instrumentation.vllm"
@@ -83,6 +88,7 @@ class VLLMInstrumentor(BaseInstrumentor):
     """
 
     _patcher: hooks.Patcher | None = None
+    _exit: Any = None  # the atexit handler (bounded exit), kept to unregister it
 
     def instrumentation_dependencies(self) -> Collection[str]:
         # BaseInstrumentor requires *all* listed requirements; either vLLM distribution is enough, so we list none
@@ -121,12 +127,18 @@ class VLLMInstrumentor(BaseInstrumentor):
             patcher = hooks.Patcher()
             hooks.install(patcher)
             VLLMInstrumentor._patcher = patcher
+            # 4. exit: registered after the SDK's configuration, so it runs first and bounds the SDK's shutdown too
+            VLLMInstrumentor._exit = functools.partial(bounded_exit, settings.shutdown_timeout_s, LINK)
+            atexit.register(VLLMInstrumentor._exit)
 
     def _uninstrument(self, **kwargs: Any) -> None:
         with _lock:
             if VLLMInstrumentor._patcher is not None:
                 VLLMInstrumentor._patcher.restore()
                 VLLMInstrumentor._patcher = None
+            if VLLMInstrumentor._exit is not None:
+                atexit.unregister(VLLMInstrumentor._exit)
+                VLLMInstrumentor._exit = None
             tracker = state.tracker()
             state.deactivate()
             safety.set_error_counter(None)

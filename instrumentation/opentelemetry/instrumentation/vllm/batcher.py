@@ -18,7 +18,6 @@ Policy, the same for both (only the numbers differ):
 
 from __future__ import annotations
 
-import atexit
 import os
 import threading
 import weakref
@@ -27,7 +26,6 @@ from typing import Any, Callable
 
 from opentelemetry.instrumentation.vllm.safety import report_hook_error
 
-_FLUSH_AT_EXIT_S = 5.0
 
 
 class _Stop:
@@ -44,13 +42,12 @@ class Batcher:
         max_batch: most items per ``handle`` call.
         max_queued: ``put`` refuses beyond this many waiting items.
         on_marker: called by the thread when it reaches a flush marker, after every earlier item was handled.
-        flush_at_exit: register an ``atexit`` flush when the thread starts (LIFO: before the SDK's own shutdown).
         hook: the hook name a failing ``handle`` is reported under (counted; the thread lives on). Default: ``name``.
         start_thread: False: no thread ever; items are handled by :meth:`drain_now` only.
     """
 
     def __init__(self, name: str, handle: Callable[[list], None], *, linger_s: float, max_batch: int,
-                 max_queued: int, on_marker: Callable[[], None] | None = None, flush_at_exit: bool = False,
+                 max_queued: int, on_marker: Callable[[], None] | None = None,
                  hook: str | None = None, start_thread: bool = True) -> None:
         self.name = name
         self.hook = hook or name
@@ -60,7 +57,6 @@ class Batcher:
         self.max_batch = max_batch
         self.max_queued = max_queued
         self.on_marker = on_marker
-        self._flush_at_exit = flush_at_exit
         self._reset()
         _BATCHERS.add(self)
 
@@ -149,8 +145,6 @@ class Batcher:
                 return
             self.thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
             self.thread.start()
-        if self._flush_at_exit:
-            atexit.register(self.flush, _FLUSH_AT_EXIT_S)
 
     def _take(self, stop_at_marker: bool) -> list:
         """Pop up to ``max_batch`` items (everything up to and including the first marker, unless told to stop

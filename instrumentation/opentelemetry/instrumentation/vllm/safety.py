@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from opentelemetry.instrumentation.vllm.settings import ENV_BENCH_HOOK_TIMES, logger
 
-__all__ = ["BENCH_ON", "guarded", "logger", "report_hook_error", "set_error_counter", "timed"]
+__all__ = ["BENCH_ON", "count_hook_error", "guarded", "logger", "report_hook_error", "set_error_counter", "timed"]
 
 #: True when the benchmark-only hook accounting is on in this process.
 BENCH_ON = bool(os.environ.get(ENV_BENCH_HOOK_TIMES, "").strip())
@@ -52,10 +52,16 @@ def report_hook_error(hook: str, exc: BaseException) -> None:
         _logged_hooks.add(hook)
         logger.warning("vllm-otel hook %s failed; telemetry for it is degraded, inference continues", hook,
                        exc_info=exc)
+    count_hook_error(hook, exc)
+
+
+def count_hook_error(hook: str, exc: BaseException, n: int = 1) -> None:
+    """Count ``n`` errors of ``hook`` in ``vllm_otel.instrumentation.errors`` without logging (for callers that log
+    their own one-line message)."""
     counter = _error_counter
-    if counter is not None:
+    if counter is not None and n > 0:
         try:
-            counter.add(1, {"hook": hook, "error.type": type(exc).__qualname__})
+            counter.add(n, {"hook": hook, "error.type": type(exc).__qualname__})
         except Exception:  # pragma: no cover - a broken meter must not break inference
             pass
 

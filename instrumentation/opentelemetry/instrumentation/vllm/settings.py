@@ -11,6 +11,10 @@ from dataclasses import dataclass
 from typing import Any
 
 logger = logging.getLogger("opentelemetry.instrumentation.vllm")
+if logger.level == logging.NOTSET:
+    # vLLM's API server runs with the root logger at ERROR: without a level of its own, every one-time warning of
+    # ours (a hook that failed, a lost child, a cut-off shutdown) would be dropped there. A user's setting wins.
+    logger.setLevel(logging.WARNING)
 
 #: Seconds after arrival when an unfinished request is ended as a zombie (``error.type=timeout``).
 ENV_REQUEST_TIMEOUT = "OTEL_INSTRUMENTATION_VLLM_REQUEST_TIMEOUT"
@@ -28,11 +32,16 @@ ENV_EXPORT_PROCESS = "OTEL_INSTRUMENTATION_VLLM_EXPORT_PROCESS"
 #: "false" keeps the engine counters and gauges but records no engine histogram (the histograms are the only
 #: per-value SDK work: ~1 ``record`` per generated token for inter-token latency).
 ENV_ENGINE_HISTOGRAMS = "OTEL_INSTRUMENTATION_VLLM_ENGINE_HISTOGRAMS"
+#: Seconds the process's exit may spend on telemetry (flush the request writer, the telemetry child, the SDK
+#: providers), whatever the OTLP backend does: refusing, never answering, or a stopped child. What is not exported by
+#: then is dropped, logged once and counted. Kubernetes' default grace period is 30 s; vLLM itself exits in < 1 s.
+ENV_SHUTDOWN_TIMEOUT = "OTEL_INSTRUMENTATION_VLLM_SHUTDOWN_TIMEOUT"
 #: Benchmark-only switch (a directory): per-hook thread-CPU accounting, see :mod:`._bench`. Unset: zero cost.
 ENV_BENCH_HOOK_TIMES = "VLLM_OTEL_BENCH_HOOK_TIMES"
 
 DEFAULT_REQUEST_TIMEOUT_S = 60.0
 DEFAULT_MAX_IN_FLIGHT = 65536
+DEFAULT_SHUTDOWN_TIMEOUT_S = 5.0
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 #: The GenAI content variable also accepts the openai-v2 instrumentation's modes.
@@ -74,7 +83,8 @@ class Settings:
     ``max_in_flight`` — bound on tracked requests; ``capture_content`` — record prompt/completion text;
     ``phase_spans`` — emit the queue/prefill/decode child spans (default on); ``export_process`` — build spans and
     metrics in a telemetry child process (None = auto: on under ``opentelemetry-instrument``; never when a provider
-    object is passed to ``instrument()``).
+    object is passed to ``instrument()``); ``shutdown_timeout_s`` — the bound on telemetry work at process exit,
+    seconds (default 5, must be > 0).
     """
 
     request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S
@@ -82,6 +92,7 @@ class Settings:
     capture_content: bool = False
     phase_spans: bool = True
     export_process: bool | None = None
+    shutdown_timeout_s: float = DEFAULT_SHUTDOWN_TIMEOUT_S
 
     @classmethod
     def from_env(cls, **overrides: Any) -> "Settings":
@@ -90,6 +101,7 @@ class Settings:
                   "max_in_flight": int(env_positive(ENV_MAX_IN_FLIGHT, DEFAULT_MAX_IN_FLIGHT)),
                   "capture_content": os.environ.get(ENV_CAPTURE_CONTENT, "").strip().lower() in _CONTENT_TRUE,
                   "phase_spans": env_flag(ENV_PHASE_SPANS, True),
-                  "export_process": env_tristate(ENV_EXPORT_PROCESS)}
+                  "export_process": env_tristate(ENV_EXPORT_PROCESS),
+                  "shutdown_timeout_s": env_positive(ENV_SHUTDOWN_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT_S)}
         values.update({k: v for k, v in overrides.items() if k in values and v is not None})
         return cls(**values)

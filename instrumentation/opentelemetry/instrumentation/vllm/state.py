@@ -14,6 +14,8 @@ if TYPE_CHECKING:
 
 _instruments: "Instruments | None" = None
 _tracker: "RequestTracker | None" = None
+#: ``time.monotonic()`` by which the process's exit must be done with telemetry (:mod:`.shutdown`); None until then.
+_exit_deadline: float | None = None
 
 
 def activate(instruments: "Instruments", tracker: "RequestTracker") -> None:
@@ -32,3 +34,13 @@ def instruments() -> "Instruments | None":
 
 def tracker() -> "RequestTracker | None":
     return _tracker
+
+
+def begin_exit(deadline: float) -> None:
+    """The process is exiting: every flush from now on ends by ``deadline`` (a ``time.monotonic()`` value)."""
+    global _exit_deadline
+    _exit_deadline = deadline
+
+
+def exit_deadline() -> float | None:
+    return _exit_deadline

@@ -7,7 +7,8 @@ interpreter: no vLLM import, no auto-instrumentation). The SDK is configured fro
 Finished requests are written by the same function as in the server (:func:`..request.emit.emit`), the span started
 under the request's parent (the SDK sampler honours its sampled flag); engine items are expanded
 (:func:`..engine.facts.step_records`) and applied to this process's :class:`..engine.aggregator.EngineAggregator`.
-EOF (the server exited or was killed): flush, shut the providers down, exit. The child never outlives the server.
+EOF (the server exited or was killed): shut the providers down within the shutdown bound, exit. The child never
+outlives the server.
 
 The server's process metrics (``process.cpu.utilization``, ``process.memory.usage`` of ``SERVER_PID``) and NVML GPU
 gauges are observed here too, so the server's own metric reader has (almost) nothing to collect.
@@ -61,6 +62,7 @@ class Child:
         self.settings = Settings.from_env()
         self.infos: dict[int, Any] = {}
         self.written = 0
+        self.abandoned = False  # a provider still exporting at the end: exit without waiting for it
 
     def requests(self, batch: list) -> None:
         from opentelemetry.instrumentation.vllm.request.emit import emit
@@ -94,16 +96,18 @@ class Child:
         self.tp.force_flush()
         self.mp.force_flush()
 
-    def shutdown(self) -> None:
-        for fn in (self.tp.force_flush, self.mp.force_flush, self.tp.shutdown, self.mp.shutdown):
-            try:
-                fn()
-            except Exception:  # noqa: BLE001
-                pass
+    def shutdown(self, timeout_s: float) -> list[str]:
+        """Force-flush and shut both providers down within ``timeout_s`` seconds (:func:`..providers.shutdown_providers`);
+        returns the providers that had not finished."""
+        from opentelemetry.instrumentation.vllm.providers import shutdown_providers
+
+        return shutdown_providers(timeout_s, (self.tp, self.mp))
 
 
 def serve(conn: Any, child: Child) -> int:
-    """Answer messages until EOF; returns the number of requests written."""
+    """Answer messages until EOF, then shut the providers down within the bound the server sent (``CLOSE``) or
+    this process's own; returns the number of requests written."""
+    budget = child.settings.shutdown_timeout_s
     while True:
         try:
             data = conn.recv_bytes()
@@ -121,13 +125,21 @@ def serve(conn: Any, child: Child) -> int:
             elif kind == wire.FLUSH:
                 child.flush()
                 conn.send_bytes(wire.dumps((wire.FLUSHED, msg[1])))
+            elif kind == wire.CLOSE:
+                budget = min(float(msg[1]), budget)
             else:
                 raise ValueError(f"unknown message kind {kind!r}")
         except (OSError, BrokenPipeError):
             break  # the server is gone
         except Exception as exc:  # noqa: BLE001 - a torn or malformed message: count it, keep serving
             report_hook_error("export_child.decode", exc)
-    child.shutdown()
+    unfinished = child.shutdown(budget)
+    if unfinished:
+        from opentelemetry.instrumentation.vllm.safety import logger
+
+        logger.warning("vllm-otel telemetry child: %s not shut down within %.1f s; unexported telemetry dropped",
+                       ", ".join(unfinished), budget)
+        child.abandoned = True
     return child.written
 
 
@@ -148,7 +160,11 @@ def main(argv: list[str]) -> int:
         send_bytes = conn_out.send_bytes
 
     tp, mp = _configure()
-    serve(_Duplex, Child(tp, mp, server_pid))
+    child = Child(tp, mp, server_pid)
+    serve(_Duplex, child)
+    if child.abandoned:  # an exporter thread still blocked on the endpoint: do not let interpreter exit wait for it
+        sys.stderr.flush()
+        os._exit(0)
     return 0
 
 

@@ -18,12 +18,13 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from typing import Any
 
 from opentelemetry import trace
 
 from opentelemetry.instrumentation.vllm.handoff import wire
-from opentelemetry.instrumentation.vllm.safety import logger, report_hook_error, timed
+from opentelemetry.instrumentation.vllm.safety import count_hook_error, logger, report_hook_error, timed
 
 #: The child's module (``python -m``).
 CHILD_MODULE = "opentelemetry.instrumentation.vllm.handoff.child"
@@ -86,15 +87,19 @@ class ChildLink:
             self._infos.add(key)
 
     def flush(self, timeout: float) -> bool:
-        """Ask the child to force-flush its providers; True when it confirmed within ``timeout`` seconds."""
-        with self._lock:
+        """Ask the child to force-flush its providers; True when it confirmed within ``timeout`` seconds (waiting
+        for the pipe counts: a sender blocked on a full pipe holds it)."""
+        deadline = time.monotonic() + timeout
+        if not self._lock.acquire(timeout=max(timeout, 0.0)):
+            return False
+        try:
             if not self.up:
                 return False
             self._flushes += 1
             n = self._flushes
             try:
                 self._send.send_bytes(wire.dumps((wire.FLUSH, n)))
-                while self._recv.poll(timeout):
+                while self._recv.poll(max(deadline - time.monotonic(), 0.0)):
                     if wire.loads(self._recv.recv_bytes()) == (wire.FLUSHED, n):
                         self.unconfirmed = 0
                         return True
@@ -102,6 +107,8 @@ class ChildLink:
             except (OSError, EOFError, ValueError) as exc:
                 self._down_locked(exc)
                 return False
+        finally:
+            self._lock.release()
 
     def _down_locked(self, exc: BaseException) -> None:
         if self.up:
@@ -116,21 +123,47 @@ class ChildLink:
             except OSError:
                 pass
 
-    def close(self, timeout: float = 10.0) -> None:
-        """Flush, close the pipe (the child then shuts its providers down and exits) and wait for it."""
+    def close(self, timeout: float = 10.0) -> int:
+        """Flush, close the pipe (the child then shuts its providers down within its own bound and exits) and wait
+        for it — all within ``timeout`` seconds. A child still there at the end (stopped, or exporting to an endpoint
+        that does not answer) is killed; the records it had not confirmed are lost, counted (``hook=export_process``)
+        and logged once. Returns how many were lost."""
+        deadline = time.monotonic() + timeout
         if self.up:
-            self.flush(timeout)
-        with self._lock:
+            self.flush(timeout / 2)  # half: the child's own provider shutdown needs the rest
+        got = self._lock.acquire(timeout=max(min(1.0, deadline - time.monotonic()), 0.0))
+        try:
             self.up = False
-            for conn in (self._send, self._recv):
+            lost, self.unconfirmed = self.unconfirmed, 0
+            # The answer pipe always; the request pipe only under the lock (a sender blocked on a full pipe still
+            # writes into it: that sender is released by the child's death below).
+            if got:
+                try:  # the child's bound: what is left of ours, less a margin to see it exit
+                    self._send.send_bytes(wire.dumps((wire.CLOSE, max(deadline - time.monotonic() - 0.5, 0.1))))
+                except (OSError, ValueError):
+                    pass
+            for conn in (self._send, self._recv) if got else (self._recv,):
                 try:
                     conn.close()
                 except OSError:
                     pass
+        finally:
+            if got:
+                self._lock.release()
         try:
-            self.proc.wait(timeout)
+            self.proc.wait(max(deadline - time.monotonic(), 0.0))
+            return 0
         except subprocess.TimeoutExpired:
-            self.proc.kill()
+            pass
+        self.proc.kill()  # also ends a SIGSTOPped child
+        try:
+            self.proc.wait(1.0)
+        except subprocess.TimeoutExpired:
+            pass
+        logger.warning("vllm-otel: telemetry child did not finish within the %.1f s shutdown bound; killed, "
+                       "%d unconfirmed records lost", timeout, lost)
+        count_hook_error("export_process", ExportLost("killed at shutdown"), lost)
+        return lost
 
 
 def child_environment(environ: Any) -> dict[str, str]:
@@ -178,11 +211,11 @@ class LinkHolder:
         link = self.link
         return link is not None and link.up
 
-    def close(self) -> None:
+    def close(self, timeout: float = 10.0) -> int:
+        """Close the child (:meth:`ChildLink.close`, within ``timeout`` seconds); returns the records lost."""
         with self._lock:
             link, self.link, self.enabled = self.link, None, False
-        if link is not None:
-            link.close()
+        return link.close(timeout) if link is not None else 0
 
 
 #: The process-wide holder (enabled by the instrumentor when its settings say so).

@@ -25,10 +25,12 @@ offline ``LLM`` call include — every request finished and every engine step re
 
 from __future__ import annotations
 
+import time
 from typing import Any, Callable
 
 from opentelemetry import trace
 
+from opentelemetry.instrumentation.vllm import state
 from opentelemetry.instrumentation.vllm.batcher import Batcher
 from opentelemetry.instrumentation.vllm.handoff import wire
 from opentelemetry.instrumentation.vllm.handoff.link import LINK, ExportLost, LinkHolder
@@ -64,7 +66,7 @@ class RequestSink:
         self._link = link
         self._before_child_flush = before_child_flush
         self.batcher = Batcher("vllm-otel-writer", self.write, linger_s=LINGER_S, max_batch=MAX_BATCH,
-                               max_queued=MAX_QUEUED, on_marker=self._flush_child, flush_at_exit=True,
+                               max_queued=MAX_QUEUED, on_marker=self._flush_child,
                                hook="request.finalize")
 
     # ---- the tracker's side (called with its lock held) -----------------------------------------------------------
@@ -91,7 +93,9 @@ class RequestSink:
         if link is not None:
             if self._before_child_flush is not None:
                 self._before_child_flush()  # engine steps recorded so far go down the pipe before the flush message
-            link.flush(_CHILD_FLUSH_S)  # the child's providers include everything sent so far
+            deadline = state.exit_deadline()  # at exit: within the shutdown bound
+            timeout = _CHILD_FLUSH_S if deadline is None else min(_CHILD_FLUSH_S, deadline - time.monotonic())
+            link.flush(max(timeout, 0.0))  # the child's providers include everything sent so far
 
     def write(self, items: list[tuple]) -> None:
         """Write finished requests: one message to the child when it is up, else here one by one."""

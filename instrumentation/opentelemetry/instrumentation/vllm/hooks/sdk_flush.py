@@ -5,10 +5,13 @@ nothing (the writer keeps SDK work off vLLM's output loop, but must not hide fin
 Offline ``LLM`` calls run it on return (see :mod:`.engines`).
 
 The wrappers run the SDK's own method afterwards in every case; a drain that times out (10 s at most, less when the
-caller's ``timeout_millis`` is smaller) is counted as a hook error and the flush goes on.
+caller's ``timeout_millis`` is smaller, or the process's exit bound nearer) is counted as a hook error and the
+flush goes on.
 """
 
 from __future__ import annotations
+
+import time
 
 from opentelemetry.instrumentation.vllm import state
 from opentelemetry.instrumentation.vllm.hooks.patcher import Patcher
@@ -27,6 +30,9 @@ def _drain_first(wrapped, instance, args, kwargs):
         try:
             millis = args[0] if args else kwargs.get("timeout_millis")
             limit = _MAX_DRAIN_S if not isinstance(millis, (int, float)) else min(_MAX_DRAIN_S, max(millis, 0) / 1e3)
+            deadline = state.exit_deadline()
+            if deadline is not None:  # at exit: within the shutdown bound (:mod:`..shutdown`)
+                limit = min(limit, max(deadline - time.monotonic(), 0.0))
             if not tracker.flush(limit):
                 raise DrainTimeout(f"request writer not drained within {limit} s")
         except Exception as exc:  # noqa: BLE001 - a flush must still flush
