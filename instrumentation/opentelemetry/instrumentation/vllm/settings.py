@@ -6,6 +6,7 @@ to the default with one warning.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -61,13 +62,14 @@ def env_flag(name: str, default: bool) -> bool:
 
 
 def env_positive(name: str, default: float) -> float:
-    """``name`` as a number > 0; ``default`` (with one warning) when it is not one."""
+    """``name`` as a finite number > 0; ``default`` (with one warning) when it is not one (``inf``, ``1e400`` and
+    ``nan`` included: an infinite timeout would overflow a thread wait, an infinite bound an ``int``)."""
     raw = os.environ.get(name, "").strip()
     if not raw:
         return default
     try:
         value = float(raw)
-        if value > 0:
+        if 0 < value < math.inf:
             return value
     except ValueError:
         pass
@@ -98,7 +100,7 @@ class Settings:
     def from_env(cls, **overrides: Any) -> "Settings":
         """Build from the environment; ``overrides`` (``instrument(**kwargs)``) that are not None win."""
         values = {"request_timeout_s": env_positive(ENV_REQUEST_TIMEOUT, DEFAULT_REQUEST_TIMEOUT_S),
-                  "max_in_flight": int(env_positive(ENV_MAX_IN_FLIGHT, DEFAULT_MAX_IN_FLIGHT)),
+                  "max_in_flight": max(1, int(env_positive(ENV_MAX_IN_FLIGHT, DEFAULT_MAX_IN_FLIGHT))),  # 0.5 → 1, not 0
                   "capture_content": os.environ.get(ENV_CAPTURE_CONTENT, "").strip().lower() in _CONTENT_TRUE,
                   "phase_spans": env_flag(ENV_PHASE_SPANS, True),
                   "export_process": env_tristate(ENV_EXPORT_PROCESS),
