@@ -201,7 +201,7 @@ def _served_breakdown(b: dict) -> list[str]:
     """API-server CPU per thread (psutil) and the telemetry's per-hook thread CPU (``VLLM_OTEL_BENCH_HOOK_TIMES``)."""
     if not b.get("ours"):
         return []
-    variants = [v for v in ("none", "ours", "ours_inprocess", "ours_child", "native") if v in b]
+    variants = [v for v in ("none", "ours", "ours_statlogger", "ours_inprocess", "ours_child", "native") if v in b]
     names = sorted({n for v in variants for n in b[v]["threads_us_per_request"]},
                    key=lambda n: (-b["ours"]["threads_us_per_request"].get(n, 0.0), n))  # ties by name: stable
     out = ["API-server CPU per thread, µs per request (median over rounds; psutil per-thread times, thread names from "
@@ -209,7 +209,7 @@ def _served_breakdown(b: dict) -> list[str]:
            "| thread | " + " | ".join(variants) + " |", "|---|" + "---|" * len(variants)]
     for n in names:
         out.append(f"| {n} | " + " | ".join(_f(b[v]["threads_us_per_request"].get(n)) for v in variants) + " |")
-    ours = [v for v in ("ours", "ours_inprocess", "ours_child") if v in b]
+    ours = [v for v in ("ours", "ours_statlogger", "ours_inprocess", "ours_child") if v in b]
     keys = {k for v in ours for k in b[v]["hooks_us_per_request"]}
     out += ["", "Telemetry's own CPU by hook (`time.thread_time_ns` around each hook, `VLLM_OTEL_BENCH_HOOK_TIMES`; "
             "median over rounds; calls/request, µs/request):", "",

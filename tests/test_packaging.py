@@ -104,8 +104,9 @@ def test_root_wheel_depends_on_instrumentation_and_does_not_ship_it(wheels):
 
 
 #: Top-level modules the instrumentation may import: its declared dependencies, optional extras (imported lazily and
-#: guarded), vLLM/torch (the instrumented process) and the standard library.
-_ALLOWED_TOP = {"opentelemetry", "wrapt", "vllm", "torch", "psutil", "pynvml", "__future__"}
+#: guarded), vLLM/torch and prometheus_client (vLLM's own dependency: its registry is read where vLLM runs) and the
+#: standard library.
+_ALLOWED_TOP = {"opentelemetry", "wrapt", "vllm", "torch", "prometheus_client", "psutil", "pynvml", "__future__"}
 
 
 def test_instrumentation_imports_nothing_of_the_collector():

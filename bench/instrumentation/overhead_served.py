@@ -5,7 +5,8 @@ Variants: ``none`` (plain server, our vLLM plugins excluded through ``VLLM_PLUGI
 (``opentelemetry-instrument`` + ``VLLMInstrumentor`` via its entry points, OTLP/gRPC traces and metrics; by default
 request spans and all metrics are built in the telemetry child process, whose CPU is reported separately),
 ``ours_inprocess`` (the same with ``OTEL_INSTRUMENTATION_VLLM_EXPORT_PROCESS=false``: everything built in the API
-server), ``native``
+server), ``ours_statlogger`` (``ours`` with the engine metric set from our own stat logger, a call per engine step,
+instead of vLLM's Prometheus registry: ``OTEL_INSTRUMENTATION_VLLM_ENGINE_METRICS_FROM_REGISTRY=false``), ``native``
 (``--otlp-traces-endpoint``, our plugins excluded). Each exports to its own null sink (:mod:`bench.instrumentation.sink`). OpenLIT has
 no served variant: its vLLM instrumentation wraps only the offline ``LLM.generate``. All servers start first; each
 round runs the same workload (``requests`` streaming chat requests, ``concurrency`` in flight, ``max_tokens``) against
@@ -32,8 +33,8 @@ from bench.common import ROOT, new_result, percentile, ratios, spread
 from bench.instrumentation.sink import OtlpSink
 
 _METHOD = __doc__.split("\n\n", 1)[1].replace("\n", " ").strip()
-VARIANTS = ("none", "ours", "ours_inprocess", "native")
-OURS = ("ours", "ours_inprocess")
+VARIANTS = ("none", "ours", "ours_statlogger", "ours_inprocess", "native")
+OURS = ("ours", "ours_statlogger", "ours_inprocess")
 
 
 def _server(variant: str, model: Path, endpoint: str, log: Path, hooks_dir: Path | None = None):
@@ -47,6 +48,8 @@ def _server(variant: str, model: Path, endpoint: str, log: Path, hooks_dir: Path
     extra = ["--enforce-eager"]
     if variant == "ours_inprocess":
         env["OTEL_INSTRUMENTATION_VLLM_EXPORT_PROCESS"] = "false"
+    if variant == "ours_statlogger":  # the engine set from our stat logger instead of vLLM's registry
+        env["OTEL_INSTRUMENTATION_VLLM_ENGINE_METRICS_FROM_REGISTRY"] = "false"
     if variant not in OURS + ("ours_nohooks",):
         env["VLLM_PLUGINS"] = ",".join(other_general_plugins())
     if variant == "sdk_only":  # opentelemetry-instrument and its SDK in every process, our instrumentation off
@@ -120,7 +123,7 @@ def _hooks(hooks_dir: Path | None, pid: int) -> dict:
 
 
 #: API-server threads that belong to the telemetry (the SDK's and ours; not the benchmark's dump thread).
-TELEMETRY_THREADS = ("vllm-otel-writer", "vllm-otel-engine-metrics", "vllm-otel-zombie-sweeper",
+TELEMETRY_THREADS = ("vllm-otel-writer", "vllm-otel-engine-metrics", "vllm-otel-registry", "vllm-otel-zombie-sweeper",
                      "OtelBatchSpanRecordProcessor", "OtelPeriodicExportingMetricReader")
 
 

@@ -94,3 +94,23 @@ def instrumented_server(model_dir: Path, log: Path, extra: list[str] = (), env_e
             if metrics:
                 receiver.wait_until(lambda: sc.METRIC_KV_CACHE_USAGE in receiver.names() or receiver.exports > 4, 60)
             yield receiver, base
+
+
+def hook_calls(hooks_dir: Path, pid: int, deadline_s: float = 60.0) -> dict[str, int]:
+    """Calls per timed hook of process ``pid`` started with ``VLLM_OTEL_BENCH_HOOK_TIMES=hooks_dir``
+    (``{hook: calls}`` summed over threads): asks its dump thread for a snapshot and waits for it."""
+    import json
+    import time as _time
+
+    request = hooks_dir / f"dump-{pid}"
+    request.touch()
+    deadline = _time.monotonic() + deadline_s
+    while request.exists():
+        assert _time.monotonic() < deadline, "the server's hook accounting never answered"
+        _time.sleep(0.05)
+    out: dict[str, int] = {}
+    for key, (_, calls) in json.loads((hooks_dir / f"hooks-{pid}.json").read_text())["times"].items():
+        hook = key.split("@", 1)[0]
+        out[hook] = out.get(hook, 0) + calls
+    return out
+

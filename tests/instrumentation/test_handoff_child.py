@@ -230,9 +230,24 @@ def test_killed_child_is_counted_once_per_unconfirmed_record(quiet_child_env, mo
             link.send((wire.REQUESTS, []), 0)
         except handoff_link.ExportLost:
             break
-    assert not link.up and holder.get() is None
+    assert not link.up and holder.get() is None  # within the backoff: the caller writes in-process
     assert counted == [(1, "export_process")] * 3  # the 3 records sent after the last confirmed flush
+    # after the backoff the next sender starts a new child, counted once; the dead one's pipes are released
+    clock = [time.monotonic()]
+    monkeypatch.setattr(handoff_link.time, "monotonic", lambda: clock[0])
+    clock[0] += handoff_link.restart_delay_s(holder._deaths) - 0.01
+    assert holder.get() is None and holder.restarts == 0
+    clock[0] += 0.02
+    new = holder.get()
+    assert new is not None and new is not link and new.proc.pid != link.proc.pid and holder.restarts == 1
+    assert counted[3:] == [(1, "export_process.restart")] and link._send.closed and link._recv.closed
+    assert new.flush(30.0)  # the new child answers
     holder.close()
+
+
+def test_restart_backoff_doubles_for_short_lived_children_up_to_a_minute():
+    assert [handoff_link.restart_delay_s(n) for n in range(9)] == [1, 2, 4, 8, 16, 32, 60, 60, 60]
+    assert handoff_link.restart_delay_s(-1) == 1
 
 
 def test_child_environment_drops_only_the_auto_instrumentation_sitecustomize():

@@ -23,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from opentelemetry.instrumentation.vllm.engine import table as em
 from opentelemetry.instrumentation.vllm import semconv as sc
 from otlp_sink import OtlpSink  # noqa: E402  (tests/instrumentation is on sys.path)
-from served_server import instrumented_server as _server  # noqa: E402
+from served_server import hook_calls, instrumented_server as _server  # noqa: E402
 from prom_map import MIRRORED, TO_SEMCONV  # noqa: E402
 
 pytestmark = pytest.mark.engine
@@ -117,10 +117,19 @@ async def _chat(client, base, text, max_tokens, *, disconnect=False, model="tiny
 LONG_PROMPT = " ".join(["OpenTelemetry traces metrics and logs describe what a service does."] * 40)
 
 
-def test_parity_with_vllm_prometheus(tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("source", ["registry", "stat_logger"])
+def test_parity_with_vllm_prometheus(tiny_model_dir, tmp_path, source):
+    """Both engine-metric sources (engine/source.py): vLLM's registry (the default: no call of ours per engine step)
+    and our stat logger (the fallback), each proven in use by the server's hook accounting."""
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    env = {"VLLM_OTEL_BENCH_HOOK_TIMES": str(hooks)}
+    if source == "stat_logger":
+        env["OTEL_INSTRUMENTATION_VLLM_ENGINE_METRICS_FROM_REGISTRY"] = "false"
+    started: list = []
     # prefix caching is off by default on the CPU build: on, so that prefix-cache counters move
-    with _server(tiny_model_dir, tmp_path / "server.log", ["--disable-log-stats", "--enable-prefix-caching"]) as (
-            receiver, base):
+    with _server(tiny_model_dir, tmp_path / "server.log", ["--disable-log-stats", "--enable-prefix-caching"],
+                 env_extra=env, started=started) as (receiver, base):
         before = _settle(receiver, base)
 
         async def workload():
@@ -193,6 +202,11 @@ def test_parity_with_vllm_prometheus(tiny_model_dir, tmp_path):
                     assert p.attributes[sc.VLLM_ENGINE_INDEX] == 0 and p.attributes[sc.REQUEST_MODEL] == "tiny"
         assert _our_value(o1, sc.METRIC_ENGINE_STATS_DROPPED) == 0
         assert sc.METRIC_ENGINE_VALUES_REJECTED not in o1
+        calls = hook_calls(hooks, started[0].pid)
+        if source == "registry":  # nothing of ours per engine step; snapshots went to the telemetry child
+            assert calls.get("stat_logger.record", 0) == 0 and calls["engine.registry_snapshot"] > 0, calls
+        else:
+            assert calls["stat_logger.record"] > 0 and calls.get("engine.registry_snapshot", 0) == 0, calls
 
 
 def _tiny_lora(model_dir: Path, out: Path, rank: int = 8) -> Path:

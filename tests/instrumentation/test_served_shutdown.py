@@ -73,6 +73,11 @@ def test_sigterm_ends_the_server_within_the_bound(case, tiny_model_dir, tmp_path
             proc = started[0]
             server = psutil.Process(proc.pid)
             if case == "child_stopped":
+                # the child is started lazily by the first sender (a registry snapshot, a finished request)
+                deadline = time.monotonic() + 60
+                while not [c for c in server.children() if CHILD in " ".join(c.cmdline())]:
+                    assert time.monotonic() < deadline, "no telemetry child within 60 s"
+                    time.sleep(0.1)
                 (child,) = [c for c in server.children() if CHILD in " ".join(c.cmdline())]
                 child.send_signal(signal.SIGSTOP)
 

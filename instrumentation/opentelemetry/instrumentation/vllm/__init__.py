@@ -25,8 +25,10 @@ What is emitted (names in :mod:`opentelemetry.instrumentation.vllm.semconv`)
 - Model-load attributes on vLLM's startup spans ("Overall Loading", "Load model", "Load weights", "Prepare model").
 - Flush contract: when ``LLM.generate``/``LLM.chat`` return, their request spans have ended; the SDK providers'
   ``force_flush()``/``shutdown()`` include every finished request.
-- Metrics: ``gen_ai.server.*`` histograms (every finished request once; exemplars carry its trace id), token usage, request counts by finish reason, engine gauges (KV cache
-  usage, running/waiting), preemptions, prefix cache, process CPU/RSS, NVML GPU when present.
+- Metrics: ``gen_ai.server.*`` histograms (every finished request once; exemplars carry its trace id), token usage,
+  request counts by finish reason, vLLM's whole engine metric set (read from vLLM's own Prometheus registry at each
+  collection — nothing of ours per engine step — or, where that cannot serve, from our stat logger), process CPU/RSS of
+  the process tree (server, EngineCore, workers), NVML GPU when present.
 
 Environment (:mod:`.settings`)
 ------------------------------
@@ -38,6 +40,8 @@ Environment (:mod:`.settings`)
   process when the SDK was configured from the environment (``opentelemetry-instrument``), so the API server pays
   only for handing compact records over a pipe; in this process when provider objects are passed in code.
   ``false``: always in this process; ``true``: in the child whenever no provider object is passed.
+- ``OTEL_INSTRUMENTATION_VLLM_ENGINE_METRICS_FROM_REGISTRY=false`` — the engine metric set from our stat logger
+  even where vLLM's registry has it.
 - ``OTEL_INSTRUMENTATION_VLLM_SHUTDOWN_TIMEOUT`` — seconds the process's exit may spend on telemetry (default 5):
   flush, telemetry child, SDK providers; what is not exported by then is dropped, logged once and counted.
 - ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true`` — record prompt and completion text. Off by default:
@@ -48,8 +52,9 @@ and the ``vllm.general_plugins`` entry point (:mod:`.plugin`) instruments any vL
 provider. Patching happens once per process; ``uninstrument()`` restores every original.
 
 Rooms (docs/ARCHITECTURE.md): :mod:`.hooks` (every patch) → :mod:`.request` (facts, tracker, the one SDK writer) and
-:mod:`.engine` (the engine metric set) → :mod:`.handoff` (child when up, else here; the wire; the child process),
-on :mod:`.settings`, :mod:`.safety`, :mod:`.batcher`, :mod:`.host_metrics` and :mod:`.semconv`.
+:mod:`.engine` (the engine metric set: vLLM's registry, or our stat logger) → :mod:`.handoff` (child when up, else here; the wire; the child process),
+on :mod:`.settings`, :mod:`.safety`, :mod:`.batcher`, :mod:`.host_metrics`, :mod:`.roles` and
+:mod:`.semconv`.
 """
 
 from __future__ import annotations
@@ -66,10 +71,13 @@ from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 
 from opentelemetry.instrumentation.vllm import hooks, safety, state
 from opentelemetry.instrumentation.vllm.engine.aggregator import AGGREGATOR
+from opentelemetry.instrumentation.vllm.engine.source import SOURCE
 from opentelemetry.instrumentation.vllm.handoff.link import LINK, configured_from_environment
 from opentelemetry.instrumentation.vllm.handoff.sink import RequestSink, engine_to_child
 from opentelemetry.instrumentation.vllm.host_metrics import register_host_observers
 from opentelemetry.instrumentation.vllm.package import _instruments_any
+from opentelemetry.instrumentation.vllm.providers import sdk_providers, shutdown_providers
+from opentelemetry.instrumentation.vllm.roles import FRONTEND, RESOURCE_TRACKER, process_role
 from opentelemetry.instrumentation.vllm.request.instruments import RequestInstruments
 from opentelemetry.instrumentation.vllm.request.tracker import RequestTracker
 from opentelemetry.instrumentation.vllm.settings import Settings
@@ -102,6 +110,12 @@ class VLLMInstrumentor(BaseInstrumentor):
         return super().instrument(**kwargs)
 
     def _instrument(self, **kwargs: Any) -> None:
+        role = process_role()
+        if role == RESOURCE_TRACKER and kwargs.get("tracer_provider") is None and kwargs.get("meter_provider") is None:
+            # multiprocessing's resource tracker, bootstrapped by opentelemetry-instrument too: nothing of vLLM runs
+            # here and nothing is exported; stop the SDK's exporter threads now (roles.py)
+            shutdown_providers(1.0, sdk_providers())
+            return
         with _lock:
             # 1. settings: the environment, instrument()'s arguments, and where telemetry is built
             settings = Settings.from_env(**{k: kwargs.get(k) for k in
@@ -119,9 +133,15 @@ class VLLMInstrumentor(BaseInstrumentor):
             safety.set_error_counter(inst.hook_errors)
             AGGREGATOR.sink = engine_to_child if settings.export_process else None
             AGGREGATOR.bind(meter)
-            # while a telemetry child is up it observes this process and the GPUs (no duplicate series)
-            register_host_observers(meter, os.getpid(), silent=LINK.up)
-            sink = RequestSink(tracer, inst, settings, LINK, before_child_flush=AGGREGATOR.drain)
+            # one observer per process tree, on the frontend's side: while a telemetry child is up it observes this
+            # process, vLLM's engine processes and the GPUs (no duplicate series); engine processes observe nothing
+            if role == FRONTEND:
+                register_host_observers(meter, os.getpid(), silent=LINK.up)
+            # the engine set from vLLM's registry where an engine allows it (engine/source.py), else AGGREGATOR
+            SOURCE.link, SOURCE.in_child = LINK, False
+            SOURCE.bridge.install(kwargs.get("meter_provider") or metrics.get_meter_provider())
+            SOURCE.resume()
+            sink = RequestSink(tracer, inst, settings, LINK, before_child_flush=_before_child_flush)
             state.activate(inst, RequestTracker(settings, sink))
             # 3. patches: every one listed in hooks.install
             patcher = hooks.Patcher()
@@ -145,7 +165,14 @@ class VLLMInstrumentor(BaseInstrumentor):
             if tracker is not None:
                 tracker.close()
             AGGREGATOR.sink = None
+            SOURCE.pause()
             LINK.close()
+
+
+def _before_child_flush() -> None:
+    """Step 3 of the flush chain (handoff/sink.py): what the engine recorded so far goes to the child first."""
+    AGGREGATOR.drain()
+    SOURCE.send_snapshot()
 
 
 def _missing_vllm() -> bool:

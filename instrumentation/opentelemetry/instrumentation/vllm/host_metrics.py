@@ -1,7 +1,9 @@
 """Process and GPU gauges observed at metric collection: ``process.cpu.utilization`` (a fraction of the CPUs available
 to the process) and ``process.memory.usage`` (bytes) of one process (psutil), and NVML ``hw.gpu.*`` gauges when a GPU
-is present (semconv types: utilization gauges, memory up-down counters). Registered by the server (for itself) or by
-the telemetry child (for the server, which then stays silent: no duplicate series).
+is present (semconv types: utilization gauges, memory up-down counters). Registered once per process tree, on the
+frontend's side: by the server (for itself and vLLM's EngineCore/workers below it) or by the telemetry child (for the
+same tree, without itself; the server then stays silent: no duplicate series). vLLM's engine processes register none
+(:mod:`.roles`), so the GPUs are observed once.
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from opentelemetry.instrumentation.vllm import semconv as sc
 
 
-def register_host_observers(meter: Meter, pid: int, silent: Callable[[], bool] | None = None) -> None:
-    """``process.cpu.utilization`` / ``process.memory.usage`` of process ``pid`` and the NVML GPU instruments (when a
-    GPU is present) on ``meter``. ``silent()`` true: the callbacks observe nothing this time."""
-    proc = _ProcessObserver(pid)
+def register_host_observers(meter: Meter, pid: int, silent: Callable[[], bool] | None = None,
+                            exclude: frozenset[int] = frozenset()) -> None:
+    """``process.cpu.utilization`` / ``process.memory.usage`` of process ``pid`` and its descendants (but ``exclude``)
+    and the NVML GPU instruments (when a GPU is present) on ``meter``. ``silent()`` true: the callbacks observe
+    nothing this time."""
+    proc = _ProcessObserver(pid, exclude)
     quiet = silent or (lambda: False)
 
     def gated(fn: Callable[[CallbackOptions], Iterable[Observation]]) -> Callable[[CallbackOptions],
@@ -43,37 +47,87 @@ def register_host_observers(meter: Meter, pid: int, silent: Callable[[], bool] |
 
 class _ProcessObserver:
     """psutil-based CPU utilization (delta since the last collection divided by elapsed time and by the CPUs available
-    to the process, 0..1, as ``process.cpu.utilization`` is defined) and RSS (bytes) of process ``pid``."""
+    to the process, 0..1, as ``process.cpu.utilization`` is defined) and RSS (bytes) of process ``pid`` and of its
+    descendants (vLLM's EngineCore and workers: the model's memory lives there), each point with ``process.pid`` and
+    ``process.command`` (the process title, e.g. ``VLLM::EngineCore``). ``exclude``: pids not observed (the telemetry
+    child itself). A descendant's CPU is reported from its second collection on (the first primes the delta)."""
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, exclude: frozenset[int] = frozenset()) -> None:
         import psutil
 
         self._pid = pid
-        self._proc = psutil.Process(pid)
+        self._exclude = exclude
+        self._root = psutil.Process(pid)
+        self._procs: dict[int, tuple[Any, dict[str, Any]]] = {}
         self._lock = threading.Lock()
-        self._proc.cpu_percent(None)  # prime the delta
+        self._root.cpu_percent(None)  # prime the delta
+        self._procs[pid] = (self._root, self._attrs(self._root))
         try:
             self._cpus = max(len(os.sched_getaffinity(0)), 1)
         except (AttributeError, OSError):  # not Linux
             self._cpus = max(os.cpu_count() or 1, 1)
 
+    @staticmethod
+    def _attrs(proc: Any) -> dict[str, Any]:
+        attrs: dict[str, Any] = {sc.PROCESS_PID: proc.pid}
+        try:
+            cmd = proc.cmdline()
+            if cmd:
+                attrs[sc.PROCESS_COMMAND] = os.path.basename(cmd[0].split(" ", 1)[0])
+        except Exception:  # noqa: BLE001 - gone, or not permitted: the pid alone
+            pass
+        return attrs
+
+    def _tree(self) -> list[tuple[Any, dict[str, Any], bool]]:
+        """``(process, attributes, primed)`` for the root and its live descendants (new ones primed now)."""
+        import psutil
+
+        try:
+            kids = [k for k in self._root.children(recursive=True) if k.pid not in self._exclude]
+        except psutil.Error:
+            kids = []
+        live = {self._pid} | {k.pid for k in kids}
+        for pid in [p for p in self._procs if p not in live]:
+            del self._procs[pid]
+        out = [(self._root, self._procs[self._pid][1], True)]
+        for k in kids:
+            known = self._procs.get(k.pid)
+            if known is None:
+                try:
+                    k.cpu_percent(None)
+                except psutil.Error:
+                    continue
+                self._procs[k.pid] = (k, self._attrs(k))
+                out.append((k, self._procs[k.pid][1], False))
+            else:
+                out.append((known[0], known[1], True))
+        return out
+
     def cpu(self, _: CallbackOptions) -> Iterable[Observation]:
         import psutil
 
         with self._lock:
-            try:
-                share = self._proc.cpu_percent(None) / 100.0 / self._cpus
-            except psutil.Error:  # the observed server has exited (telemetry child at shutdown)
-                return []
-            return [Observation(share, {sc.PROCESS_PID: self._pid})]
+            out = []
+            for proc, attrs, primed in self._tree():
+                if not primed:
+                    continue
+                try:
+                    out.append(Observation(proc.cpu_percent(None) / 100.0 / self._cpus, attrs))
+                except psutil.Error:  # exited (the observed server, at the telemetry child's shutdown)
+                    pass
+            return out
 
     def rss(self, _: CallbackOptions) -> Iterable[Observation]:
         import psutil
 
-        try:
-            return [Observation(self._proc.memory_info().rss, {sc.PROCESS_PID: self._pid})]
-        except psutil.Error:
-            return []
+        with self._lock:
+            out = []
+            for proc, attrs, _primed in self._tree():
+                try:
+                    out.append(Observation(proc.memory_info().rss, attrs))
+                except psutil.Error:
+                    pass
+            return out
 
 
 class _NvmlObserver:

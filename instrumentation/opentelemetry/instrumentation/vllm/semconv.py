@@ -219,4 +219,5 @@ METRIC_GPU_MEMORY_USED: Final = _hw.HW_GPU_MEMORY_USAGE  # updowncounter, By
 METRIC_PROCESS_CPU: Final = _pm.PROCESS_CPU_UTILIZATION  # gauge, 1
 METRIC_PROCESS_RSS: Final = _pm.PROCESS_MEMORY_USAGE  # updowncounter, By
 PROCESS_PID: Final = "process.pid"
+PROCESS_COMMAND: Final = "process.command"  # semconv: the command name (here the process title, VLLM::EngineCore)
 HW_ID: Final = "hw.id"

@@ -33,6 +33,9 @@ ENV_EXPORT_PROCESS = "OTEL_INSTRUMENTATION_VLLM_EXPORT_PROCESS"
 #: "false" keeps the engine counters and gauges but records no engine histogram (the histograms are the only
 #: per-value SDK work: ~1 ``record`` per generated token for inter-token latency).
 ENV_ENGINE_HISTOGRAMS = "OTEL_INSTRUMENTATION_VLLM_ENGINE_HISTOGRAMS"
+#: "false": the engine metric set comes from our own stat logger (a call per engine step on vLLM's event loop) even
+#: where vLLM's Prometheus registry has it; default true (:mod:`.engine.source`).
+ENV_ENGINE_METRICS_FROM_REGISTRY = "OTEL_INSTRUMENTATION_VLLM_ENGINE_METRICS_FROM_REGISTRY"
 #: Seconds the process's exit may spend on telemetry (flush the request writer, the telemetry child, the SDK
 #: providers), whatever the OTLP backend does: refusing, never answering, or a stopped child. What is not exported by
 #: then is dropped, logged once and counted. Kubernetes' default grace period is 30 s; vLLM itself exits in < 1 s.

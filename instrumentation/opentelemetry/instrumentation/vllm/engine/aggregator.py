@@ -133,6 +133,8 @@ class EngineAggregator:
             batch: list[tuple[EngineInfo, tuple, bool, Any]] = []
             for item in items:
                 kind, info, idx = item[0], item[1], item[2]
+                if info.bridged:
+                    continue
                 if kind == STEP:
                     payload: Any = step_facts(info, item[3], item[4], item[5])
                 elif kind == SLEEP:

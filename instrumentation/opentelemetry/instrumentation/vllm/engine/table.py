@@ -88,6 +88,64 @@ METRICS: dict[str, tuple[str, str, str, str | None]] = {
 }
 
 
+#: vLLM's Prometheus family (``vllm/v1/metrics/loggers.py``, names without the ``_total`` suffix) -> (our metric,
+#: the Prometheus label of the metric's own attribute, that attribute). ``model_name`` → ``gen_ai.request.model`` and
+#: ``engine`` → ``vllm.engine.index`` on every series. Read by :mod:`.registry` (the engine metric set from vLLM's
+#: registry). Not here: vLLM's TTFT / e2e / TPOT histograms (their OTel form is ``gen_ai.server.*``), and
+#: ``vllm:lora_requests_info`` (adapter names without counts: with LoRA on, the stat-logger source is used) and
+#: ``vllm:cache_config_info`` (reshaped: its labels become ``vllm.cache_config.*`` attributes).
+PROMETHEUS: dict[str, tuple[str, str | None, str | None]] = {
+    "vllm:num_requests_running": (sc.METRIC_RUNNING, None, None),
+    "vllm:num_requests_waiting": (sc.METRIC_WAITING, None, None),
+    "vllm:num_requests_waiting_by_reason": (sc.METRIC_WAITING_BY_REASON, "reason", sc.VLLM_WAITING_REASON),
+    "vllm:num_requests_kv_fetch_by_stage": (sc.METRIC_KV_FETCH_BY_STAGE, "stage", sc.VLLM_KV_FETCH_STAGE),
+    "vllm:engine_sleep_state": (sc.METRIC_SLEEP_STATE, "sleep_state", sc.VLLM_SLEEP_STATE),
+    "vllm:kv_cache_usage_perc": (sc.METRIC_KV_CACHE_USAGE, None, None),
+    "vllm:prefix_cache_queries": (sc.METRIC_PREFIX_CACHE_QUERIES, None, None),
+    "vllm:prefix_cache_hits": (sc.METRIC_PREFIX_CACHE_HITS, None, None),
+    "vllm:external_prefix_cache_queries": (sc.METRIC_EXTERNAL_PREFIX_CACHE_QUERIES, None, None),
+    "vllm:external_prefix_cache_hits": (sc.METRIC_EXTERNAL_PREFIX_CACHE_HITS, None, None),
+    "vllm:mm_cache_queries": (sc.METRIC_MM_CACHE_QUERIES, None, None),
+    "vllm:mm_cache_hits": (sc.METRIC_MM_CACHE_HITS, None, None),
+    "vllm:num_preemptions": (sc.METRIC_PREEMPTIONS, None, None),
+    "vllm:prompt_tokens": (sc.METRIC_PROMPT_TOKENS, None, None),
+    "vllm:prompt_tokens_by_source": (sc.METRIC_PROMPT_TOKENS_BY_SOURCE, "source", sc.VLLM_PROMPT_SOURCE),
+    "vllm:prompt_tokens_cached": (sc.METRIC_PROMPT_TOKENS_CACHED, None, None),
+    "vllm:prompt_tokens_cached_by_source": (sc.METRIC_PROMPT_TOKENS_CACHED_BY_SOURCE, "source", sc.VLLM_CACHE_SOURCE),
+    "vllm:generation_tokens": (sc.METRIC_GENERATION_TOKENS, None, None),
+    "vllm:request_success": (sc.METRIC_REQUEST_SUCCESS, "finished_reason", sc.VLLM_FINISH_REASON),
+    "vllm:admission_rejections": (sc.METRIC_ADMISSION_REJECTIONS, "reason", sc.VLLM_ADMISSION_REASON),
+    "vllm:corrupted_requests": (sc.METRIC_CORRUPTED_REQUESTS, None, None),
+    "vllm:watermark_requests": (sc.METRIC_WATERMARK_REQUESTS, "status", sc.VLLM_WATERMARK_STATUS),
+    "vllm:spec_decode_num_drafts": (sc.METRIC_SPEC_DRAFTS, None, None),
+    "vllm:spec_decode_num_draft_tokens": (sc.METRIC_SPEC_DRAFT_TOKENS, None, None),
+    "vllm:spec_decode_num_accepted_tokens": (sc.METRIC_SPEC_ACCEPTED_TOKENS, None, None),
+    "vllm:spec_decode_num_accepted_tokens_per_pos": (sc.METRIC_SPEC_ACCEPTED_PER_POS, "position",
+                                                     sc.VLLM_SPEC_POSITION),
+    "vllm:estimated_flops_per_gpu": (sc.METRIC_PERF_FLOPS, None, None),
+    "vllm:estimated_read_bytes_per_gpu": (sc.METRIC_PERF_READ_BYTES, None, None),
+    "vllm:estimated_write_bytes_per_gpu": (sc.METRIC_PERF_WRITE_BYTES, None, None),
+    "vllm:request_prompt_tokens": (sc.METRIC_REQ_PROMPT_TOKENS, None, None),
+    "vllm:request_generation_tokens": (sc.METRIC_REQ_GENERATION_TOKENS, None, None),
+    "vllm:iteration_tokens_total": (sc.METRIC_ITERATION_TOKENS, None, None),
+    "vllm:request_max_num_generation_tokens": (sc.METRIC_REQ_MAX_GENERATION_TOKENS, None, None),
+    "vllm:request_params_n": (sc.METRIC_REQ_PARAMS_N, None, None),
+    "vllm:request_params_max_tokens": (sc.METRIC_REQ_PARAMS_MAX_TOKENS, None, None),
+    "vllm:inter_token_latency_seconds": (sc.METRIC_INTER_TOKEN_LATENCY, None, None),
+    "vllm:request_queue_time_seconds": (sc.METRIC_REQ_QUEUE_TIME, None, None),
+    "vllm:request_inference_time_seconds": (sc.METRIC_REQ_INFERENCE_TIME, None, None),
+    "vllm:request_prefill_time_seconds": (sc.METRIC_REQ_PREFILL_TIME, None, None),
+    "vllm:request_decode_time_seconds": (sc.METRIC_REQ_DECODE_TIME, None, None),
+    "vllm:request_num_preemptions": (sc.METRIC_REQ_PREEMPTIONS, None, None),
+    "vllm:request_prefill_kv_computed_tokens": (sc.METRIC_REQ_PREFILL_KV_COMPUTED, None, None),
+    "vllm:kv_block_lifetime_seconds": (sc.METRIC_KV_BLOCK_LIFETIME, None, None),
+    "vllm:kv_block_idle_before_evict_seconds": (sc.METRIC_KV_BLOCK_IDLE_BEFORE_EVICT, None, None),
+    "vllm:kv_block_reuse_gap_seconds": (sc.METRIC_KV_BLOCK_REUSE_GAP, None, None),
+}
+#: The reshaped info family: its labels (but ``engine``) become ``vllm.cache_config.<label>`` attributes.
+PROMETHEUS_CACHE_CONFIG = "vllm:cache_config_info"
+
+
 @dataclass
 class EngineInfo:
     """What one stat logger (one ``StatLoggerManager``) knows about its engines, from ``VllmConfig``; decides which
@@ -103,6 +161,7 @@ class EngineInfo:
     max_loras: int | None = None  # None: LoRA off
     cache_config_info: dict[str, str] = field(default_factory=dict)
     buckets: dict[str, list[float]] = field(default_factory=dict)
+    bridged: bool = False  # the engine's metrics come from vLLM's registry (.source): the aggregator skips it
 
     @classmethod
     def from_vllm_config(cls, vllm_config: Any, engine_indexes: Iterable[int] | None) -> "EngineInfo":

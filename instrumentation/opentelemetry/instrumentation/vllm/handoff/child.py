@@ -58,7 +58,11 @@ class Child:
         safety.set_error_counter(self.inst.hook_errors)
         self.engine = EngineAggregator(start_thread=False)
         self.engine.bind(meter)
-        register_host_observers(meter, server_pid)
+        register_host_observers(meter, server_pid, exclude=frozenset({os.getpid()}))
+        from opentelemetry.instrumentation.vllm.engine.source import SOURCE
+
+        SOURCE.in_child = True
+        SOURCE.bridge.install(mp)  # the server's registry snapshots, at each collection of ours
         self.settings = Settings.from_env()
         self.infos: dict[int, Any] = {}
         self.written = 0
@@ -120,6 +124,10 @@ def serve(conn: Any, child: Child) -> int:
                 child.requests(msg[1])
             elif kind == wire.ENGINE:
                 child.engine_steps(msg[1], msg[2])
+            elif kind == wire.ENGINE_SNAPSHOT:
+                from opentelemetry.instrumentation.vllm.engine.source import SOURCE
+
+                SOURCE.receive(msg[1], msg[2], msg[3])
             elif kind == wire.ENGINE_INFO:
                 child.engine_info(msg[1], msg[2])
             elif kind == wire.FLUSH:

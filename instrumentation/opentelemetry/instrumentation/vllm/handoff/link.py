@@ -6,9 +6,10 @@ On by default when the SDK is configured from the environment (``opentelemetry-i
 object in code always means in-process writing (the child could not use it).
 
 The child is started lazily by the first sender (:data:`LINK`), so vLLM processes that have nothing to export
-(EngineCore, workers) never start one. When the child cannot be started or dies, the link is marked down, and every
-lost record (sent but not confirmed by a flush) is counted in ``vllm_otel.instrumentation.errors`` with
-``hook=export_process``; the senders then write in-process (:mod:`.sink`). The child dies with the server: it exits
+(EngineCore, workers) never start one. When the child dies, the link is marked down, every lost record (sent but not
+confirmed by a flush) is counted in ``vllm_otel.instrumentation.errors`` with ``hook=export_process``, the senders
+write in-process (:mod:`.sink`) and, after a backoff, a new child is started (:class:`LinkHolder`). A child that
+cannot be started at all leaves the process writing in-process. The child dies with the server: it exits
 on EOF of the pipe, which the kernel delivers when the server exits or is killed.
 """
 
@@ -123,6 +124,24 @@ class ChildLink:
             except OSError:
                 pass
 
+    def discard(self) -> None:
+        """Release a dead child's pipes and reap it (before a restart)."""
+        got = self._lock.acquire(timeout=1.0)
+        try:
+            self.up = False
+            for conn in (self._send, self._recv):
+                try:
+                    conn.close()
+                except OSError:
+                    pass
+        finally:
+            if got:
+                self._lock.release()
+        try:
+            self.proc.wait(1.0)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
     def close(self, timeout: float = 10.0) -> int:
         """Flush, close the pipe (the child then shuts its providers down within its own bound and exits) and wait
         for it — all within ``timeout`` seconds. A child still there at the end (stopped, or exporting to an endpoint
@@ -183,28 +202,53 @@ def child_environment(environ: Any) -> dict[str, str]:
 
 class LinkHolder:
     """The process's one telemetry child, started on first use by whichever thread needs it first. ``get()``
-    returns the live link or None (disabled, failed to start, or down: the caller writes in-process)."""
+    returns the live link or None (disabled, failed to start, or down: the caller writes in-process).
+
+    A child that died (OOM-killed, crashed) is restarted by the first ``get()`` after a backoff of
+    :func:`restart_delay_s` (1, 2, 4 … 60 s after each death; a child that lived :data:`HEALTHY_S` resets it), each
+    restart counted in ``vllm_otel.instrumentation.errors`` (``hook=export_process.restart``) and logged; until
+    then the server writes in-process. A child that cannot be started at all disables the child for good."""
 
     def __init__(self) -> None:
         self.enabled = False
         self.link: ChildLink | None = None
+        self.restarts = 0  # children started after the first
+        self._deaths = 0  # consecutive short-lived children (the backoff's exponent)
+        self._down_since: float | None = None
+        self._started_at = 0.0
         self._lock = threading.Lock()
 
     def get(self) -> ChildLink | None:
         if not self.enabled:
             return None
         link = self.link
-        if link is None:
-            with self._lock:
-                if self.link is None and self.enabled:
-                    try:
-                        self.link = ChildLink()
-                    except Exception as exc:  # noqa: BLE001 - no child: in-process writing
-                        self.enabled = False
-                        report_hook_error("export_process", exc)
-                        return None
-                link = self.link
-        return link if link is not None and link.up else None
+        if link is not None and link.up:
+            return link
+        with self._lock:
+            link = self.link
+            if not self.enabled:
+                return None
+            if link is not None and not link.up:
+                now = time.monotonic()
+                if self._down_since is None:  # first look since it died
+                    self._down_since = now
+                    self._deaths = 0 if now - self._started_at >= HEALTHY_S else self._deaths + 1
+                if now - self._down_since < restart_delay_s(self._deaths):
+                    return None
+                self.restarts += 1
+                count_hook_error("export_process.restart", ExportLost("telemetry child restarted"), 1)
+                logger.warning("vllm-otel: restarting the telemetry child (restart %d)", self.restarts)
+                link.discard()
+                link = None
+            if link is None:
+                try:
+                    self.link = link = ChildLink()
+                    self._down_since, self._started_at = None, time.monotonic()
+                except Exception as exc:  # noqa: BLE001 - no child: in-process writing
+                    self.enabled = False
+                    report_hook_error("export_process", exc)
+                    return None
+        return link if link.up else None
 
     def up(self) -> bool:
         """True while a started child is alive (then the child, not this process, reports process metrics)."""
@@ -216,6 +260,16 @@ class LinkHolder:
         with self._lock:
             link, self.link, self.enabled = self.link, None, False
         return link.close(timeout) if link is not None else 0
+
+
+#: A child that lived this many seconds was healthy: the next restart waits the shortest delay again.
+HEALTHY_S = 120.0
+
+
+def restart_delay_s(deaths: int) -> float:
+    """Seconds to wait before restarting a child after ``deaths`` consecutive short-lived ones: ``min(60, 2**n)``
+    (1 s after a healthy child died)."""
+    return float(min(60, 2 ** min(max(deaths, 0), 6)))
 
 
 #: The process-wide holder (enabled by the instrumentor when its settings say so).

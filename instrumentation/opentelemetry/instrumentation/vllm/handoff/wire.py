@@ -10,6 +10,8 @@ everything on the wire is a plain tuple, list, dict, str, number, bool or None) 
 - ``(ENGINE_INFO, key, (model, buckets))`` — an engine's model name and vLLM bucket boundaries, before its records.
 - ``(ENGINE, [(key, engines, is_step, payload), ...], dropped)`` — drained engine items: a step's
   :func:`..engine.facts.step_facts` (``is_step``) or records; ``dropped`` steps the server's queue could not hold.
+- ``(ENGINE_SNAPSHOT, model, start_ns, families)`` — vLLM's Prometheus registry now
+  (:func:`..engine.registry.snapshot`); the child exports the latest one at each collection.
 - ``(FLUSH, n)`` — the child drains, force-flushes both providers and answers ``(FLUSHED, n)``.
 - ``(CLOSE, seconds)`` — the server is exiting: at EOF the child shuts its providers down within ``seconds`` (else
   within its own ``OTEL_INSTRUMENTATION_VLLM_SHUTDOWN_TIMEOUT``) and exits.
@@ -26,7 +28,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFl
 from opentelemetry.instrumentation.vllm.request.facts import RequestSummary, SpanPlan
 
 #: Message kinds (first element of every message).
-REQUESTS, ENGINE, ENGINE_INFO, FLUSH, FLUSHED, CLOSE = "R", "E", "I", "F", "f", "C"
+REQUESTS, ENGINE, ENGINE_INFO, ENGINE_SNAPSHOT, FLUSH, FLUSHED, CLOSE = "R", "E", "I", "S", "F", "f", "C"
 #: marshal format version (4: shared references for interned strings, i.e. repeated attribute keys are cheap).
 MARSHAL_VERSION = 4
 
