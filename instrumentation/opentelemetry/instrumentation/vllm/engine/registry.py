@@ -31,6 +31,8 @@ from opentelemetry.instrumentation.vllm.engine.table import (COUNTER, GAUGE, HIS
 Families = list
 _PROM_KIND = {"counter": COUNTER, "gauge": GAUGE, "histogram": HISTOGRAM}
 _WANTED = frozenset(PROMETHEUS) | {PROMETHEUS_CACHE_CONFIG}
+#: Every sample name of those families (a restricted registry keeps only the samples named).
+_WANTED_SAMPLES = frozenset(f + s for f in _WANTED for s in ("", "_total", "_created", "_bucket", "_count", "_sum"))
 
 
 def vllm_registry() -> Any:
@@ -47,12 +49,21 @@ def vllm_registry() -> Any:
 
 def snapshot(registry: Any) -> Families:
     """The mirrored ``vllm:`` families of ``registry`` (anything with ``collect()``, e.g. a
-    ``prometheus_client.CollectorRegistry``) as plain tuples; other families are skipped."""
+    ``prometheus_client.CollectorRegistry``) as plain tuples; other families are skipped. Only the collectors of
+    those families are asked (``restricted_registry``: the global registry also holds the process and GC
+    collectors, which read ``/proc``); a registry that cannot tell its collectors' names (the multiprocess
+    collector) is collected whole."""
+    out = _families(registry.restricted_registry(_WANTED_SAMPLES)) if hasattr(registry, "restricted_registry") else []
+    return out or _families(registry)
+
+
+def _families(registry: Any) -> Families:
     out = []
     for family in registry.collect():
         if family.name in _WANTED:
+            # labels in the family's own order (label names, then ``le``): the same for every sample of a series
             out.append((family.name, family.type,
-                        [(s.name, tuple(sorted(s.labels.items())), float(s.value)) for s in family.samples]))
+                        [(s.name, tuple(s.labels.items()), float(s.value)) for s in family.samples]))
     return out
 
 

@@ -8,11 +8,13 @@ Registry source, by where the process's telemetry is built:
 - **here** (no telemetry child, or the child is down): each collection of this process's readers reads the registry
   (:func:`.registry.snapshot` + :func:`.registry.translate`) — once per export interval, never per engine step;
 - **in the telemetry child**: a daemon thread (``vllm-otel-registry``) sends a snapshot every
-  :func:`snapshot_interval_s` seconds, and the flush chain sends one before each flush of the child (so
+  :func:`snapshot_interval_s` seconds (half the export interval), and the flush chain sends one before each flush of the child (so
   ``force_flush()``/``shutdown()`` include every step recorded before them); the child translates the latest one at
   each of its collections.
 
-Kept on the stat logger: engines with LoRA on (``vllm:lora_requests_info`` carries adapter names without the
+A vLLM that lacks what the registry source reads (:mod:`..compat`, ``engine metrics (registry)``) keeps the stat
+logger; one that also lacks what the stat logger reads (``engine metrics (stat logger)``) gets neither: our logger is
+taken out, one warning says why. Kept on the stat logger: engines with LoRA on (``vllm:lora_requests_info`` carries adapter names without the
 per-adapter request counts our LoRA gauges report), vLLM without ``PrometheusStatLogger`` (or a logger list we do not
 recognise), ``OTEL_INSTRUMENTATION_VLLM_ENGINE_METRICS_FROM_REGISTRY=false``. With several API servers
 (``--api-server-count``, Prometheus multiprocess mode) only ``client_index`` 0 exports the set (the registry there is
@@ -30,24 +32,26 @@ from opentelemetry.instrumentation.vllm.engine.bridge import ReaderBridge
 from opentelemetry.instrumentation.vllm.engine.registry import snapshot, translate, vllm_registry
 from opentelemetry.instrumentation.vllm.engine.table import HISTOGRAM
 from opentelemetry.instrumentation.vllm.safety import logger, report_hook_error, timed
+from opentelemetry.instrumentation.vllm import compat
 from opentelemetry.instrumentation.vllm.settings import (ENV_ENGINE_HISTOGRAMS, ENV_ENGINE_METRICS_FROM_REGISTRY,
-                                                         env_flag)
+                                                         ENV_FORCE, env_flag)
 
 SCOPE = "opentelemetry.instrumentation.vllm"
-#: Most seconds between two snapshots sent to the telemetry child (the child's export interval may be shorter).
-MAX_SNAPSHOT_INTERVAL_S = 10.0
+#: Most seconds between two snapshots sent to the telemetry child.
+MAX_SNAPSHOT_INTERVAL_S = 30.0
 
 
 def snapshot_interval_s(environ: Any = os.environ) -> float:
-    """Seconds between snapshots for the child: the SDK's ``OTEL_METRIC_EXPORT_INTERVAL`` (ms, default 60000), at
-    most :data:`MAX_SNAPSHOT_INTERVAL_S`, at least 0.5."""
+    """Seconds between snapshots for the child: half the SDK's ``OTEL_METRIC_EXPORT_INTERVAL`` (ms, default 60000;
+    so an export carries values at most half an interval old), at most :data:`MAX_SNAPSHOT_INTERVAL_S`, at least
+    0.5. A flush sends one first, whatever the interval."""
     try:
         ms = float(environ.get("OTEL_METRIC_EXPORT_INTERVAL", "60000"))
     except ValueError:
         ms = 60000.0
     if not ms == ms or ms <= 0:  # NaN or nonsense: the SDK's default
         ms = 60000.0
-    return max(0.5, min(ms / 1000.0, MAX_SNAPSHOT_INTERVAL_S))
+    return max(0.5, min(ms / 2000.0, MAX_SNAPSHOT_INTERVAL_S))
 
 
 class RegistrySource:
@@ -159,16 +163,21 @@ def choose(engine: Any, client_index: int = 0) -> bool:
         from opentelemetry.instrumentation.vllm.engine.stat_logger import VLLMOtelStatLogger
 
         loggers = getattr(getattr(engine, "logger_manager", None), "stat_loggers", None)
-        if not isinstance(loggers, list) or not env_flag(ENV_ENGINE_METRICS_FROM_REGISTRY, True):
+        if not isinstance(loggers, list):
             return False
-        if SOURCE.bridge.installed == 0:
-            return False  # no SDK reader seam in this process
-        if not any(type(lg).__name__ == "PrometheusStatLogger" for lg in loggers):
+        if not env_flag(ENV_ENGINE_METRICS_FROM_REGISTRY, True):
             return False
         config = getattr(engine, "vllm_config", None)
-        if getattr(config, "lora_config", None) is not None:
-            return False
         ours = [lg for lg in loggers if isinstance(lg, VLLMOtelStatLogger)]
+        if (SOURCE.bridge.installed == 0  # no SDK reader seam in this process
+                or not any(type(lg).__name__ == "PrometheusStatLogger" for lg in loggers)
+                or getattr(config, "lora_config", None) is not None
+                or compat.live_problems(compat.ENGINE_REGISTRY)):
+            problems = compat.live_problems(compat.ENGINE_STAT_LOGGER)
+            if problems and ours and not env_flag(ENV_FORCE, False):  # our logger would read what is not there
+                compat.report_skip(compat.ENGINE_STAT_LOGGER, problems)
+                loggers[:] = [lg for lg in loggers if not isinstance(lg, VLLMOtelStatLogger)]
+            return False
         for lg in ours:
             lg.info.bridged = True  # what its constructor queued is not aggregated (the registry has it)
         loggers[:] = [lg for lg in loggers if not isinstance(lg, VLLMOtelStatLogger)]

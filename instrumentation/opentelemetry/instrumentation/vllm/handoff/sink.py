@@ -2,8 +2,9 @@
 rule, once.
 
 :class:`RequestSink` owns the request writer thread (a :class:`..batcher.Batcher` named ``vllm-otel-writer``): the
-tracker submits ``(entry, end_wall, reason, error_type)`` items; each batch becomes one message to the child (facts
-and add-time attributes only; the child builds spans and metrics) or is written here with the SDK
+tracker submits ``(entry, end_wall, reason, error_type)`` items; each batch becomes one message to the child (values read
+from vLLM's objects, :func:`.wire.request_record`; the child derives the summary, attributes and span plan and
+builds spans and metrics) or is written here with the SDK
 (:func:`..request.emit.emit`: providers passed in code, child disabled, failed or dead). :func:`engine_to_child` is
 the engine aggregator's sink, the same rule for engine steps.
 
@@ -35,9 +36,8 @@ from opentelemetry.instrumentation.vllm.batcher import Batcher
 from opentelemetry.instrumentation.vllm.handoff import wire
 from opentelemetry.instrumentation.vllm.handoff.link import LINK, ExportLost, LinkHolder
 from opentelemetry.instrumentation.vllm.request.emit import emit
-from opentelemetry.instrumentation.vllm.request.facts import build_plan, parent_of, summarize
 from opentelemetry.instrumentation.vllm.request.instruments import RequestInstruments
-from opentelemetry.instrumentation.vllm.safety import report_hook_error, timed
+from opentelemetry.instrumentation.vllm.safety import report_hook_error
 from opentelemetry.instrumentation.vllm.settings import Settings
 
 #: Items waiting for the writer beyond which a request is dropped (child) or written inline (in-process).
@@ -117,23 +117,14 @@ class RequestSink:
         for item in items:
             self.write_one(item)
 
-    @timed("writer.compact")
     def _record(self, entry: Any, end_wall: float, reason: str, error_type: str | None) -> tuple:
-        summary = summarize(entry, end_wall, reason, error_type, self._settings.capture_content)
-        if entry.capture is None:
-            return wire.request_record(None, None, summary)
-        plan = build_plan(entry.capture, entry.operation, entry.model)
-        return wire.request_record(parent_of(entry.capture), plan, summary)
+        return wire.request_record(entry, end_wall, reason, error_type, self._settings.capture_content)
 
     def write_one(self, item: tuple) -> None:
-        """Write one finished request with this process's SDK (never raises)."""
-        entry, end_wall, reason, error_type = item
+        """Write one finished request with this process's SDK (never raises): the same record and the same reading
+        of it as the telemetry child's."""
         try:
-            summary = summarize(entry, end_wall, reason, error_type, self._settings.capture_content)
-            plan = parent = None
-            if entry.capture is not None:
-                plan = build_plan(entry.capture, entry.operation, entry.model)
-                parent = parent_of(entry.capture)
+            parent, plan, summary = wire.read_request(self._record(*item))
         except Exception as exc:  # noqa: BLE001
             report_hook_error("request.finalize", exc)
             return

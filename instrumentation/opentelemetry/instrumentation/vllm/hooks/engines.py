@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from opentelemetry.instrumentation.vllm import state
+from opentelemetry.instrumentation.vllm import compat, state
 from opentelemetry.instrumentation.vllm.engine.source import choose
 from opentelemetry.instrumentation.vllm.engine.table import served_model_name
 from opentelemetry.instrumentation.vllm.hooks.output_processor import scan_prefill
@@ -101,6 +101,8 @@ def _llm_engine_init(wrapped, instance, args, kwargs):
 
 def install(patcher: Patcher) -> None:
     """Register the engine-construction and offline-run patches."""
-    patcher.wrap("vllm.v1.engine.async_llm", "AsyncLLM.__init__", _async_llm_init)
-    patcher.wrap("vllm.v1.engine.llm_engine", "LLMEngine.__init__", _llm_engine_init)
-    patcher.wrap("vllm.entrypoints.common.offline", "OfflineInferenceMixin._run_engine", _run_engine)
+    patcher.wrap("vllm.v1.engine.async_llm", "AsyncLLM.__init__", _async_llm_init, compat.ENGINE_SETUP)
+    patcher.wrap("vllm.v1.engine.llm_engine", "LLMEngine.__init__", _llm_engine_init, compat.ENGINE_SETUP)
+    # the offline run loop moved in vllm 0.32 (compat.py: the first spelling this vLLM has is imported, the other never)
+    for module in ("vllm.entrypoints.common.offline", "vllm.entrypoints.offline_utils"):
+        patcher.wrap(module, "OfflineInferenceMixin._run_engine", _run_engine, compat.OFFLINE_FLUSH)

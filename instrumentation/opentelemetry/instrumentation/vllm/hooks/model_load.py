@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 from opentelemetry import trace
 
+from opentelemetry.instrumentation.vllm import compat
 from opentelemetry.instrumentation.vllm import semconv as sc
 from opentelemetry.instrumentation.vllm.engine.table import served_model_name
 from opentelemetry.instrumentation.vllm.hooks.patcher import Patcher
@@ -227,17 +228,19 @@ def _root_after(span: Any, t0: float, result: Any, args: tuple, kwargs: dict) ->
 
 def install(patcher: Patcher) -> None:
     """Register the model-load patches (applied when each vLLM module is imported, in whichever process)."""
+    f = compat.MODEL_LOAD
     patcher.replace("vllm.v1.engine.core_client", "EngineCoreClient.make_async_mp_client",
-                    _step(sc.NATIVE_SPAN_MODEL_LOAD_ROOT, sc.SPAN_MODEL_LOAD, None, _root_after))
+                    _step(sc.NATIVE_SPAN_MODEL_LOAD_ROOT, sc.SPAN_MODEL_LOAD, None, _root_after), f)
     patcher.replace("vllm.model_executor.model_loader.base_loader", "BaseModelLoader.load_model",
-                    _step("Load model", "Load model", _load_model_before, _load_model_after))
+                    _step("Load model", "Load model", _load_model_before, _load_model_after), f)
     patcher.replace("vllm.model_executor.model_loader.default_loader", "DefaultModelLoader.load_weights",
-                    _step("Load weights", "Load weights", _load_weights_before, _load_weights_after))
+                    _step("Load weights", "Load weights", _load_weights_before, _load_weights_after), f)
     patcher.wrap("vllm.model_executor.model_loader.default_loader", "DefaultModelLoader._prepare_weights",
-                 _prepare_weights)
+                 _prepare_weights, f)
     patcher.replace("vllm.v1.engine.core", "EngineCore._initialize_kv_caches",
-                    _step("Prepare model", "Prepare model", _prepare_before, _prepare_after))
-    patcher.wrap("vllm.v1.executor.abstract", "Executor.compile_or_warm_up_model", _elapsed_into("warmup_seconds"))
+                    _step("Prepare model", "Prepare model", _prepare_before, _prepare_after), f)
+    patcher.wrap("vllm.v1.executor.abstract", "Executor.compile_or_warm_up_model", _elapsed_into("warmup_seconds"), f)
     patcher.replace("vllm.v1.worker.cpu_model_runner", "CPUModelRunner.warming_up_model",
-                    _step("Warmup (CPU)", "Warmup (CPU)", _warmup_before, _warmup_after))
-    patcher.wrap("vllm.v1.worker.gpu_model_runner", "GPUModelRunner.capture_model", _elapsed_into("cuda_graph_seconds"))
+                    _step("Warmup (CPU)", "Warmup (CPU)", _warmup_before, _warmup_after), f)
+    patcher.wrap("vllm.v1.worker.gpu_model_runner", "GPUModelRunner.capture_model", _elapsed_into("cuda_graph_seconds"),
+                 f)

@@ -11,8 +11,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from opentelemetry.instrumentation.vllm import compat, state
 from opentelemetry.instrumentation.vllm import semconv as sc
-from opentelemetry.instrumentation.vllm import state
 from opentelemetry.instrumentation.vllm.hooks.patcher import Patcher, arg
 
 MODULE = "vllm.v1.engine.output_processor"
@@ -49,6 +49,18 @@ def _update_streaming_request_state(wrapped, instance, args, kwargs):
     return result
 
 
+def _finish_request(wrapped, instance, args, kwargs):
+    """vLLM >= 0.33 (compat.REQUEST_ERRORS): ``_finish_request`` also ends a request rejected with an error output,
+    without ``_update_stats_from_finished``. The tracker notes the release; a normal finish follows within the same
+    call, else the sweeper ends it as an error at this time."""
+    req_state = arg(args, kwargs, 0, "req_state")
+    result = wrapped(*args, **kwargs)
+    tracker = state.tracker()
+    if tracker is not None and req_state is not None:
+        tracker.released(req_state.request_id, time.time())
+    return result
+
+
 def scan_prefill(process_outputs: Any) -> Any:
     """Instance-level wrapper of one engine's ``process_outputs``, installed only when a KV connector can bring
     external prompt tokens (their count arrives once, in the first output's ``PrefillStats``)."""
@@ -81,8 +93,11 @@ def _propagate_error(wrapped, instance, args, kwargs):
 
 def install(patcher: Patcher) -> None:
     """Register the request-lifecycle patches (applied when vLLM's output processor is imported)."""
-    patcher.wrap(MODULE, "OutputProcessor.add_request", _add_request)
-    patcher.wrap(MODULE, "OutputProcessor._update_stats_from_finished", _update_stats_from_finished)
-    patcher.wrap(MODULE, "OutputProcessor._update_streaming_request_state", _update_streaming_request_state)
-    patcher.wrap(MODULE, "OutputProcessor.abort_requests", _abort_requests)
-    patcher.wrap(MODULE, "OutputProcessor.propagate_error", _propagate_error)
+    patcher.wrap(MODULE, "OutputProcessor.add_request", _add_request, compat.REQUEST_SPANS)
+    patcher.wrap(MODULE, "OutputProcessor._update_stats_from_finished", _update_stats_from_finished,
+                 compat.REQUEST_SPANS)
+    patcher.wrap(MODULE, "OutputProcessor.abort_requests", _abort_requests, compat.REQUEST_SPANS)
+    patcher.wrap(MODULE, "OutputProcessor.propagate_error", _propagate_error, compat.REQUEST_SPANS)
+    patcher.wrap(MODULE, "OutputProcessor._update_streaming_request_state", _update_streaming_request_state,
+                 compat.STREAMING_INPUT)
+    patcher.wrap(MODULE, "OutputProcessor._finish_request", _finish_request, compat.REQUEST_ERRORS)

@@ -6,7 +6,7 @@ request id for ``AsyncLLM.generate``, whose generator vLLM may consume in anothe
 from __future__ import annotations
 
 from opentelemetry.instrumentation.vllm import semconv as sc
-from opentelemetry.instrumentation.vllm import state
+from opentelemetry.instrumentation.vllm import compat, state
 from opentelemetry.instrumentation.vllm.hooks.patcher import Patcher, arg
 from opentelemetry.instrumentation.vllm.request.facts import REQUEST_INFO, RequestInfo
 from opentelemetry.instrumentation.vllm.safety import report_hook_error
@@ -50,9 +50,10 @@ def _llm_chat(wrapped, instance, args, kwargs):
 
 def install(patcher: Patcher) -> None:
     """Register the operation-label patches."""
-    patcher.wrap("vllm.v1.engine.async_llm", "AsyncLLM.generate", _async_generate)
+    labels = compat.OPERATION_LABELS
+    patcher.wrap("vllm.v1.engine.async_llm", "AsyncLLM.generate", _async_generate, labels)
     patcher.wrap("vllm.entrypoints.openai.chat_completion.serving", "OpenAIServingChat.create_chat_completion",
-                 _labeler(sc.OP_CHAT))
+                 _labeler(sc.OP_CHAT), labels)
     patcher.wrap("vllm.entrypoints.openai.completion.serving", "OpenAIServingCompletion.create_completion",
-                 _labeler(sc.OP_TEXT_COMPLETION))
-    patcher.wrap("vllm.entrypoints.llm", "LLM.chat", _llm_chat)
+                 _labeler(sc.OP_TEXT_COMPLETION), labels)
+    patcher.wrap("vllm.entrypoints.llm", "LLM.chat", _llm_chat, labels)

@@ -55,7 +55,6 @@ def span_attributes(s: RequestSummary, capture_content: bool) -> dict[str, Any]:
         sc.USAGE_INPUT_TOKENS: s.prompt_tokens,
         sc.USAGE_OUTPUT_TOKENS: s.output_tokens,
         sc.USAGE_CACHE_READ_INPUT_TOKENS: s.cached_tokens,
-        sc.VLLM_NUM_PREEMPTIONS: s.preemptions,
         sc.VLLM_PREFILL_COMPLETED: s.prefill_done,
         sc.LATENCY_E2E: s.e2e,
     }
@@ -67,7 +66,8 @@ def span_attributes(s: RequestSummary, capture_content: bool) -> dict[str, Any]:
                        (sc.VLLM_PROMPT_TOKENS_LOCAL_CACHE, s.prompt_local_cache),
                        (sc.VLLM_PROMPT_TOKENS_EXTERNAL_CACHE, s.prompt_external_cache),
                        (sc.VLLM_SPEC_DRAFT_TOKENS, s.spec_draft_tokens),
-                       (sc.VLLM_SPEC_ACCEPTED_TOKENS, s.spec_accepted_tokens)):
+                       (sc.VLLM_SPEC_ACCEPTED_TOKENS, s.spec_accepted_tokens),
+                       (sc.VLLM_NUM_PREEMPTIONS, s.preemptions)):
         if value is not None:
             a[key] = value
     if capture_content and s.output_texts:

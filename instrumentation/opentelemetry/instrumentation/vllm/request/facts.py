@@ -4,6 +4,10 @@ the finished request's telemetry facts (:class:`RequestSummary`, :func:`summariz
 per-request state and read by the one writer (:mod:`.emit`), here or in the telemetry child. This is the split vLLM
 makes between ``FinishedRequestStats`` (facts) and its stat loggers (sinks).
 
+Two steps, so that the API server pays only for reading: :func:`raw_summary` / :func:`raw_capture` (the server's
+writer thread) read vLLM's objects into plain tuples; :func:`summary_from_raw` / :func:`plan_from_raw` (where the
+telemetry is written: the telemetry child, or the server's writer in-process) derive everything from them.
+
 Latency definitions are vLLM's (``vllm/v1/metrics/stats.py`` ``update_from_finished_request``): queue = scheduled -
 queued, prefill = first token - scheduled, decode = last token - first token, inference = last token - scheduled,
 TPOT = decode / (generated tokens - 1). All durations are seconds (float); ``arrival``/``end``/``t_*`` are epoch
@@ -13,10 +17,9 @@ seconds (wall clock); span times are epoch nanoseconds (:func:`to_ns`).
 from __future__ import annotations
 
 import json
-import operator
 import time
 from contextvars import ContextVar
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from opentelemetry.trace import SpanKind
@@ -90,35 +93,64 @@ class Capture(NamedTuple):
 
 def build_plan(c: Capture, operation: str, model: str) -> SpanPlan:
     """The request span's plan (name, parent, start, add-time attributes) from what ``on_add`` captured."""
+    return plan_from_raw(raw_capture(c), operation, model)
+
+
+#: :func:`raw_capture`'s fields, in order (plain values: the wire carries them to the telemetry child).
+RAW_CAPTURE = ("max_tokens", "temperature", "top_p", "top_k", "n", "seed", "request_id", "lora_name", "prompt",
+               "async_engine", "response_id", "stream", "kind", "arrival")
+
+
+def raw_capture(c: Capture) -> tuple:
+    """The values of a :class:`Capture` the span plan needs, read from vLLM's objects, as a plain tuple
+    (:data:`RAW_CAPTURE`); nothing derived (that is :func:`plan_from_raw`'s, in the telemetry child)."""
     sp, info = c.sampling_params, c.info
+    if sp is None:
+        params: tuple = (None, None, None, None, None, None)
+    else:
+        params = (sp.max_tokens, sp.temperature, sp.top_p, sp.top_k, c.parent_n if c.parent_n is not None else sp.n,
+                  sp.seed)
+    return (*params, c.parent_request_id if c.parent_request_id is not None else c.request_id, c.lora_name,
+            c.prompt or None, c.async_engine, info.response_id if info is not None else None,
+            (info.stream if info is not None else False),  # offline LLM (no info): whole outputs
+            c.kind.value, c.arrival)
+
+
+def plan_from_raw(raw: tuple, operation: str, model: str) -> SpanPlan:
+    """The span plan of a :func:`raw_capture` tuple; raises ``ValueError``/``TypeError`` on a malformed one."""
+    (max_tokens, temperature, top_p, top_k, n, seed, request_id, lora_name, prompt, async_engine, response_id,
+     stream, kind, arrival) = raw
     attrs: dict[str, Any] = {
         sc.OPERATION_NAME: operation,
         sc.PROVIDER_NAME: sc.PROVIDER_VLLM,
         sc.REQUEST_MODEL: model,
-        sc.VLLM_REQUEST_ID: c.parent_request_id if c.parent_request_id is not None else c.request_id,
-        sc.VLLM_ENGINE: "async_llm" if c.async_engine else "llm_engine",
+        sc.VLLM_REQUEST_ID: request_id,
+        sc.VLLM_ENGINE: "async_llm" if async_engine else "llm_engine",
     }
-    if info is not None and info.response_id:
-        attrs[sc.RESPONSE_ID] = info.response_id
-    if info is not None and info.stream is not None:
-        attrs[sc.REQUEST_STREAM] = info.stream
-    elif info is None:
-        attrs[sc.REQUEST_STREAM] = False  # offline LLM returns whole outputs
-    if sp is not None:
-        if sp.max_tokens is not None:
-            attrs[sc.REQUEST_MAX_TOKENS] = sp.max_tokens
-        attrs[sc.REQUEST_TEMPERATURE] = float(sp.temperature)
-        attrs[sc.REQUEST_TOP_P] = float(sp.top_p)
-        attrs[sc.REQUEST_TOP_K] = int(sp.top_k)
-        attrs[sc.REQUEST_CHOICE_COUNT] = int(c.parent_n if c.parent_n is not None else sp.n)
-        if sp.seed is not None:
-            attrs[sc.REQUEST_SEED] = int(sp.seed)
-    if c.lora_name is not None:
-        attrs[sc.VLLM_LORA_NAME] = c.lora_name
-    if c.prompt:
+    if response_id:
+        attrs[sc.RESPONSE_ID] = response_id
+    if stream is not None:
+        attrs[sc.REQUEST_STREAM] = bool(stream)
+    if temperature is not None:  # sampling params present
+        if max_tokens is not None:
+            attrs[sc.REQUEST_MAX_TOKENS] = int(max_tokens)
+        attrs[sc.REQUEST_TEMPERATURE] = float(temperature)
+        attrs[sc.REQUEST_TOP_P] = float(top_p)
+        attrs[sc.REQUEST_TOP_K] = int(top_k)
+        attrs[sc.REQUEST_CHOICE_COUNT] = int(n)
+        if seed is not None:
+            attrs[sc.REQUEST_SEED] = int(seed)
+    if lora_name is not None:
+        attrs[sc.VLLM_LORA_NAME] = lora_name
+    if prompt:
         attrs[sc.INPUT_MESSAGES] = json.dumps(
-            [{"role": "user", "parts": [{"type": "text", "content": c.prompt}]}], ensure_ascii=False)
-    return SpanPlan(f"{operation} {model}".strip(), to_ns(c.arrival), attrs, c.kind)
+            [{"role": "user", "parts": [{"type": "text", "content": prompt}]}], ensure_ascii=False)
+    return SpanPlan(f"{operation} {model}".strip(), to_ns(arrival), attrs, SpanKind(kind))
+
+
+def context_from_headers(headers: Any) -> Any:
+    """The Context W3C trace headers carry (``traceparent``/``tracestate``), or an empty one."""
+    return _PROPAGATOR.extract(headers)
 
 
 def parent_of(c: Capture) -> Any:
@@ -151,7 +183,7 @@ class RequestSummary:
     prompt_tokens: int
     output_tokens: int  #: all choices, exact (detokenizer token ids where present)
     cached_tokens: int  #: prompt tokens not computed (local prefix cache + external KV), vLLM's num_cached_tokens
-    preemptions: int
+    preemptions: int | None  #: None on a vLLM whose stats carry no per-request count (vllm < 0.30)
     response_id: str | None = None
     ttft: float | None = None
     tpot: float | None = None
@@ -169,69 +201,92 @@ class RequestSummary:
     spec_accepted_tokens: int | None = None
     output_texts: list[str] = field(default_factory=list)  #: only filled with content capture on
 
-    def as_tuple(self) -> tuple:
-        """The fields in declaration order (plain values: what :mod:`..handoff.wire` marshals to the child)."""
-        return _FIELDS_GETTER(self)
-
-    @classmethod
-    def from_tuple(cls, values: tuple) -> "RequestSummary":
-        """Inverse of :meth:`as_tuple`; raises ``TypeError`` on a tuple of the wrong length."""
-        return cls(*values)
 
 
-_FIELDS_GETTER = operator.attrgetter(*(f.name for f in fields(RequestSummary)))
-
-
-@timed("writer.summary")
 def summarize(entry: Any, end_wall: float, reason: str, error_type: str | None,
               capture_content: bool = False) -> RequestSummary:
     """Facts of a finished entry (see :mod:`.tracker`): ``states`` (vLLM ``RequestState``, siblings of an ``n>1``
     request), ``reasons`` collected per sibling, ``arrival`` epoch seconds. ``end_wall`` epoch seconds; ``reason`` one
     of ``semconv.FINISH_*``; ``error_type`` for failures (engine error, timeout)."""
+    return summary_from_raw(raw_summary(entry, end_wall, reason, error_type, capture_content))
+
+
+@timed("writer.raw")
+def raw_summary(entry: Any, end_wall: float, reason: str, error_type: str | None,
+                capture_content: bool = False) -> tuple:
+    """What :func:`summary_from_raw` needs of a finished entry, read from vLLM's per-request objects as a plain tuple
+    (the API server's share: reads only; the arithmetic and the :class:`RequestSummary` are built where the telemetry
+    is written, in the telemetry child by default). Per state: ``(stats, output tokens, spec, output text)`` with
+    ``stats`` = ``(first_token_latency, queued_ts, scheduled_ts, first_token_ts, last_token_ts,
+    num_generation_tokens, num_preemptions | None)`` or None, ``spec`` = ``(num_draft_tokens, accepted histogram)`` or
+    None."""
     states = entry.states
     first = states[0]
-    stats = first.stats
-    reasons = list(entry.reasons) or [reason]
+    ps = entry.prefill_stats
+    per_state = []
+    for st in states:
+        stats = st.stats
+        spec = getattr(st, "spec_decode_metrics", None)
+        per_state.append((
+            None if stats is None else (stats.first_token_latency, stats.queued_ts, stats.scheduled_ts,
+                                        stats.first_token_ts, stats.last_token_ts, stats.num_generation_tokens,
+                                        getattr(stats, "num_preemptions", None)),
+            _num_output_tokens(st),
+            None if spec is None else (int(spec.num_draft_tokens), list(spec.histogram)),
+            getattr(st.detokenizer, "output_text", "") if capture_content and st.detokenizer is not None else None))
+    return (entry.operation, entry.model, list(entry.reasons), reason, error_type, entry.arrival, end_wall,
+            monotonic_to_wall_offset(), first.prompt_len, first.num_cached_tokens,
+            first.parent_req.external_req_id if first.parent_req is not None else first.external_req_id,
+            not getattr(first, "is_prefilling", True),
+            None if ps is None else ps.num_external_cached_tokens,
+            getattr(first, "remote_prefill_cached_tokens", None), per_state)
+
+
+def summary_from_raw(raw: tuple) -> RequestSummary:
+    """The :class:`RequestSummary` of a :func:`raw_summary` tuple (pure; the telemetry child runs it). Raises
+    ``ValueError``/``TypeError`` on a malformed tuple."""
+    (operation, model, reasons, reason, error_type, arrival, end_wall, off, prompt_len, num_cached, response_id,
+     left_prefill, ps_external, remote_cached, per_state) = raw
+    reasons = list(reasons) or [reason]
     vllm_reason = reason if reason in _ERROR_REASONS else _worst(reasons)
     if reason == sc.FINISH_TIMEOUT:
         reasons = [sc.FINISH_TIMEOUT]
-    arrival = entry.arrival
     end = max(end_wall, arrival)
-    prompt = int(first.prompt_len or 0)
-    cached = int(first.num_cached_tokens or 0)
+    prompt = int(prompt_len or 0)
+    cached = int(num_cached or 0)
+    preempt = [p[0][6] for p in per_state if p[0] is not None]
     s = RequestSummary(
-        operation=entry.operation, model=entry.model, reason=vllm_reason, reasons=reasons, error_type=error_type,
+        operation=operation, model=model, reason=vllm_reason, reasons=reasons, error_type=error_type,
         arrival=arrival, end=end, e2e=end - arrival, prompt_tokens=prompt,
-        output_tokens=sum(_num_output_tokens(st) for st in states), cached_tokens=cached,
-        preemptions=sum(st.stats.num_preemptions for st in states if st.stats is not None),
-        response_id=(first.parent_req.external_req_id if first.parent_req is not None else first.external_req_id))
-    if stats is not None and stats.first_token_latency > 0:
-        s.ttft = float(stats.first_token_latency)
-        q, sch, f, last = stats.queued_ts, stats.scheduled_ts, stats.first_token_ts, stats.last_token_ts
+        output_tokens=sum(int(p[1]) for p in per_state), cached_tokens=cached,
+        preemptions=None if not preempt or any(x is None for x in preempt) else sum(preempt),
+        response_id=response_id)
+    stats = per_state[0][0]
+    if stats is not None and stats[0] > 0:
+        ftl, q, sch, f, last, generated, _ = stats
+        s.ttft = float(ftl)
         if q and sch and f and last:
             s.queue, s.prefill, s.decode, s.inference = sch - q, f - sch, last - f, last - sch
-            if stats.num_generation_tokens > 1:
-                s.tpot = s.decode / (stats.num_generation_tokens - 1)
+            if generated > 1:
+                s.tpot = s.decode / (generated - 1)
             # Phase spans tile the request: queue from arrival (frontend) to scheduled, prefill to the engine's first
             # token, decode to the end of the request as the frontend saw it.
-            off = monotonic_to_wall_offset()
             s.t_scheduled = min(max(sch + off, arrival), end)
             s.t_first_token = min(max(f + off, s.t_scheduled), end)
-    s.prefill_done = not getattr(first, "is_prefilling", True) or entry.prefill_stats is not None
+    s.prefill_done = bool(left_prefill) or ps_external is not None
     if s.prefill_done:
-        ps = entry.prefill_stats
-        external = int(ps.num_external_cached_tokens) if ps is not None else int(
-            getattr(first, "remote_prefill_cached_tokens", None) or 0)
+        external = int(ps_external) if ps_external is not None else int(remote_cached or 0)
         external = min(external, cached)
         s.prompt_external_cache = external
         s.prompt_local_cache = cached - external
         s.prompt_computed = max(prompt - cached, 0)
-    spec = [st.spec_decode_metrics for st in states if getattr(st, "spec_decode_metrics", None) is not None]
+    spec = [p[2] for p in per_state if p[2] is not None]
     if spec:
-        s.spec_draft_tokens = sum(int(m.num_draft_tokens) for m in spec)
-        s.spec_accepted_tokens = sum(j * c for m in spec for j, c in enumerate(m.histogram))
-    if capture_content:
-        s.output_texts = [getattr(st.detokenizer, "output_text", "") for st in states if st.detokenizer is not None]
+        s.spec_draft_tokens = sum(int(d) for d, _ in spec)
+        s.spec_accepted_tokens = sum(j * c for _, hist in spec for j, c in enumerate(hist))
+    texts = [p[3] for p in per_state if p[3] is not None]
+    if texts:
+        s.output_texts = texts
     return s
 
 

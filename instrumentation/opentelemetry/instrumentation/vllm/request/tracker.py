@@ -27,6 +27,11 @@ from opentelemetry.instrumentation.vllm.request.facts import REQUEST_INFO, Captu
 from opentelemetry.instrumentation.vllm.safety import guarded, report_hook_error
 from opentelemetry.instrumentation.vllm.settings import Settings
 
+#: Seconds after vLLM's ``_finish_request`` without a finish before the request is ended as an error (the normal
+#: finish follows within the same ``process_outputs`` call, microseconds later).
+RELEASE_GRACE_S = 1.0
+#: ``error.type`` of a request vLLM ended with an error output (vllm >= 0.33: e.g. rejected by a paused engine).
+ERROR_REQUEST = "request_error"
 #: What the tracker hands over per finished request: ``(entry, end_wall, reason, error_type)``.
 Finished = tuple
 
@@ -73,6 +78,8 @@ class RequestTracker:
         self._entries: dict[str, _Entry] = {}  # key (parent or request id) -> entry, insertion = deadline order
         self._by_internal: dict[str, _Entry] = {}  # vLLM internal request id -> entry
         self._labels: OrderedDict[str, RequestInfo] = OrderedDict()  # external request id -> serving-layer info
+        # internal id -> (wall, monotonic) of vLLM's _finish_request not yet followed by a finish (vllm >= 0.33)
+        self._released: dict[str, tuple[float, float]] = {}
         self._stop = threading.Event()
         self._sweeper: threading.Thread | None = None
         # Finished requests are written (span attributes, children, end, metrics) by the sink's thread, off vLLM's
@@ -171,9 +178,19 @@ class RequestTracker:
         for request_id in request_ids:
             self.finish(request_id, sc.FINISH_ABORT, end_wall)
 
+    @guarded("request.released")
+    def released(self, request_id: str, end_wall: float) -> None:
+        """vLLM released the request (``_finish_request``). On the normal path its finish follows within the same
+        call; a request rejected with an error output (vllm >= 0.33) gets none: :meth:`sweep` ends it after
+        :data:`RELEASE_GRACE_S` as ``error`` (``error.type=request_error``) at ``end_wall``."""
+        if request_id in self._by_internal:
+            self._released[request_id] = (end_wall, time.monotonic())
+
     def finish(self, request_id: str, reason: str, end_wall: float, error_type: str | None = None) -> None:
         """Account one internal request as finished; the span ends when all its parallel-sampling siblings have."""
         with self._lock:
+            if self._released:
+                self._released.pop(request_id, None)
             entry = self._by_internal.pop(request_id, None)
             if entry is None:
                 return
@@ -216,8 +233,13 @@ class RequestTracker:
         self._write_inline(inline)
 
     def sweep(self, now_monotonic: float | None = None) -> int:
-        """End every entry past its deadline as a zombie (status ERROR, ``error.type=timeout``); returns how many."""
+        """End every entry past its deadline as a zombie (status ERROR, ``error.type=timeout``) and every request
+        vLLM released without a finish (:meth:`released`) as an error; returns how many zombies."""
         now = time.monotonic() if now_monotonic is None else now_monotonic
+        if self._released:
+            for rid, (wall, mono) in list(self._released.items()):
+                if now - mono >= RELEASE_GRACE_S:
+                    self.finish(rid, sc.FINISH_ERROR, wall, ERROR_REQUEST)
         expired = []
         with self._lock:
             for entry in self._entries.values():  # insertion order == deadline order
