@@ -78,15 +78,18 @@ def _same(a, b) -> bool:
 
 
 def _points(reader) -> dict:
-    """:func:`points_of` without the process gauges (their values differ between two readings)."""
-    return {k: v for k, v in points_of(reader).items() if k[0] not in (sc.METRIC_PROCESS_CPU, sc.METRIC_PROCESS_RSS)}
+    """:func:`points_of` without the process gauges (their values differ between two readings) and the hook-error
+    counter (the child counts on its own meter, the in-process writer on the process's)."""
+    skip = (sc.METRIC_PROCESS_CPU, sc.METRIC_PROCESS_RSS, sc.METRIC_HOOK_ERRORS)
+    return {k: v for k, v in points_of(reader).items() if k[0] not in skip}
 
 
 def _in_process(rec: tuple):
     """What the server's writer does with a record when it writes in-process (handoff/sink.write_one)."""
     tp, mp, exporter, reader = _sdk()
     parent, plan, summary = wire.read_request(rec)  # raises on a record it cannot read (the child counts it)
-    record.emit(tp.get_tracer("t"), Settings(), RequestInstruments(mp.get_meter("t")), plan, parent, summary)
+    if not record.emit(tp.get_tracer("t"), Settings(), RequestInstruments(mp.get_meter("t")), plan, parent, summary):
+        raise ValueError("emit refused it")  # failed part-way (counted): nothing to compare but the child's refusal
     return exporter.get_finished_spans(), _points(reader)
 
 
@@ -95,7 +98,7 @@ def _through_child(rec: tuple):
     child = child_process.Child(tp, mp, os.getpid())
     message = marshal.loads(marshal.dumps((wire.REQUESTS, [rec]), 4))
     child.requests(message[1])
-    return exporter.get_finished_spans(), _points(reader)
+    return exporter.get_finished_spans(), _points(reader), child.written
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -107,10 +110,11 @@ def test_child_builds_what_in_process_writing_builds(rec):
         expected_spans, expected_points = _in_process(rec)
     except Exception as exc:  # noqa: BLE001 - whatever cannot be written in-process, the child must survive
         expected_spans, expected_points = None, repr(type(exc))
-    spans, points = _through_child(rec)
+    spans, points, written = _through_child(rec)
     if expected_spans is None:
-        assert spans == ()  # the child caught and counted it (no crash is the property)
+        assert written == 0  # the child refused it too, caught and counted (no crash is the property)
         return
+    assert written == 1
     assert len(spans) == len(expected_spans)
     for got, want in zip(sorted(spans, key=lambda s: s.name), sorted(expected_spans, key=lambda s: s.name)):
         assert (got.name, got.kind, got.start_time, got.end_time) == (want.name, want.kind, want.start_time,
@@ -180,7 +184,7 @@ def test_torn_message_is_counted_and_the_child_keeps_serving():
             Conn.sent.append(b)
 
     assert child_process.serve(Conn, child) == 1  # only the good request; the three bad frames were skipped
-    points = _points(reader)
+    points = points_of(reader)
     assert points[(sc.METRIC_REQUESTS, frozenset({sc.OPERATION_NAME: "chat", sc.PROVIDER_NAME: sc.PROVIDER_VLLM,
                                                  sc.REQUEST_MODEL: "m", sc.RESPONSE_MODEL: "m",
                                                  sc.VLLM_FINISH_REASON: "stop"}.items()))] == 1

@@ -17,6 +17,7 @@ seconds (wall clock); span times are epoch nanoseconds (:func:`to_ns`).
 from __future__ import annotations
 
 import json
+import math
 import time
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -270,9 +271,10 @@ def summary_from_raw(raw: tuple) -> RequestSummary:
             if generated > 1:
                 s.tpot = s.decode / (generated - 1)
             # Phase spans tile the request: queue from arrival (frontend) to scheduled, prefill to the engine's first
-            # token, decode to the end of the request as the frontend saw it.
-            s.t_scheduled = min(max(sch + off, arrival), end)
-            s.t_first_token = min(max(f + off, s.t_scheduled), end)
+            # token, decode to the end of the request as the frontend saw it (only from finite timestamps).
+            if math.isfinite(sch + off) and math.isfinite(f + off):
+                s.t_scheduled = min(max(sch + off, arrival), end)
+                s.t_first_token = min(max(f + off, s.t_scheduled), end)
     s.prefill_done = bool(left_prefill) or ps_external is not None
     if s.prefill_done:
         external = int(ps_external) if ps_external is not None else int(remote_cached or 0)
