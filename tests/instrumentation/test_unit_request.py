@@ -360,3 +360,16 @@ def test_a_released_request_without_a_finish_is_swept_as_an_error_at_its_release
     assert (end, reason, error_type) == (T0 + 2, sc.FINISH_ERROR, ERROR_REQUEST) and tracker.in_flight() == 0
     tracker.sweep(now + 10)
     assert len(sink.submitted) == 2  # once
+
+
+def test_w3c_headers_are_read_from_the_http_request_where_vllm_does_not_pass_them():
+    """vLLM < 0.32 hands trace headers to the engine only with its native tracing on: the serving labeler reads
+    them itself (only ``traceparent``/``tracestate``; nothing without a ``traceparent``)."""
+    from opentelemetry.instrumentation.vllm.hooks.serving import _w3c_headers
+
+    tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    assert _w3c_headers(SimpleNamespace(headers={"traceparent": tp, "tracestate": "a=1", "cookie": "x"})) == {
+        "traceparent": tp, "tracestate": "a=1"}
+    assert _w3c_headers(SimpleNamespace(headers={"traceparent": tp})) == {"traceparent": tp}
+    assert _w3c_headers(SimpleNamespace(headers={"tracestate": "a=1"})) is None
+    assert _w3c_headers(SimpleNamespace(headers={})) is None and _w3c_headers(None) is None

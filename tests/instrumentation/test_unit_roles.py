@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from conftest import new_sdk  # noqa: E402  (tests/instrumentation is on sys.path)

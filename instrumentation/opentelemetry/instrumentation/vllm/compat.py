@@ -95,6 +95,9 @@ NEEDS: tuple[Need, ...] = (
          "OpenAIServingCompletion.create_completion", ((0, "request"),),
          alternatives=(("vllm.entrypoints.openai.serving_completion", "OpenAIServingCompletion.create_completion"),)),
     Need(OPERATION_LABELS, "vllm.entrypoints.llm", "LLM.chat"),
+    Need(OPERATION_LABELS, "vllm.entrypoints.openai.chat_completion.serving",
+         "OpenAIServingChat.create_chat_completion", ((1, "raw_request"),), optional=True,
+         alternatives=(("vllm.entrypoints.openai.serving_chat", "OpenAIServingChat.create_chat_completion"),)),
     # -- engine construction (hooks/engines.py)
     Need(ENGINE_SETUP, "vllm.v1.engine.async_llm", "AsyncLLM.__init__", ((0, "vllm_config"),)),
     Need(ENGINE_SETUP, "vllm.v1.engine.async_llm", "AsyncLLM.__init__", ((11, "client_index"),), optional=True),
