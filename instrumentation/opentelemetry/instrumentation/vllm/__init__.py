@@ -73,7 +73,7 @@ from opentelemetry.instrumentation.vllm import compat, hooks, safety, state
 from opentelemetry.instrumentation.vllm.engine.aggregator import AGGREGATOR
 from opentelemetry.instrumentation.vllm.engine.source import SOURCE
 from opentelemetry.instrumentation.vllm.handoff.link import LINK, configured_from_environment
-from opentelemetry.instrumentation.vllm.handoff.sink import RequestSink, engine_to_child
+from opentelemetry.instrumentation.vllm.handoff.sink import RequestSink, engine_to_child, snapshot_to_child
 from opentelemetry.instrumentation.vllm.host_metrics import register_host_observers
 from opentelemetry.instrumentation.vllm.providers import sdk_providers, shutdown_providers
 from opentelemetry.instrumentation.vllm.roles import FRONTEND, RESOURCE_TRACKER, process_role
@@ -144,7 +144,7 @@ class VLLMInstrumentor(BaseInstrumentor):
             if role == FRONTEND:
                 register_host_observers(meter, os.getpid(), silent=LINK.up)
             # the engine set from vLLM's registry where an engine allows it (engine/source.py), else AGGREGATOR
-            SOURCE.link, SOURCE.in_child = LINK, False
+            SOURCE.link, SOURCE.sink, SOURCE.in_child = LINK, snapshot_to_child, False
             SOURCE.bridge.install(kwargs.get("meter_provider") or metrics.get_meter_provider())
             SOURCE.resume()
             sink = RequestSink(tracer, inst, settings, LINK, before_child_flush=_before_child_flush)

@@ -66,7 +66,10 @@ class RegistrySource:
         self.in_child = False
         self.model = ""
         self.start_ns = time.time_ns()
-        self.link: Any = None  # the LinkHolder (server side)
+        self.link: Any = None  # the LinkHolder (server side; set by the instrumentor)
+        #: ``sink(link, model, start_ns, families)`` sends a snapshot down the link (set by the instrumentor:
+        #: :func:`..handoff.sink.snapshot_to_child`; the engine room does not know the wire).
+        self.sink: Any = None
         self._latest: tuple | None = None  # (model, start_ns, families), child side
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -112,15 +115,13 @@ class RegistrySource:
     def send_snapshot(self) -> bool:
         """Send the registry's current values to the live telemetry child; False when there is none (then this
         process's own collections read the registry) or the source is not active."""
-        if not self.active or self.paused or self.link is None:
+        if not self.active or self.paused or self.link is None or self.sink is None:
             return False
         link = self.link.get()
         if link is None:
             return False
         try:
-            from opentelemetry.instrumentation.vllm.handoff import wire
-
-            link.send((wire.ENGINE_SNAPSHOT, self.model, self.start_ns, self._snapshot()), 0)
+            self.sink(link, self.model, self.start_ns, self._snapshot())
             return True
         except Exception as exc:  # noqa: BLE001 - child gone, or a registry we cannot read
             report_hook_error("engine.registry", exc)

@@ -148,3 +148,9 @@ def engine_to_child(batch: list, dropped: int, link_holder: LinkHolder = LINK) -
         return True
     except (ExportLost, ValueError):
         return False
+
+
+def snapshot_to_child(link: Any, model: str, start_ns: int, families: list) -> None:
+    """The registry source's sink (:mod:`..engine.source`): one snapshot of vLLM's registry down ``link`` (raises
+    :class:`.link.ExportLost` when the child is gone)."""
+    link.send((wire.ENGINE_SNAPSHOT, model, start_ns, families), 0)
