@@ -287,3 +287,35 @@ def test_spec_decode_and_lora_metrics(tiny_model_dir, tmp_path):
         assert newest["max_lora"] == "1"
         lora_spans = [s for s in receiver.spans() if s.attributes.get(sc.VLLM_LORA_NAME) == "tiny-lora"]
         assert len(lora_spans) == 1
+
+
+def test_spec_decode_metrics_from_the_registry(tiny_model_dir, tmp_path):
+    """Speculative decoding without LoRA: the engine set comes from vLLM's registry (no call of ours per step, proven by
+    the hook accounting), and the spec-decode counters equal /metrics and are consistent."""
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    spec = json.dumps({"method": "ngram", "num_speculative_tokens": 3, "prompt_lookup_max": 3,
+                       "prompt_lookup_min": 1})
+    started: list = []
+    with _server(tiny_model_dir, tmp_path / "server.log", ["--speculative-config", spec],
+                 env_extra={"VLLM_OTEL_BENCH_HOOK_TIMES": str(hooks)}, started=started) as (receiver, base):
+        before = _settle(receiver, base)
+
+        async def workload():
+            async with httpx.AsyncClient(timeout=120) as client:
+                repeat = " ".join(["alpha beta gamma delta"] * 12)
+                await asyncio.gather(*[_chat(client, base, repeat, 40, temperature=0.0) for _ in range(4)])
+
+        asyncio.run(workload())
+        after = _settle(receiver, base)
+        assert _assert_mirrors_equal(before, after) >= 30
+        (_, o0), (_, o1) = before, after
+        drafts = _our_value(o1, sc.METRIC_SPEC_DRAFTS) - _our_value(o0, sc.METRIC_SPEC_DRAFTS)
+        drafted = _our_value(o1, sc.METRIC_SPEC_DRAFT_TOKENS) - _our_value(o0, sc.METRIC_SPEC_DRAFT_TOKENS)
+        accepted = _our_value(o1, sc.METRIC_SPEC_ACCEPTED_TOKENS) - _our_value(o0, sc.METRIC_SPEC_ACCEPTED_TOKENS)
+        per_pos = {p.attributes[sc.VLLM_SPEC_POSITION]: p.value for p in o1[sc.METRIC_SPEC_ACCEPTED_PER_POS]}
+        assert drafts > 0 and 0 <= accepted <= drafted <= 3 * drafts
+        assert set(per_pos) == {0, 1, 2}  # integers, as on the stat-logger source
+        assert sum(per_pos.values()) == _our_value(o1, sc.METRIC_SPEC_ACCEPTED_TOKENS)
+        calls = hook_calls(hooks, started[0].pid)
+        assert calls.get("stat_logger.record", 0) == 0 and calls["engine.registry_snapshot"] > 0, calls

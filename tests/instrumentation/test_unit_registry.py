@@ -246,3 +246,13 @@ def test_multiprocess_mode_is_read_as_vllm_reads_it(tmp_path):
     assert [v for _, _, v in got[sc.METRIC_PROMPT_TOKENS][1]] == [12.0]
     (_, _, count, total, bounds, counts), = got[sc.METRIC_REQ_QUEUE_TIME][1]
     assert (count, bounds, counts) == (2, [0.5, 1.0], [1, 1, 0]) and math.isclose(total, 0.9)
+
+
+def test_attribute_types_are_the_stat_logger_sources():
+    """Prometheus labels are strings; where the stat-logger source has integers (engine index, spec-decode position)
+    the registry source does too: one series whichever source exported it."""
+    reg = CollectorRegistry()
+    c = Counter("vllm:spec_decode_num_accepted_tokens_per_pos", "d", LABELS + ["position"], registry=reg)
+    c.labels("m", "1", "2").inc(5)
+    (attrs, _, v), = _by_name(translate(snapshot(reg), "m", 0))[sc.METRIC_SPEC_ACCEPTED_PER_POS][1]
+    assert attrs == {sc.REQUEST_MODEL: "m", sc.VLLM_ENGINE_INDEX: 1, sc.VLLM_SPEC_POSITION: 2} and v == 5

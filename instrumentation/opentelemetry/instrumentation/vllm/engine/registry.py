@@ -96,6 +96,11 @@ def translate(families: Families, model: str, default_start_ns: int) -> list[tup
     return out
 
 
+#: Attributes that are integers on the stat-logger source too (Prometheus labels are strings): the same series
+#: whichever source exports them.
+_INT_ATTRS = frozenset({sc.VLLM_SPEC_POSITION})
+
+
 def _attrs(labels: Iterable[tuple[str, str]], label: str | None, attr: str | None, model: str) -> dict[str, Any]:
     d = dict(labels)
     out: dict[str, Any] = {sc.REQUEST_MODEL: d.get("model_name", model)}
@@ -103,7 +108,8 @@ def _attrs(labels: Iterable[tuple[str, str]], label: str | None, attr: str | Non
     if engine not in (None, ""):
         out[sc.VLLM_ENGINE_INDEX] = int(engine)
     if label is not None:
-        out[attr] = d.get(label, "")
+        value = d.get(label, "")
+        out[attr] = int(value) if attr in _INT_ATTRS else value
     return out
 
 
