@@ -256,3 +256,20 @@ def test_attribute_types_are_the_stat_logger_sources():
     c.labels("m", "1", "2").inc(5)
     (attrs, _, v), = _by_name(translate(snapshot(reg), "m", 0))[sc.METRIC_SPEC_ACCEPTED_PER_POS][1]
     assert attrs == {sc.REQUEST_MODEL: "m", sc.VLLM_ENGINE_INDEX: 1, sc.VLLM_SPEC_POSITION: 2} and v == 5
+
+
+def test_an_engines_collectors_outlive_a_later_logger_unregistering_them():
+    """A second PrometheusStatLogger in the process (a second LLM) unregisters the first one's vllm: collectors from
+    the global registry; the first engine still updates them, and its captured collectors still read them."""
+    from opentelemetry.instrumentation.vllm.engine.registry import EngineCollectors
+
+    reg = CollectorRegistry()
+    c = Counter("vllm:prompt_tokens", "d", LABELS, registry=reg)
+    Counter("process_other", "d", registry=reg)
+    captured = EngineCollectors.capture(reg)
+    assert captured is not None and len(captured.collectors) == 1
+    reg.unregister(c)  # what vllm.v1.metrics.prometheus.unregister_vllm_metrics does
+    c.labels("m", "0").inc(4)
+    assert _by_name(translate(snapshot(captured), "m", 0))[sc.METRIC_PROMPT_TOKENS][1][0][2] == 4.0
+    assert sc.METRIC_PROMPT_TOKENS not in _by_name(translate(snapshot(reg), "m", 0))
+    assert EngineCollectors.capture(object()) is None  # a registry that does not say what it holds

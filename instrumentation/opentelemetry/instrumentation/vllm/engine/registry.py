@@ -47,6 +47,31 @@ def vllm_registry() -> Any:
     return get_prometheus_registry()
 
 
+class EngineCollectors:
+    """The ``vllm:`` collectors an engine's ``PrometheusStatLogger`` registered, kept when the engine is built: a
+    later logger in the same process (a second ``LLM``) unregisters them from the global registry, but the first
+    engine still updates them. ``collect()`` as a registry's. ``None`` from :meth:`capture` when the registry does
+    not say which collectors it holds (the multiprocess registry: collected whole)."""
+
+    def __init__(self, collectors: list) -> None:
+        self.collectors = collectors
+
+    @classmethod
+    def capture(cls, registry: Any) -> "EngineCollectors | None":
+        mapping = getattr(registry, "_collector_to_names", None)  # prometheus_client's own index (vLLM reads it too)
+        if not isinstance(mapping, dict):
+            return None
+        found = [c for c, names in list(mapping.items()) if any(str(n).startswith("vllm:") for n in names)]
+        return cls(found) if found else None
+
+    def add(self, other: "EngineCollectors") -> None:
+        self.collectors += [c for c in other.collectors if all(c is not k for k in self.collectors)]
+
+    def collect(self) -> Any:
+        for c in self.collectors:
+            yield from c.collect()
+
+
 def snapshot(registry: Any) -> Families:
     """The mirrored ``vllm:`` families of ``registry`` (anything with ``collect()``, e.g. a
     ``prometheus_client.CollectorRegistry``) as plain tuples; other families are skipped. Only the collectors of

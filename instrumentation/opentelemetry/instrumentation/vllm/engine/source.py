@@ -29,7 +29,7 @@ import time
 from typing import Any
 
 from opentelemetry.instrumentation.vllm.engine.bridge import ReaderBridge
-from opentelemetry.instrumentation.vllm.engine.registry import snapshot, translate, vllm_registry
+from opentelemetry.instrumentation.vllm.engine.registry import EngineCollectors, snapshot, translate, vllm_registry
 from opentelemetry.instrumentation.vllm.engine.table import HISTOGRAM
 from opentelemetry.instrumentation.vllm.safety import logger, report_hook_error, timed
 from opentelemetry.instrumentation.vllm import compat
@@ -65,6 +65,7 @@ class RegistrySource:
         self.paused = False  # uninstrumented: export nothing until instrumented again
         self.in_child = False
         self.model = ""
+        self.collectors: Any = None  # the engines' own vLLM collectors (EngineCollectors), else the registry
         self.start_ns = time.time_ns()
         self.link: Any = None  # the LinkHolder (server side; set by the instrumentor)
         #: ``sink(link, model, start_ns, families)`` sends a snapshot down the link (set by the instrumentor:
@@ -76,10 +77,16 @@ class RegistrySource:
         self._lock = threading.Lock()
 
     # -- server side ----------------------------------------------------------------------------------------------
-    def activate(self, model: str) -> None:
-        """Export the engine set from the registry (an engine chose it); starts the snapshot thread when a
-        telemetry child may take them."""
+    def activate(self, model: str, collectors: Any = None) -> None:
+        """Export the engine set from the registry (an engine chose it; ``collectors``: its
+        :class:`.registry.EngineCollectors`, read instead of the global registry so that a later engine's logger
+        cannot hide this one's); starts the snapshot thread when a telemetry child may take them."""
         with self._lock:
+            if collectors is not None:
+                if self.collectors is None:
+                    self.collectors = collectors
+                else:
+                    self.collectors.add(collectors)
             self.model, self.active = model, True
             self.start_ns = time.time_ns()
             self._start_thread()
@@ -128,7 +135,7 @@ class RegistrySource:
             return False
 
     def _snapshot(self) -> list:
-        families = snapshot(vllm_registry())
+        families = snapshot(self.collectors if self.collectors is not None else vllm_registry())
         if not env_flag(ENV_ENGINE_HISTOGRAMS, True):
             from opentelemetry.instrumentation.vllm.engine.table import PROMETHEUS, METRICS
 
@@ -188,7 +195,7 @@ def choose(engine: Any, client_index: int = 0) -> bool:
                 from opentelemetry.instrumentation.vllm.engine.table import served_model_name
 
                 model = served_model_name(getattr(config, "model_config", None))
-            SOURCE.activate(model)
+            SOURCE.activate(model, EngineCollectors.capture(vllm_registry()))
         return True
     except Exception as exc:  # noqa: BLE001 - keep whatever vLLM has
         report_hook_error("engine.init", exc)
