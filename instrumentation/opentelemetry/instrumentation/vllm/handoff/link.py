@@ -129,11 +129,7 @@ class ChildLink:
         got = self._lock.acquire(timeout=1.0)
         try:
             self.up = False
-            for conn in (self._send, self._recv):
-                try:
-                    conn.close()
-                except OSError:
-                    pass
+            _close_quietly((self._send, self._recv))
         finally:
             if got:
                 self._lock.release()
@@ -161,11 +157,7 @@ class ChildLink:
                     self._send.send_bytes(wire.dumps((wire.CLOSE, max(deadline - time.monotonic() - 0.5, 0.1))))
                 except (OSError, ValueError):
                     pass
-            for conn in (self._send, self._recv) if got else (self._recv,):
-                try:
-                    conn.close()
-                except OSError:
-                    pass
+            _close_quietly((self._send, self._recv) if got else (self._recv,))
         finally:
             if got:
                 self._lock.release()
@@ -183,6 +175,15 @@ class ChildLink:
                        "%d unconfirmed records lost", timeout, lost)
         count_hook_error("export_process", ExportLost("killed at shutdown"), lost)
         return lost
+
+
+def _close_quietly(conns: Any) -> None:
+    """Close pipe ends; one already closed or broken is fine."""
+    for conn in conns:
+        try:
+            conn.close()
+        except OSError:
+            pass
 
 
 def child_environment(environ: Any) -> dict[str, str]:
