@@ -89,6 +89,12 @@ VLLM_PREFILL_COMPLETED: Final = "vllm.request.prefill_completed"
 #: Speculative decoding, per request (all choices), when vLLM reports per-request spec-decode stats.
 VLLM_SPEC_DRAFT_TOKENS: Final = "vllm.request.spec_decode.draft_tokens"
 VLLM_SPEC_ACCEPTED_TOKENS: Final = "vllm.request.spec_decode.accepted_tokens"
+#: Engine state when the request arrived (read at add time from the scheduler stats vLLM last delivered to this
+#: process): requests running and waiting in the scheduler, and the KV-cache usage as a fraction 0..1. Absent when
+#: vLLM had not delivered scheduler stats yet (never a guessed 0).
+VLLM_ARRIVAL_RUNNING: Final = "vllm.request.arrival.num_requests_running"
+VLLM_ARRIVAL_WAITING: Final = "vllm.request.arrival.num_requests_waiting"
+VLLM_ARRIVAL_KV_CACHE_USAGE: Final = "vllm.request.arrival.kv_cache_usage"
 
 FINISH_STOP: Final = "stop"
 FINISH_LENGTH: Final = "length"
@@ -124,6 +130,10 @@ LOAD_KV_BLOCKS: Final = "vllm.kv_cache.num_blocks"
 LOAD_KV_BYTES: Final = "vllm.kv_cache.bytes"
 LOAD_COMPILE_SECONDS: Final = "vllm.compile.seconds"
 LOAD_COMPILE_CACHE_HIT: Final = "vllm.compile.cache_hit"  # bool
+#: When vLLM tried a compile cache (torch.compile cache dir, AOT artifact) and fell back to compiling: where it
+#: looked and vLLM's own reason, verbatim (e.g. "'function' object has no attribute 'finalize_loading'").
+LOAD_COMPILE_CACHE_PATH: Final = "vllm.compile.cache_path"
+LOAD_COMPILE_CACHE_FALLBACK_REASON: Final = "vllm.compile.cache_fallback_reason"
 LOAD_CUDA_GRAPH_SECONDS: Final = "vllm.cuda_graph.capture_seconds"
 LOAD_WARMUP_SECONDS: Final = "vllm.warmup.seconds"
 LOAD_COLD_START_SECONDS: Final = "vllm.cold_start_seconds"  # process start -> ready to serve, on the root span
