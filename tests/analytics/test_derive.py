@@ -50,7 +50,10 @@ def test_request_span_becomes_exact_row(store):
         "TTFT": 0.5, "TPOT": 0.5, "E2E": 2.5, "Queue": pytest.approx(1.6), "Prefill": pytest.approx(0.4),
         "Decode": 2.0, "InputTokens": 12, "OutputTokens": 5, "CachedTokens": 8, "TokensPerSecond": 2.0,
         "Preemptions": 2, "LoraName": "sql-lora", "TTFTLevel": "EXCELLENT", "TPOTLevel": "BOTTLENECK",
-        "E2ELevel": "EXCELLENT", "QueueLevel": "BOTTLENECK",
+        "E2ELevel": "EXCELLENT", "QueueLevel": "BOTTLENECK", "RequestId": "", "RunningAtArrival": None,
+        "WaitingAtArrival": None, "KVCacheUsageAtArrival": None, "PrefixHitShare": pytest.approx(8 / 12),
+        "SLOTTFT": 2.0, "SLOTPOT": pytest.approx(0.1), "BaselineQueue": None, "BaselinePrefill": None,
+        "BaselineTPOT": None, "Good": 0, "Cause": "preempted",  # TPOT 0.5 s missed the 0.1 s SLO; preempted twice
     }
 
 

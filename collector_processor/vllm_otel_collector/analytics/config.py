@@ -21,7 +21,7 @@ from vllm_otel_collector.yamlfile import read_yaml
 
 #: Metrics a level rule may name — those with a level column: request metrics (``llm_requests.TTFTLevel`` …, seconds
 #: from request spans); ``duration`` is any span's Duration (``span_levels``, seconds); ``load`` is a model load's
-#: total seconds (``llm_model_loads.LoadLevel``). Must equal ``analytics.sqlnames.METRICS``.
+#: total seconds (``llm_model_loads.LoadLevel``). With the SLO metrics, ``analytics.sqlnames.METRICS``.
 REQUEST_METRICS = ("ttft", "tpot", "e2e", "queue")
 LEVEL_METRICS = REQUEST_METRICS + ("duration", "load")
 
@@ -48,6 +48,18 @@ DEFAULT_LEVELS: list[dict[str, Any]] = [
     {"span": "llm_response", "metric": "duration", "threshold_seconds": 1.0},
     {"span": "tts_synthesis", "metric": "duration", "threshold_seconds": 0.5},
 ]
+
+
+class ModelSLO(_Strict):
+    """Latency SLOs of the models whose name (``gen_ai.response.model``, else the request model) matches ``model``
+    (a glob; first match in list order wins), in seconds. A request counts toward goodput (DistServe, OSDI 2024:
+    requests that met every latency SLO) when it finished ok with TTFT <= ``ttft_seconds`` and TPOT <=
+    ``tpot_seconds``. An SLO left out falls back to that metric's level threshold (``levels``), which is also what
+    the latency burn-rate alerts count against."""
+
+    model: str = "*"
+    ttft_seconds: float | None = Field(None, gt=0)
+    tpot_seconds: float | None = Field(None, gt=0)
 
 
 class _Rule(_Strict):
@@ -111,8 +123,18 @@ class ModelLoadRule(_Rule):
     window_seconds: int = Field(86400, ge=60)
 
 
+class GoodputRule(_Rule):
+    """Fires when the goodput ratio (requests that met their model's SLOs / requests) of a (service, model) over the
+    window is below ``min_ratio``, with at least ``min_requests`` requests."""
+
+    kind: Literal["goodput"] = "goodput"
+    min_ratio: float = Field(0.9, gt=0, le=1)
+    min_requests: int = Field(10, ge=1)
+
+
 Rule = Annotated[
-    Union[ThresholdRule, ConsecutiveFailuresRule, AnomalyRule, BurnRateRule, BottleneckRule, ModelLoadRule],
+    Union[ThresholdRule, ConsecutiveFailuresRule, AnomalyRule, BurnRateRule, BottleneckRule, ModelLoadRule,
+          GoodputRule],
     Field(discriminator="kind"),
 ]
 
@@ -142,6 +164,7 @@ DEFAULT_RULES: list[dict[str, Any]] = [
     {"kind": "bottleneck", "name": "LatencyBottleneck"},
     {"kind": "model_load", "name": "CompileCacheMiss", "check": "compile_cache_miss", "severity": "info"},
     {"kind": "model_load", "name": "SlowColdStart", "check": "cold_start", "severity": "info"},
+    {"kind": "goodput", "name": "GoodputLow", "min_ratio": 0.9},
 ]
 
 
@@ -169,6 +192,17 @@ class AnalyticsConfig(_Strict):
     model_load_lookback_seconds: float = Field(86400.0, gt=0)
     stats_window_seconds: int = Field(300, ge=1)
     sla_seconds: float = Field(2.0, gt=0)
+    #: Goodput SLOs per model (empty: every model's SLO is its TTFT and TPOT level thresholds).
+    slos: list[ModelSLO] = Field(default_factory=list)
+    #: Cause rules (docs/analytics.md, "Causes and goodput"): a request is slow against its baseline when its E2E
+    #: exceeds ``cause_slow_factor`` x its expected E2E + ``cause_min_excess_seconds``. The factor 2 is this project's
+    #: choice (twice the model's median for that prompt length: well outside the noise of a batch's step time).
+    cause_slow_factor: float = Field(2.0, gt=1)
+    cause_min_excess_seconds: float = Field(0.05, ge=0)
+    #: Baselines: medians of the last ``baseline_seconds`` of ok requests, per model and prompt-length bucket with
+    #: at least ``baseline_min_requests`` requests.
+    baseline_seconds: int = Field(3600, ge=60)
+    baseline_min_requests: int = Field(20, ge=1)
 
     @field_validator("levels")
     @classmethod
@@ -181,6 +215,22 @@ class AnalyticsConfig(_Strict):
         for metric in {e.metric for e in levels}:
             compile_lookup(entries, metric)  # ValueError: too many wildcard globs
         return levels
+
+    @field_validator("slos")
+    @classmethod
+    def _at_most_4_model_globs(cls, slos: list[ModelSLO]) -> list[ModelSLO]:
+        """The views match at most 4 wildcard model globs per SLO metric besides ``*`` and exact names."""
+        from vllm_otel_collector.analytics.levels import compile_lookup
+
+        entries = slo_entries(slos)
+        for metric in {m for _, m, _ in entries}:
+            compile_lookup(entries, metric)
+        return slos
+
+    def threshold_entries(self) -> list[tuple[str, str, float]]:
+        """Level thresholds then SLOs as ``(glob, metric, seconds)`` in config order: what ``llm_level_lookup``
+        holds (SLO metrics ``slo_ttft``/``slo_tpot`` match model names, the others span names)."""
+        return [(e.span, e.metric, e.threshold_seconds) for e in self.levels] + slo_entries(self.slos)
 
     @classmethod
     def load(cls, source: Any = None) -> "AnalyticsConfig":
@@ -211,6 +261,17 @@ class AnalyticsConfig(_Strict):
             err = exc.errors()[0]
             where = ".".join(str(p) for p in err["loc"])
             raise UserError(f"invalid analytics config at {where}: {err['msg']}") from None
+
+
+def slo_entries(slos: list[ModelSLO]) -> list[tuple[str, str, float]]:
+    """``(model glob, slo_ttft|slo_tpot, seconds)`` of ``slos`` in config order (SLOs left out are not listed)."""
+    out: list[tuple[str, str, float]] = []
+    for slo in slos:
+        if slo.ttft_seconds is not None:
+            out.append((slo.model, "slo_ttft", slo.ttft_seconds))
+        if slo.tpot_seconds is not None:
+            out.append((slo.model, "slo_tpot", slo.tpot_seconds))
+    return out
 
 
 def _RULE_ADAPTER(data: dict[str, Any]):

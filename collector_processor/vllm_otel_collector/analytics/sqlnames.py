@@ -22,7 +22,15 @@ def _setting(key: str, default: float) -> str:
 
 #: Settle and look-back of the model-load assembly (migration 0133), seconds: synced from the analytics config.
 SETTLE_KEY, LOOKBACK_KEY = "analytics.model_load_settle_seconds", "analytics.model_load_lookback_seconds"
-METRICS = ("ttft", "tpot", "e2e", "queue", "duration", "load")
+#: Goodput SLOs per model (analytics.slos): looked up by Model, not span name; compiled like the level metrics.
+SLO_METRICS = ("slo_ttft", "slo_tpot")
+METRICS = ("ttft", "tpot", "e2e", "queue", "duration", "load") + SLO_METRICS
+#: Cause rules and baselines (migration 0134), synced from the analytics config: key -> default.
+CAUSE_FACTOR_KEY, CAUSE_SLACK_KEY = "analytics.cause_slow_factor", "analytics.cause_min_excess_seconds"
+BASELINE_SECONDS_KEY, BASELINE_MIN_KEY = "analytics.baseline_seconds", "analytics.baseline_min_requests"
+#: Prompt-length bucket of a request (2^(b-1) < prompt tokens <= 2^b; 0 for <= 1 token); 255 = every prompt length.
+PROMPT_BUCKET = "toUInt8(if(InputTokens <= 1, 0, ceil(log2(toFloat64(InputTokens)))))"
+ALL_PROMPTS_BUCKET = 255
 
 
 def _with_thresholds(*metrics: str) -> str:
@@ -45,11 +53,41 @@ def _lookup(metrics: tuple[str, ...], metric: str, column: str = "SpanName") -> 
     return f"transform({column}, {m}.1, {m}.2, multiIf({globs}, {m}.5))"
 
 
+def _settings_tuple(*items: tuple[str, float]) -> str:
+    """One scalar subquery: the newest value of each ``(key, default)`` in ``vllm_otel_settings`` as a tuple of
+    Float64 (the default when absent or unparsable)."""
+    parts = ", ".join(f"toFloat64OrDefault(argMaxIf(Value, UpdatedAt, Key = '{k}'), {d!r})" for k, d in items)
+    return f"(SELECT tuple({parts}) FROM ${{db}}.vllm_otel_settings)"
+
+
+def _baseline_select(bucket: str, group: str) -> str:
+    median = "toFloat32(if(count({c}) > 0, ifNull(quantileExact(0.5)({c}), -1), -1))"
+    return (f"SELECT Model, {bucket} AS PromptBucket, count() AS Requests, {median.format(c='q')} AS Queue, "
+            f"{median.format(c='p')} AS Prefill, {median.format(c='t')} AS TPOT, now() AS Until "
+            f"FROM (SELECT Model, {PROMPT_BUCKET} AS b, Queue AS q, Prefill AS p, TPOT AS t FROM ${{db}}.llm_requests "
+            f"WHERE Status = 'ok' AND Timestamp >= now() - toIntervalSecond(toInt64(bs.1))) "
+            f"GROUP BY {group} HAVING count() >= bs.2")
+
+
+_BASELINE_SETTINGS = _settings_tuple((BASELINE_SECONDS_KEY, 3600.0), (BASELINE_MIN_KEY, 20.0))
+#: The refreshable view llm_baselines_mv (migration 0134): per (model, prompt bucket) and per model (bucket 255).
+BASELINES_SELECT = (f"WITH {_BASELINE_SETTINGS} AS bs " + _baseline_select("b", "Model, b")
+                    + f" UNION ALL WITH {_BASELINE_SETTINGS} AS bs "
+                    + _baseline_select(f"toUInt8({ALL_PROMPTS_BUCKET})", "Model"))
+
 _REQUEST = ("ttft", "tpot", "e2e", "queue")
+_REQUEST_SLO = _REQUEST + SLO_METRICS
 _LOCAL: dict[str, Any] = {"WITH_REQUEST_THRESHOLDS": _with_thresholds(*_REQUEST),
                           "WITH_DURATION_THRESHOLDS": _with_thresholds("duration"),
                           "WITH_LOAD_THRESHOLDS": _with_thresholds("load"), "STARTUP_SPANS": STARTUP_SPANS,
                           **{f"LOOKUP_{m.upper()}": _lookup(_REQUEST, m) for m in _REQUEST},
+                          "WITH_REQUEST_SLO_THRESHOLDS": _with_thresholds(*_REQUEST_SLO),
+                          **{f"LOOKUP_{m.upper()}": _lookup(_REQUEST_SLO, m, "Model") for m in SLO_METRICS},
+                          "WITH_BASELINES": "(SELECT tuple(groupArray(tuple(Model, PromptBucket)), groupArray(Queue), "
+                                            "groupArray(Prefill), groupArray(TPOT)) FROM ${db}.llm_baselines) AS bl",
+                          "WITH_CAUSE_SETTINGS": _settings_tuple((CAUSE_FACTOR_KEY, 2.0), (CAUSE_SLACK_KEY, 0.05))
+                          + " AS cs",
+                          "BASELINES_SELECT": BASELINES_SELECT,
                           "LOOKUP_DURATION": _lookup(("duration",), "duration"),
                           "LOOKUP_LOAD": _lookup(("load",), "load", "root_name"),
                           "LOAD_ATTRIBUTES": LOAD_ATTRIBUTES, "SETTLE_SECONDS": _setting(SETTLE_KEY, 30.0),

@@ -13,7 +13,8 @@ import time
 
 from vllm_otel_collector.analytics.config import AnalyticsConfig
 from vllm_otel_collector.analytics.levels import compile_lookup
-from vllm_otel_collector.analytics.sqlnames import LOOKBACK_KEY, METRICS, SETTLE_KEY
+from vllm_otel_collector.analytics.sqlnames import (BASELINE_MIN_KEY, BASELINE_SECONDS_KEY, CAUSE_FACTOR_KEY,
+                                                     CAUSE_SLACK_KEY, LOOKBACK_KEY, METRICS, SETTLE_KEY)
 from vllm_otel_collector.store.schema import SETTINGS_TABLE
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,10 @@ def sync_settings(store, values: dict[str, float]) -> bool:
 
 def sync(store, config: AnalyticsConfig) -> bool:
     """:func:`sync_thresholds` and :func:`sync_settings` for ``config``. Returns True when anything was written."""
-    wrote = sync_thresholds(store, [(e.span, e.metric, e.threshold_seconds) for e in config.levels])
+    wrote = sync_thresholds(store, config.threshold_entries())
     return sync_settings(store, {SETTLE_KEY: config.model_load_settle_seconds,
-                                 LOOKBACK_KEY: config.model_load_lookback_seconds}) or wrote
+                                 LOOKBACK_KEY: config.model_load_lookback_seconds,
+                                 CAUSE_FACTOR_KEY: config.cause_slow_factor,
+                                 CAUSE_SLACK_KEY: config.cause_min_excess_seconds,
+                                 BASELINE_SECONDS_KEY: float(config.baseline_seconds),
+                                 BASELINE_MIN_KEY: float(config.baseline_min_requests)}) or wrote
