@@ -260,3 +260,91 @@ def test_short_runs_get_fine_throughput_buckets():
     assert points == [(100, 30.0), (101, 0.0), (102, 0.0), (103, 30.0)] and "1 s buckets" in caption
     long = [{"Timestamp": t, "OutputTokens": 1} for t in (0.0, 4000.0)]
     assert _throughput(ReportData(since=0, until=5000, requests=long, throughput=[(60.0, 1.0)]))[0] == [(60.0, 1.0)]
+
+
+# ---- heatmap rows labelled by their bucket bounds ------------------------------------------------------------------
+NICE = (1, 1.5, 2, 3, 4, 6, 8)  # the report's bucket bounds per decade, written out independently of charts.py
+
+
+def _spec(page: str, chart_id: str) -> dict:
+    """The Plotly figure (data + layout) the page embeds for ``chart_id``."""
+    import json
+    import re
+
+    m = re.search(rf'<script type="application/json" id="spec-{chart_id}">(.*?)</script>', page, re.S)
+    return json.loads(m[1].replace("<\\/", "</"))
+
+
+def _expected_rows(values: list[float]) -> list[tuple[float, float, int]]:
+    """``(lo, hi, count)`` per bucket ``[lo, hi)`` from the lowest bucket holding a value to the highest."""
+    from decimal import Decimal
+
+    bounds = sorted(float(Decimal(m) * Decimal(10) ** e) for e in range(-5, 4) for m in map(str, NICE))
+    lo = max(b for b in bounds if b <= min(values))
+    hi = min(b for b in bounds if b > max(values))
+    edges = [b for b in bounds if lo <= b <= hi]
+    return [(a, b, sum(1 for v in values if a <= v < b)) for a, b in zip(edges, edges[1:])]
+
+
+def _check_heatmap(fig: dict, values: list[float]) -> list[str]:
+    """The figure's y ticks are the bounds of the buckets holding ``values`` (row centres, evenly thinned to at most
+    12), and each row counts the values in its bucket. Returns the tick labels."""
+    import math
+
+    rows = _expected_rows(values)
+    every = math.ceil(len(rows) / 12)
+    shown = list(range(0, len(rows), every))
+    y = fig["layout"]["yaxis"]
+    assert y["tickmode"] == "array"
+    assert y["ticktext"] == [f"{rows[i][0]:g}–{rows[i][1]:g} s" for i in shown]
+    assert y["tickvals"] == [i + 0.5 for i in shown]
+    (trace,) = fig["data"]
+    assert trace["y"] == list(range(len(rows) + 1))  # row i spans [i, i + 1]
+    assert [sum(c or 0 for c in row) for row in trace["z"]] == [n for _, _, n in rows]
+    assert [row[0] for row in trace["customdata"]] == [f"{a:g}–{b:g} s" for a, b, _ in rows]
+    return y["ticktext"]
+
+
+def _request(ts: float, **latencies) -> dict:
+    row = {"Timestamp": ts, "TraceId": f"{int(ts):032x}", "Model": "m", "Status": "ok", "TTFT": None, "TPOT": None,
+           "E2E": None, "Queue": 0.001, "Prefill": 0.01, "Decode": 0.1, "InputTokens": 10, "OutputTokens": 10,
+           "TokensPerSecond": 100.0, "E2ELevel": "GOOD", "TTFTLevel": "GOOD"}
+    return {**row, **latencies}
+
+
+def test_tpot_near_40_ms_is_labelled_by_its_buckets():
+    """TPOT values near 0.04 s: the rows are 0.03–0.04 s and 0.04–0.06 s (formerly one log tick "5" off the data)."""
+    from vllm_otel_collector.views.data import ReportData
+    from vllm_otel_collector.views.html import render_html
+
+    tpots = [0.038, 0.0399, 0.04, 0.041, 0.045, 0.0599]
+    reqs = [_request(1000.0 + i, TTFT=0.2 + 0.1 * i, TPOT=v, E2E=1.5 + i) for i, v in enumerate(tpots)]
+    page = render_html(ReportData(since=900, until=1100, requests=reqs))
+    assert _check_heatmap(_spec(page, "tpot-heatmap"), tpots) == ["0.03–0.04 s", "0.04–0.06 s"]
+    assert _spec(page, "tpot-heatmap")["data"][0]["z"] == [[1, 1, None, None, None, None],
+                                                            [None, None, 1, 1, 1, 1]]
+    assert _check_heatmap(_spec(page, "ttft-heatmap"), [r["TTFT"] for r in reqs]) == [
+        "0.2–0.3 s", "0.3–0.4 s", "0.4–0.6 s", "0.6–0.8 s"]
+    assert _check_heatmap(_spec(page, "e2e-heatmap"), [r["E2E"] for r in reqs]) == [
+        "1.5–2 s", "2–3 s", "3–4 s", "4–6 s", "6–8 s"]
+
+
+def test_many_buckets_are_thinned_evenly_at_real_bounds():
+    from vllm_otel_collector.views import charts
+
+    values = [0.0011, 0.02, 0.5, 3.0, 95.0]  # 1 ms … 95 s: 35 buckets
+    labels = _check_heatmap(charts.heatmap([(float(i), v) for i, v in enumerate(values)], "x").to_plotly_json(),
+                            values)
+    assert labels == ["0.001–0.0015 s", "0.003–0.004 s", "0.008–0.01 s", "0.02–0.03 s", "0.06–0.08 s", "0.15–0.2 s",
+                      "0.4–0.6 s", "1–1.5 s", "3–4 s", "8–10 s", "20–30 s", "60–80 s"]
+
+
+def test_report_heatmap_ticks_are_the_bucket_bounds_of_the_data(filled, tmp_path):
+    store, info = filled
+    data = collect(store, info.start - 60, info.now + 60)
+    page = write_report(store, tmp_path / "ticks.html", since=info.start - 60, until=info.now + 60).read_text()
+    for chart_id, col in (("ttft-heatmap", "TTFT"), ("tpot-heatmap", "TPOT"), ("e2e-heatmap", "E2E")):
+        values = [r[col] for r in data.requests if r[col] is not None]
+        assert len(values) == info.requests
+        labels = _check_heatmap(_spec(page, chart_id), values)
+        assert labels, chart_id

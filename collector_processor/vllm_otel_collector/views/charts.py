@@ -3,12 +3,15 @@
 Every builder takes plain rows (dicts as read by :mod:`.data`; times in unix seconds, latencies in seconds) and
 returns a ``go.Figure`` whose axes, legend and margins are laid out by Plotly (``automargin``: tick labels and titles
 are never cut). An empty input gives a figure with a "no data" note instead of traces, so every chart renders.
-Time axes show local time. Heatmap bins: log-spaced latency buckets (4 per decade, edges ``10**(k/4)`` s) × a time
-step chosen so that a window has at most ~60 columns.
+Time axes show local time. Heatmap bins: latency buckets at round bounds, log-spaced (:data:`MANTISSAS` per decade:
+1, 1.5, 2, 3, 4, 6, 8 × 10^k s, bucket ``[lo, hi)``) × a time step chosen so that a window has at most ~60 columns;
+each heatmap row is labelled by its bounds (``"0.04–0.06 s"``), every row up to :data:`MAX_Y_TICKS` rows, else every
+n-th row evenly.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 import time
 from datetime import datetime
@@ -22,8 +25,11 @@ PHASE_COLORS = {"queue": "#fdae61", "prefill": "#4575b4", "decode": "#74add1", "
                 "compile": "#d73027", "kv_cache": "#fdae61", "warmup": "#91cf60", "other": "#bbbbbb"}
 SEVERITY_COLORS = {"critical": "#d73027", "warning": "#fc8d59"}
 HEIGHT = 340
-#: Heatmap latency buckets per decade (bucket k covers [10**(k/4), 10**((k+1)/4)) seconds).
-BUCKETS_PER_DECADE = 4
+#: Heatmap latency bucket bounds per decade: m × 10^k seconds for each mantissa m (round numbers, roughly log-even).
+MANTISSAS = (1, 1.5, 2, 3, 4, 6, 8)
+BUCKETS_PER_DECADE = len(MANTISSAS)
+#: At most this many labelled rows on a heatmap's latency axis (more rows: every n-th row, evenly).
+MAX_Y_TICKS = 12
 _STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 86400)
 
 
@@ -77,40 +83,67 @@ def time_step(span_s: float, max_columns: int = 60) -> int:
     return next((s for s in _STEPS if span_s / s <= max_columns), _STEPS[-1])
 
 
+def latency_edges(lo: float, hi: float) -> list[float]:
+    """Bucket bounds (seconds, :data:`MANTISSAS` per decade) from the largest bound ``<= lo`` to the smallest bound
+    ``> hi``; ``lo``, ``hi`` positive. Bounds are the decimal numbers themselves (``float("4e-2")``), not products."""
+    e0, e1 = math.floor(math.log10(lo)) - 1, math.floor(math.log10(hi)) + 1
+    edges = [float(f"{m}e{e}") for e in range(e0, e1 + 1) for m in MANTISSAS]
+    first = bisect.bisect_right(edges, lo) - 1
+    last = bisect.bisect_right(edges, hi)
+    return edges[first:last + 1]
+
+
+def bucket_label(lo: float, hi: float) -> str:
+    """A heatmap row's label: its bounds in seconds, ``"0.04–0.06 s"`` (the bucket holds ``lo <= v < hi``)."""
+    return f"{lo:g}–{hi:g} s"
+
+
 def heatmap_bins(points: Sequence[tuple[float, float | None]]) -> tuple[list[float], list[float], list[list[int]]]:
     """Bin ``(unix_s, latency_s)`` points: returns ``(time_edges, latency_edges, counts[latency_bucket][column])``.
 
-    Latency edges are ``10**(k/4)`` s covering the data (non-positive latencies go to the lowest bucket); time
-    edges step by :func:`time_step`. Empty input gives empty lists.
+    Latency edges are :func:`latency_edges` covering the data, bucket ``i`` holds ``edges[i] <= v < edges[i + 1]``
+    (non-positive latencies go to the lowest bucket); time edges step by :func:`time_step`. Empty input gives empty
+    lists.
     """
     pts = [(t, v) for t, v in points if v is not None and math.isfinite(v)]
     if not pts:
         return [], [], []
     positive = [v for _, v in pts if v > 0] or [1e-3]
-    k0 = math.floor(math.log10(min(positive)) * BUCKETS_PER_DECADE)
-    k1 = math.floor(math.log10(max(positive)) * BUCKETS_PER_DECADE) + 1
+    edges = latency_edges(min(positive), max(positive))
     t_lo, t_hi = min(t for t, _ in pts), max(t for t, _ in pts)
     step = time_step(t_hi - t_lo)
     first = math.floor(t_lo / step) * step
     n_cols = int((t_hi - first) // step) + 1
-    counts = [[0] * n_cols for _ in range(k1 - k0)]
+    counts = [[0] * n_cols for _ in range(len(edges) - 1)]
     for t, v in pts:
-        k = k0 if v <= 0 else min(max(math.floor(math.log10(v) * BUCKETS_PER_DECADE), k0), k1 - 1)
-        counts[k - k0][int((t - first) // step)] += 1
-    return ([first + i * step for i in range(n_cols + 1)],
-            [10 ** (k / BUCKETS_PER_DECADE) for k in range(k0, k1 + 1)], counts)
+        k = 0 if v <= 0 else min(max(bisect.bisect_right(edges, v) - 1, 0), len(edges) - 2)
+        counts[k][int((t - first) // step)] += 1
+    return [first + i * step for i in range(n_cols + 1)], edges, counts
+
+
+def y_ticks(n_rows: int, max_ticks: int = MAX_Y_TICKS) -> list[int]:
+    """Rows that get a tick label: all of them up to ``max_ticks``, else every ``ceil(n / max_ticks)``-th from 0."""
+    every = max(1, math.ceil(n_rows / max_ticks))
+    return list(range(0, n_rows, every))
 
 
 def heatmap(points: Sequence[tuple[float, float | None]], ytitle: str) -> go.Figure:
-    """Latency distribution over time: request counts per (time column, log latency bucket)."""
+    """Latency distribution over time: request counts per (time column, latency bucket). Row ``i`` spans
+    ``[i, i + 1]`` on a linear y axis (equal heights for log-spaced buckets); its tick at ``i + 0.5`` is labelled
+    with the bucket's bounds (:func:`bucket_label`), thinned by :func:`y_ticks`; hover names the bucket."""
     t_edges, y_edges, counts = heatmap_bins(points)
     fig = go.Figure()
     if counts:
+        labels = [bucket_label(lo, hi) for lo, hi in zip(y_edges, y_edges[1:])]
         fig.add_trace(go.Heatmap(
-            x=[_t(t) for t in t_edges], y=y_edges, z=[[c or None for c in row] for row in counts],
+            x=[_t(t) for t in t_edges], y=list(range(len(y_edges))), z=[[c or None for c in row] for row in counts],
+            customdata=[[label] * len(row) for label, row in zip(labels, counts)],
             colorscale="Viridis", colorbar=dict(title=dict(text="requests", side="right"), thickness=12),
-            hovertemplate="%{x}<br>%{y:.3g} s bucket<br>%{z} requests<extra></extra>", name=ytitle))
-        fig.update_yaxes(type="log", dtick="D2")  # 1, 2, 5 per decade: readable labels
+            hovertemplate="%{x}<br>%{customdata}<br>%{z} requests<extra></extra>", name=ytitle))
+        shown = y_ticks(len(labels))
+        fig.update_yaxes(type="linear", range=[0, len(labels)], tickmode="array",
+                         tickvals=[i + 0.5 for i in shown], ticktext=[labels[i] for i in shown], showgrid=False,
+                         zeroline=False)
     return _base(fig, "time", ytitle, empty=not counts)
 
 

@@ -1,13 +1,13 @@
 """``vllm-otel report``: one self-contained, interactive HTML page (Plotly; plotly.js inlined, nothing fetched).
 
 Charts (element ids are stable, the browser test looks them up): ``ttft-hist`` and ``tpot-hist`` (distributions),
-``ttft-heatmap``, ``tpot-heatmap``, ``e2e-heatmap`` (distribution over time: requests per time column × log latency
-bucket), ``latency-time`` (e2e per request coloured by performance level), ``tokens-time`` (output tokens/s),
-``phase-waterfall`` (queue → prefill → decode of the slowest requests, labelled by trace id), ``load-waterfall``
-(model-load phases per engine start), ``load-cold-warm`` (a cold start next to a warm one — compile cache hit — per
-model), ``alerts-timeline`` (firing intervals). Every chart has hover values, zoom/pan and legend toggles (Plotly's
-own). Units: seconds; tokens per second. The body gets ``data-plots`` (chart count) and ``data-ready="1"`` once every
-chart is drawn.
+``ttft-heatmap``, ``tpot-heatmap``, ``e2e-heatmap`` (distribution over time: requests per time column × latency
+bucket, rows labelled by their bounds), ``latency-time`` (e2e per request coloured by performance level),
+``tokens-time`` (output tokens/s), ``phase-waterfall`` (queue → prefill → decode of the slowest requests, labelled by
+trace id), ``load-waterfall`` (model-load phases per engine start), ``load-cold-warm`` (a cold start next to a warm
+one — compile cache hit — per model), ``alerts-timeline`` (firing intervals). Every chart has hover values, zoom/pan
+and legend toggles (Plotly's own). Units: seconds; tokens per second. The body gets ``data-plots`` (chart count) and
+``data-ready="1"`` once every chart is drawn.
 """
 
 from __future__ import annotations
@@ -142,8 +142,9 @@ def _figures(d: ReportData) -> list[str]:
                                                                    "time per output token (s)", "TPOT"),
                 "Time per output token after the first."),
         *[_figure(cid, f"{col} distribution over time", charts.heatmap([(r["Timestamp"], r[col]) for r in reqs], yt),
-                  f"Requests per time column and {col} bucket (log scale, {charts.BUCKETS_PER_DECADE} buckets per "
-                  "decade), from the request rows.") for cid, col, yt in heat],
+                  f"Requests per time column and {col} bucket, from the request rows; each row is labelled by its "
+                  f"bounds in seconds (bucket [lo, hi), {charts.BUCKETS_PER_DECADE} per decade: "
+                  f"{', '.join(f'{m:g}' for m in charts.MANTISSAS)} × 10ⁿ s).") for cid, col, yt in heat],
         _figure("latency-time", "Latency over time", charts.latency_levels(reqs),
                 "End-to-end latency per request, coloured by its performance level (click a legend entry to hide "
                 "it; hover for the trace id)."),
