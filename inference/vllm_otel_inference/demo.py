@@ -3,7 +3,8 @@
 1. prepare the model (the bundled SmolLM2-135M-Instruct unless ``--model DIR``),
 2. start the collector (OTLP/gRPC receiver → embedded ClickHouse at ``<data dir>/clickhouse``),
 3. start vLLM's OpenAI server under ``opentelemetry-instrument`` exporting to the collector, showing the engine start
-   phase by phase (weights, KV cache, compile, warm-up) from the model-load spans as the collector stores them,
+   phase by phase (weights, KV cache, compile, warm-up) from the model-load spans as the collector stores them
+   (redrawn in place on a terminal; one line per phase, then the table, when stdout is a pipe or a file),
 4. send a streaming chat workload with the OpenAI client (each request with its own ``traceparent``),
 5. wait until the request spans are stored, read them back from ClickHouse and print a table + summary,
 6. stop everything (no process left behind) — also on failure and Ctrl-C.
@@ -87,7 +88,7 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> dict:
     from vllm_otel_collector.embedded import start_embedded_collector
 
     with ExitStack() as stack:
-        with console.status("starting the collector (embedded ClickHouse)…"):
+        with status(console, "starting the collector (embedded ClickHouse)…"):
             collector = stack.enter_context(start_embedded_collector(
                 data_dir=data_dir, grpc_port=opts.otlp_port, http_port=opts.otlp_http_port, api_port=opts.api_port,
             ))
@@ -105,10 +106,10 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> dict:
 
         done = []
         t0 = time.perf_counter()
-        with console.status(f"workload: 0/{opts.requests} requests") as status:
+        with status(console, f"workload: 0/{opts.requests} requests") as progress:
             def on_done(r: ClientResult) -> None:
                 done.append(r)
-                status.update(f"workload: {len(done)}/{opts.requests} requests")
+                progress.update(f"workload: {len(done)}/{opts.requests} requests")
 
             results = run_workload(server.base_url, model_name, requests=opts.requests,
                                    concurrency=opts.concurrency, max_tokens=opts.max_tokens, on_done=on_done)
@@ -120,10 +121,10 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> dict:
             console.print(f"[red]  request {r.index} failed: {r.error}")
 
         trace_ids = [r.trace_id for r in results]
-        with console.status("waiting for spans in ClickHouse…") as status:
+        with status(console, "waiting for spans in ClickHouse…") as progress:
             rows = readback.wait_for_rows(
                 collector.store, trace_ids, timeout_s=opts.span_wait_s,
-                on_tick=lambda n: status.update(f"waiting for spans in ClickHouse… {n}/{len(trace_ids)}"))
+                on_tick=lambda n: progress.update(f"waiting for spans in ClickHouse… {n}/{len(trace_ids)}"))
         by_trace = {r.trace_id: r for r in results}
         for row in rows:
             client = by_trace.get(row.trace_id)
@@ -146,36 +147,98 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> dict:
     return output
 
 
-def wait_ready_live(server: VLLMServer, store, console: Console, since: float,
-                    settle_s: float = 5.0) -> tuple[float, dict | None]:
-    """Wait for vLLM's ``/health`` while showing the engine start phase by phase (rich Live), read once a second
-    from the model-load spans the collector has stored since ``since`` (unix s). After ready, wait up to
-    ``settle_s`` seconds for the root span and the last phases. Returns ``(seconds waited, the start as last folded or None)``."""
-    from rich.live import Live
+def interactive(console: Console) -> bool:
+    """Whether ``console`` may redraw in place (rich Live, spinners): its file is a terminal and rich treats it as
+    one. A pipe or file gets complete lines only, even when FORCE_COLOR / TTY_COMPATIBLE make rich treat it as a
+    terminal (redraws there are carriage returns and cursor moves that run lines into each other)."""
+    isatty = getattr(console.file, "isatty", None)
+    try:
+        tty = bool(isatty is not None and isatty())
+    except ValueError:  # a closed stream
+        tty = False
+    return tty and console.is_terminal and not console.is_dumb_terminal
 
+
+class _Lines:
+    """``console.status`` for output that is not a terminal: the message once as a line; updates are dropped (the
+    step's result line follows)."""
+
+    def __init__(self, console: Console, message: str):
+        self.console, self.message = console, message
+
+    def __enter__(self) -> "_Lines":
+        self.console.print(self.message)
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        return False
+
+    def update(self, message: str) -> None:
+        pass
+
+
+def status(console: Console, message: str):
+    """A spinner with ``message`` on a terminal (:func:`interactive`), else the message printed once as a line."""
+    return console.status(message) if interactive(console) else _Lines(console, message)
+
+
+def wait_ready_live(server: VLLMServer, store, console: Console, since: float,
+                    settle_s: float = 5.0, poll_s: float = 1.0) -> tuple[float, dict | None]:
+    """Wait for vLLM's ``/health`` while showing the engine start phase by phase, read every ``poll_s`` seconds
+    from the model-load spans the collector has stored since ``since`` (unix s). After ready, wait up to
+    ``settle_s`` seconds for the root span and the last phases. Returns ``(seconds waited, the start as last folded or
+    None)``.
+
+    On a terminal (:func:`interactive`) the table is redrawn in place (rich Live); otherwise each phase is printed
+    as one line when it completes (or turns out to have no span), then the final table once."""
     from vllm_otel_collector.analytics.startup import engine_starts
-    from vllm_otel_collector.views.startup import render_start
+    from vllm_otel_collector.views.startup import phase_line, render_start
 
     state: dict = {"start": None, "polled": 0.0}
+    shown: set[tuple[str, str]] = set()
 
-    def frame(waited: float):
+    def poll(force: bool = False) -> None:
         now = time.time()
-        if now - state["polled"] >= 1.0:
+        if force or now - state["polled"] >= poll_s:
             state["polled"] = now
             try:
                 starts = engine_starts(store, since, limit=1)
             except Exception:  # noqa: BLE001 - the progress display never stops the demo
                 starts = []
             state["start"] = starts[0] if starts else state["start"]
-        return render_start(state["start"], now, waited)
 
-    with Live(frame(0.0), console=console, refresh_per_second=4) as live:
-        ready_s = server.wait_ready(on_tick=lambda s: live.update(frame(s)))
+    def frame(waited: float):
+        poll()
+        return render_start(state["start"], time.time(), waited)
+
+    def lines(_waited: float) -> None:
+        poll()
+        start = state["start"]
+        for p in (start or {}).get("phases", []):
+            if p["state"] in ("done", "missing") and (p["phase"], p["state"]) not in shown:
+                shown.add((p["phase"], p["state"]))
+                console.print(phase_line(p, start, time.time()), markup=False, highlight=False)
+
+    def settle(update) -> None:
         deadline = time.monotonic() + settle_s  # the root ends just before /health answers; its export follows
         while not _complete(state["start"]) and time.monotonic() < deadline:
-            time.sleep(0.5)
-            state["polled"] = 0.0
-            live.update(frame(ready_s))
+            time.sleep(min(0.5, poll_s))
+            poll(force=True)
+            update()
+
+    if interactive(console):
+        from rich.live import Live
+
+        with Live(frame(0.0), console=console, refresh_per_second=4) as live:
+            ready_s = server.wait_ready(on_tick=lambda s: live.update(frame(s)))
+            settle(lambda: live.update(frame(ready_s)))
+        return ready_s, state["start"]
+    console.print("engine start: waiting for the model-load spans", markup=False, highlight=False)
+    ready_s = server.wait_ready(on_tick=lines)
+    poll(force=True)
+    lines(ready_s)
+    settle(lambda: lines(ready_s))
+    console.print(render_start(state["start"], time.time(), ready_s))
     return ready_s, state["start"]
 
 

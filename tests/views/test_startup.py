@@ -123,7 +123,7 @@ def test_a_cold_start_phase_by_phase(filled, views_collector):
         (warm.trace_id, True, 6.9), (cold.trace_id, False, 29.5)]
     text = _text(render_start(starts[0], now=base + 700))
     assert _row(text, "compile") == "compile ✓ done 0.8 compile cache hit"
-    assert _row(text, "KV cache") == "KV cache – no span"  # ready, and no span reported the KV cache
+    assert _row(text, "KV cache") == "KV cache – no span – not measured"  # ready, no span reported the KV cache
     # the read API serves the same
     api = f"http://127.0.0.1:{views_collector.api_port}/api/v1/startup"
     body = httpx.get(api, params={"since": base - 1}, timeout=30).json()
@@ -169,3 +169,37 @@ def test_fold_eager_start_and_model_from_path():
     assert compile_ == {"phase": "compile", "state": "done", "seconds": None, "cache_hit": None}
     assert "no compilation (eager)" in _text(render_start(start, now=200.0))
     assert [p["state"] for p in start["phases"]] == ["missing", "missing", "done", "done", "done"]
+
+
+def _start(*spans):
+    """Fold spans ``(name, t0, t1, attrs)`` (attribute values as stored: strings) of one trace."""
+    return fold_start([{"name": n, "start": 100.0 + t0, "seconds": t1 - t0, "service": "svc", "attrs": a}
+                       for n, t0, t1, a in spans])
+
+
+def test_a_phase_with_nothing_measured_says_so():
+    """No warm-up figure at all (GPU-less eager start: "Prepare model" without vllm.warmup.seconds, no warm-up
+    span): the warm-up row says "not measured" instead of borrowing another phase's time."""
+    start = _start(("Overall Loading", 0, 40, {sc.LOAD_TOTAL_SECONDS: "40.0"}),
+                   ("Prepare model", 10, 30, {sc.LOAD_COMPILE_SECONDS: "12.5"}))
+    warm = next(p for p in start["phases"] if p["phase"] == "warmup")
+    assert warm == {"phase": "warmup", "state": "done", "seconds": None}
+    text = _text(render_start(start, now=200.0))
+    assert _row(text, "warm-up") == "warm-up ✓ done – not measured"
+    assert _row(text, "compile") == "compile ✓ done 12.5 cache hit/miss unknown"
+    assert _row(text, "weights") == "weights – no span – not measured"
+
+
+def test_a_warmup_that_is_the_compile_span_is_not_measured():
+    """CPU: torch.compile runs inside "Warmup (CPU)"; without vLLM's compilation time the compile seconds are that
+    span's elapsed time, which the fold also takes as the warm-up (the demo showed 112.2 s twice)."""
+    start = _start(("Overall Loading", 0, 130, {sc.LOAD_TOTAL_SECONDS: "130.0"}),
+                   ("Warmup (CPU)", 11, 123.2, {sc.LOAD_COMPILE_SECONDS: "112.2", sc.LOAD_COMPILE_CACHE_HIT: "false"}))
+    assert [p.get("seconds") for p in start["phases"] if p["phase"] in ("compile", "warmup")] == [
+        112.2, pytest.approx(112.2)]
+    text = _text(render_start(start, now=200.0))
+    assert _row(text, "compile") == "compile ✓ done 112.2 compile cache miss (cold compile)"
+    assert _row(text, "warm-up") == "warm-up ✓ done – not measured apart from compile (one 112.2 s span)"
+    # a warm-up span longer than its compile measured something of its own: shown
+    longer = _start(("Overall Loading", 0, 30, {}), ("Warmup (CPU)", 11, 26, {sc.LOAD_COMPILE_SECONDS: "12.0"}))
+    assert _row(_text(render_start(longer, now=99.0)), "warm-up") == "warm-up ✓ done 15.0"

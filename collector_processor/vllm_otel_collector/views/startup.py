@@ -4,6 +4,14 @@ Used live by ``vllm-otel demo`` (while it waits for vLLM's ``/health``) and by `
 ``/api/v1/startup``). Columns: phase, state (✓ done, ⠿ running, · pending, – no span: the start is ready
 and no span reported this phase), seconds, detail (bytes loaded, KV cache
 blocks/bytes, compile cache hit/miss, cold start). Sizes in decimal units (MB = 10⁶ bytes, GB = 10⁹).
+
+A phase with nothing measured says "not measured" (seconds "–"): a phase without a span, a phase whose span carried
+no figure, and a warm-up whose seconds are the compile's. The last one is the CPU case: torch.compile runs inside the
+worker's "Warmup (CPU)" span, whose Duration the fold takes as the warm-up, and when vLLM reports no compilation time
+the compile seconds fall back to that same span's elapsed time — one measurement, shown once (under compile).
+
+:func:`phase_line` gives one phase as a plain line, for output that is not a terminal (no redraws: the demo prints a
+line per phase as it completes, then the final table).
 """
 
 from __future__ import annotations
@@ -26,6 +34,11 @@ def size(n: int | None) -> str:
     return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB" if n >= 1e6 else f"{n / 1e3:.0f} kB"
 
 
+NOT_MEASURED = "not measured"
+#: A warm-up within this many seconds of the compile is the same measurement (shown with one decimal).
+SAME_SPAN_S = 0.05
+
+
 def _detail(p: dict[str, Any]) -> str:
     if p["state"] != "done":
         return ""
@@ -42,6 +55,37 @@ def _detail(p: dict[str, Any]) -> str:
     if p["phase"] == "ready" and p.get("cold_start_seconds") is not None:
         return f"cold start (process start → ready) {p['cold_start_seconds']:.1f} s"
     return ""
+
+
+def _compile_seconds(start: dict[str, Any]) -> float | None:
+    return next((p.get("seconds") for p in start["phases"] if p["phase"] == "compile" and p["state"] == "done"), None)
+
+
+def cells(p: dict[str, Any], start: dict[str, Any], now: float) -> tuple[str, str]:
+    """``(seconds, detail)`` of phase ``p`` of ``start`` as shown: ``"12.0"``, ``"3…"`` (running since the newest
+    span ended), ``"–"`` with :data:`NOT_MEASURED` (or the phase's own note, e.g. eager mode) when nothing measured
+    it."""
+    if p["state"] == "running":
+        return f"{max(now - start['updated'], 0):.0f}…", ""
+    if p["state"] == "pending":
+        return "", ""
+    if p["state"] == "missing":
+        return "–", NOT_MEASURED
+    secs, detail = p.get("seconds"), _detail(p)
+    compile_s = _compile_seconds(start)
+    if p["phase"] == "warmup" and secs is not None and compile_s is not None and abs(secs - compile_s) < SAME_SPAN_S:
+        return "–", f"{NOT_MEASURED} apart from compile (one {secs:.1f} s span)"
+    if secs is None:
+        return "–", detail or NOT_MEASURED
+    return f"{secs:.1f}", detail
+
+
+def phase_line(p: dict[str, Any], start: dict[str, Any], now: float) -> str:
+    """One phase as a plain line: ``"engine start: weights done 4.0 s, 269 MB loaded"``; no markup."""
+    secs, detail = cells(p, start, now)
+    state = {"done": "done", "running": "running", "pending": "pending", "missing": "no span"}[p["state"]]
+    figure = f" {secs} s" if secs not in ("", "–") and not secs.endswith("…") else ""
+    return f"engine start: {LABELS[p['phase']]} {state}{figure}" + (f", {detail}" if detail else "")
 
 
 def render_start(start: dict[str, Any] | None, now: float, waited: float | None = None) -> Table:
@@ -68,10 +112,6 @@ def render_start(start: dict[str, Any] | None, now: float, waited: float | None 
     for col, justify in (("phase", "left"), ("state", "left"), ("seconds", "right"), ("detail", "left")):
         t.add_column(col, justify=justify, no_wrap=True)
     for p in start["phases"]:
-        if p["state"] == "running":
-            secs = f"{max(now - start['updated'], 0):.0f}…"
-        else:
-            secs = "" if p.get("seconds") is None else f"{p['seconds']:.1f}"
-        t.add_row(LABELS[p["phase"]], _STATE[p["state"]], secs, _detail(p))
+        t.add_row(LABELS[p["phase"]], _STATE[p["state"]], *cells(p, start, now))
     t.caption = f"{start['service']} · trace {start['trace_id']}" if start.get("trace_id") else start["service"]
     return t
