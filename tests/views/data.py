@@ -4,7 +4,8 @@ Request spans are exported with the OpenTelemetry SDK over OTLP/HTTP to a runnin
 derives ``llm_requests`` (materialized views fill the 1m/1h rollups) and stores ``otel_traces``; KV cache and
 running/waiting gauges go over OTLP/HTTP (protobuf, explicit timestamps) into ``otel_metrics_gauge``. Model loads and
 alert transitions are written directly (their producers need engine-start traces and elapsed wall time).
-Deterministic (seeded) values; trace ids are the SDK's.
+Deterministic (seeded) values, plus :data:`SLOW`: requests built to miss one SLO each (one per slow cause); trace ids
+are the SDK's.
 """
 
 from __future__ import annotations
@@ -18,15 +19,30 @@ from opentelemetry.instrumentation.vllm import semconv as sc
 MODEL = "SmolLM2-135M-Instruct"
 
 
+#: Requests that miss exactly one default SLO (TTFT 2 s or TPOT 0.1 s: the level thresholds, no analytics.slos), so
+#: their Cause follows from the SLO rules alone (migration 0134; baselines only rank requests that miss both or none):
+#: (offset in the window (s), expected cause, queue, prefill, TPOT, output tokens, preemptions, running, waiting, KV).
+SLOW = [
+    (700, "queued", 2.4, 0.1, 0.01, 32, 0, 14, 9, 0.97),
+    (2100, "queued", 2.05, 0.3, 0.012, 24, 0, 12, 6, 0.91),
+    (2900, "prefill", 0.05, 2.2, 0.01, 40, 0, 3, 0, 0.35),
+    (3500, "decode", 0.01, 0.1, 0.15, 40, 0, 9, 1, 0.62),
+    (4300, "preempted", 0.1, 2.1, 0.02, 30, 2, 16, 11, 0.99),
+    (5200, "decode", 0.02, 0.12, 0.12, 20, 0, 8, 0, 0.58),  # within `top`'s last 600 s
+]
+
+
 @dataclass
 class Filled:
-    """What :func:`fill` wrote: ``now`` and ``start`` in unix seconds, request count, the slowest request's trace."""
+    """What :func:`fill` wrote: ``now`` and ``start`` in unix seconds, request count, the slowest request's trace,
+    statuses as stored, and the trace id → expected cause of the :data:`SLOW` requests."""
 
     now: int
     start: int
     requests: int
     slowest_trace: str
     statuses: dict[str, int] = field(default_factory=dict)
+    slow: dict[str, str] = field(default_factory=dict)
 
 
 def _requests(now: int, n: int, span_s: int, seed: int) -> list[dict]:
@@ -58,6 +74,22 @@ def _requests(now: int, n: int, span_s: int, seed: int) -> list[dict]:
         if finish == sc.FINISH_ERROR:
             attrs[sc.ERROR_TYPE] = "EngineDeadError"
         out.append({"ts": ts, "e2e": e2e, "attrs": attrs, "failed": finish == sc.FINISH_ERROR})
+    return out
+
+
+def _slow_requests(start: int) -> list[dict]:
+    """The :data:`SLOW` requests as specs (status ok, finish "stop", every latency attribute set)."""
+    out = []
+    for offset, cause, queue, prefill, tpot, n_out, preempted, running, waiting, kv in SLOW:
+        decode = tpot * (n_out - 1)
+        attrs = {sc.OPERATION_NAME: "chat", sc.REQUEST_MODEL: MODEL, sc.RESPONSE_MODEL: MODEL,
+                 sc.LATENCY_TTFT: queue + prefill, sc.LATENCY_E2E: queue + prefill + decode, sc.LATENCY_QUEUE: queue,
+                 sc.LATENCY_PREFILL: prefill, sc.LATENCY_DECODE: decode, sc.LATENCY_TPOT: tpot,
+                 sc.USAGE_INPUT_TOKENS: 256, sc.USAGE_OUTPUT_TOKENS: n_out, sc.VLLM_FINISH_REASON: "stop",
+                 sc.USAGE_CACHE_READ_INPUT_TOKENS: 64, sc.VLLM_NUM_PREEMPTIONS: preempted,
+                 sc.VLLM_ARRIVAL_RUNNING: running, sc.VLLM_ARRIVAL_WAITING: waiting, sc.VLLM_ARRIVAL_KV_CACHE_USAGE: kv}
+        out.append({"ts": start + offset + 0.25, "e2e": queue + prefill + decode, "attrs": attrs, "failed": False,
+                    "cause": cause})
     return out
 
 
@@ -122,16 +154,19 @@ def wait_for(store, sql: str, expected, timeout_s: float = 60.0) -> None:
 
 
 def fill(collector, now: int, n_requests: int = 150, span_s: int = 90 * 60, seed: int = 7) -> Filled:
-    """Send the dataset to a running :class:`Collector` (spans + gauges over OTLP/HTTP, derived by its analytics
-    plug-in), then write model loads and alert transitions into its store."""
+    """Send the dataset (``n_requests`` seeded requests + :data:`SLOW`) to a running :class:`Collector` (spans +
+    gauges over OTLP/HTTP, derived by its analytics plug-in), then write model loads and alert transitions into its
+    store."""
     store = collector.store
     start = now - span_s
-    specs = _requests(now, n_requests, span_s, seed)
+    specs = _requests(now, n_requests, span_s, seed) + _slow_requests(start)
+    n_requests = len(specs)
     trace_ids = send_spans(collector.http_port, specs)
     points = send_gauges(collector.http_port, start, now)
     wait_for(store, "SELECT count() FROM llm_requests", n_requests)
     wait_for(store, "SELECT count() FROM otel_metrics_gauge", 3 * points)
     slowest = trace_ids[max(range(n_requests), key=lambda i: specs[i]["e2e"])]
+    slow = {tid: spec["cause"] for tid, spec in zip(trace_ids, specs) if "cause" in spec}
     statuses = dict(store.query("SELECT toString(Status), count() FROM llm_requests GROUP BY 1").result_rows)
 
     loads = [(start + 30, 41.5, 0.4, 12.0, 1.1, 0, "SLOW"), (start + 3000, 17.2, 0.2, 2.5, 0.9, 1, "GOOD")]
@@ -158,4 +193,4 @@ def fill(collector, now: int, n_requests: int = 150, span_s: int = 90 * 60, seed
         "Message": [f"{a[2]}: {a[5]} vs {a[6]}" for a in alerts], "Suggestion": ["check the engine"] * 3,
         "StartsAt": [int((a[0] if a[3] == "firing" else start + 600) * 1e3) for a in alerts]})
     return Filled(now=now, start=start, requests=n_requests, slowest_trace=slowest,
-                  statuses={k: statuses.get(k, 0) for k in ("ok", "error", "abort", "timeout")})
+                  statuses={k: statuses.get(k, 0) for k in ("ok", "error", "abort", "timeout")}, slow=slow)

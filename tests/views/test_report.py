@@ -14,7 +14,7 @@ from vllm_otel_collector.views.data import alert_intervals, collect, parse_since
 from vllm_otel_collector.views.html import write_report
 
 PLOTS = ("ttft-hist", "tpot-hist", "ttft-heatmap", "tpot-heatmap", "e2e-heatmap", "latency-time", "tokens-time",
-         "phase-waterfall", "load-waterfall", "load-cold-warm", "alerts-timeline")
+         "phase-waterfall", "load-waterfall", "load-cold-warm", "alerts-timeline", "causes-time", "goodput-time")
 #: No network: every host resolves to nothing, so any fetch of plotly.js from a CDN (or anything else) fails loudly.
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--window-size=1400,1800",
@@ -148,7 +148,8 @@ def test_report_renders_every_chart_in_chromium(filled, chrome, tmp_path):
              "tpot-heatmap": "g.hm image", "e2e-heatmap": "g.hm image", "latency-time": "g.trace.scatter path.point",
              "tokens-time": "g.trace.scatter path.js-line", "phase-waterfall": "g.trace.bars path",
              "load-waterfall": "g.trace.bars path", "load-cold-warm": "g.trace.bars path",
-             "alerts-timeline": "g.trace.bars path"}
+             "alerts-timeline": "g.trace.bars path", "causes-time": "g.trace.bars path",
+             "goodput-time": "g.trace.scatter path.js-line"}
     for plot_id in PLOTS:
         el = chrome.find_element(By.ID, plot_id)
         assert el.get_attribute("data-empty") == "false", plot_id
@@ -308,7 +309,9 @@ def _check_heatmap(fig: dict, values: list[float]) -> list[str]:
 def _request(ts: float, **latencies) -> dict:
     row = {"Timestamp": ts, "TraceId": f"{int(ts):032x}", "Model": "m", "Status": "ok", "TTFT": None, "TPOT": None,
            "E2E": None, "Queue": 0.001, "Prefill": 0.01, "Decode": 0.1, "InputTokens": 10, "OutputTokens": 10,
-           "TokensPerSecond": 100.0, "E2ELevel": "GOOD", "TTFTLevel": "GOOD"}
+           "TokensPerSecond": 100.0, "E2ELevel": "GOOD", "TTFTLevel": "GOOD", "Cause": "ok", "Good": 1,
+           "RunningAtArrival": None, "WaitingAtArrival": None, "KVCacheUsageAtArrival": None, "PrefixHitShare": None,
+           "BaselineQueue": None, "BaselinePrefill": None, "BaselineTPOT": None, "SLOTTFT": 2.0, "SLOTPOT": 0.1}
     return {**row, **latencies}
 
 
@@ -348,3 +351,121 @@ def test_report_heatmap_ticks_are_the_bucket_bounds_of_the_data(filled, tmp_path
         assert len(values) == info.requests
         labels = _check_heatmap(_spec(page, chart_id), values)
         assert labels, chart_id
+
+
+
+# ---- why slow: causes and goodput (migration 0134) -----------------------------------------------------------------
+def _tables(page: str) -> dict[str, list[list[str]]]:
+    """Every ``<table id=...>`` of the page as rows of cell texts (header row first)."""
+    from html.parser import HTMLParser
+
+    class P(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.tables, self.current, self.cell = {}, None, None
+
+        def handle_starttag(self, tag, attrs):
+            if tag == "table":
+                self.current = self.tables.setdefault(dict(attrs).get("id", ""), [])
+            elif tag == "tr" and self.current is not None:
+                self.current.append([])
+            elif tag in ("td", "th") and self.current is not None:
+                self.cell = ""
+
+        def handle_endtag(self, tag):
+            if tag in ("td", "th") and self.cell is not None:
+                self.current[-1].append(self.cell)
+                self.cell = None
+            elif tag == "table":
+                self.current = None
+
+        def handle_data(self, data):
+            if self.cell is not None:
+                self.cell += data
+
+    p = P()
+    p.feed(page)
+    return p.tables
+
+
+def _raw(store, sql: str, info) -> list[tuple]:
+    return store.query(sql.replace("WINDOW", "Timestamp >= toDateTime64({s:Float64}, 9) AND Timestamp < "
+                                             "toDateTime64({u:Float64}, 9)"),
+                       parameters={"s": info.start - 60.0, "u": info.now + 60.0}).result_rows
+
+
+def test_why_slow_counts_causes_and_goodput(filled, tmp_path):
+    from .data import MODEL, SLOW
+
+    store, info = filled
+    page = write_report(store, tmp_path / "why.html", since=info.start - 60, until=info.now + 60).read_text()
+    # the requests built to miss one SLO each got their cause (exact: SLO rules, no baseline involved)
+    ids = ", ".join(f"'{t}'" for t in info.slow)
+    assert dict(_raw(store, f"SELECT TraceId, toString(Cause) FROM llm_requests WHERE TraceId IN ({ids})", info)) \
+        == info.slow and sorted(info.slow.values()) == sorted(c for _, c, *_ in SLOW)
+    raw = dict(_raw(store, "SELECT toString(Cause), count() FROM llm_requests WHERE WINDOW GROUP BY 1", info))
+    assert raw.get("aborted", 0) == info.statuses["abort"]
+    assert raw.get("error", 0) == info.statuses["error"] + info.statuses["timeout"]
+    # good = ok and within the default SLOs (TTFT 2 s, TPOT 0.1 s): every ok request but the SLOW ones
+    good = info.statuses["ok"] - len(SLOW)
+    assert _raw(store, "SELECT countIf(Good = 1) FROM llm_requests WHERE WINDOW", info) == [(good,)]
+
+    # causes over time: the rollup's counts, per cause, add up to the raw table's; each SLOW request in its column
+    causes = {t["name"]: t for t in _spec(page, "causes-time")["data"]}
+    assert list(causes) == ["ok", "queued", "prefill", "decode", "preempted", "aborted", "error"]
+    assert {n: sum(t["y"]) for n, t in causes.items()} == {c: raw.get(c, 0) for c in causes}
+    assert causes["ok"]["visible"] == "legendonly" and causes["decode"].get("visible", True) is True
+    step = 120  # 90 minutes of rollup minutes: 2-minute columns
+    centers = [_unix(x) for x in causes["decode"]["x"]]
+    assert all(b - a == step for a, b in zip(centers, centers[1:])) and centers[0] % step == step / 2
+    for offset, cause, *_ in SLOW:
+        col = centers.index((info.start + offset) // step * step + step / 2)
+        assert causes[cause]["y"][col] >= 1, (offset, cause)
+
+    # goodput vs throughput per model: req/s per column x column seconds = the requests / the good ones
+    lines = {t["name"]: t["y"] for t in _spec(page, "goodput-time")["data"]}
+    assert sorted(lines) == [f"{MODEL} goodput", f"{MODEL} throughput"]
+    assert round(sum(lines[f"{MODEL} throughput"]) * step) == info.requests
+    assert round(sum(lines[f"{MODEL} goodput"]) * step) == good
+    # the per-model table over the minutes the rollup covers (first minute to the end of the last)
+    ((first, last),) = _raw(store, "SELECT toUnixTimestamp(min(toStartOfMinute(Timestamp))), toUnixTimestamp("
+                                   "max(toStartOfMinute(Timestamp))) FROM llm_requests WHERE WINDOW", info)
+    seconds = last + 60 - first
+    tables = _tables(page)
+    head, row = tables["goodput-table"]
+    assert head == ["model", "requests", "good", "goodput ratio", "throughput req/s", "goodput req/s", "ok", "queued",
+                    "prefill", "decode", "preempted", "aborted", "error"]
+    assert row == [MODEL, str(info.requests), str(good), f"{good / info.requests * 100:.1f} %",
+                   f"{info.requests / seconds:.4f}", f"{good / seconds:.4f}",
+                   *(str(raw.get(c, 0)) for c in head[6:])]
+
+    # the slowest requests with their cause, trace id and numbers, slowest first
+    head, *rows = tables["slow-table"]
+    assert head[:6] == ["time", "model", "trace id", "cause", "status", "e2e s"] and len(rows) == 12
+    slowest = _raw(store, "SELECT TraceId, toString(Cause), E2E FROM llm_requests WHERE WINDOW "
+                          "ORDER BY E2E DESC LIMIT 12", info)
+    assert [(r[2], r[3], r[5]) for r in rows] == [(t, c, f"{e:.3f}") for t, c, e in slowest]
+    assert rows[0][2] == info.slowest_trace
+    # the decode request of 40 tokens at 0.15 s (5.96 s): its numbers against its SLOs, engine state at arrival
+    (decode,) = [r for r in rows if info.slow.get(r[2]) == "decode" and r[5] == "5.960"]
+    assert decode[1] == MODEL and decode[4] == "ok"
+    assert decode[6:8] == ["0.110 / 2.000", "0.150 / 0.100"]
+    assert decode[8].startswith("0.010 / ") and decode[9].startswith("0.100 / ")  # baseline: "–" until one exists
+    assert decode[10:] == ["40", "9 / 1", "62 %", "25 %"]
+
+
+def _unix(x: str) -> float:
+    """A Plotly date (local time, as charts.py writes it) as unix seconds."""
+    from datetime import datetime
+
+    return datetime.fromisoformat(x).timestamp()
+
+
+def test_why_slow_on_an_empty_window(filled, tmp_path):
+    store, info = filled
+    out = write_report(store, tmp_path / "empty-why.html", since=info.start - 7200, until=info.start - 3600)
+    page = out.read_text()
+    tables = _tables(page)
+    assert tables["goodput-table"][1] == ["no requests in this window"]
+    assert tables["slow-table"][1] == ["no requests in this window"]
+    assert _spec(page, "causes-time")["data"] == [] and _spec(page, "goodput-time")["data"] == []

@@ -24,6 +24,8 @@ LEVEL_COLORS = {"EXCELLENT": "#1a9850", "GOOD": "#91cf60", "SLOW": "#fc8d59", "B
 PHASE_COLORS = {"queue": "#fdae61", "prefill": "#4575b4", "decode": "#74add1", "weights": "#4575b4",
                 "compile": "#d73027", "kv_cache": "#fdae61", "warmup": "#91cf60", "other": "#bbbbbb"}
 SEVERITY_COLORS = {"critical": "#d73027", "warning": "#fc8d59"}
+CAUSE_COLORS = {"ok": "#bbbbbb", "queued": "#fdae61", "prefill": "#4575b4", "decode": "#74add1",
+                "preempted": "#d73027", "aborted": "#984ea3", "error": "#000000"}
 HEIGHT = 340
 #: Heatmap latency bucket bounds per decade: m × 10^k seconds for each mantissa m (round numbers, roughly log-even).
 MANTISSAS = (1, 1.5, 2, 3, 4, 6, 8)
@@ -145,6 +147,37 @@ def heatmap(points: Sequence[tuple[float, float | None]], ytitle: str) -> go.Fig
                          tickvals=[i + 0.5 for i in shown], ticktext=[labels[i] for i in shown], showgrid=False,
                          zeroline=False)
     return _base(fig, "time", ytitle, empty=not counts)
+
+
+def cause_bars(columns: Sequence[tuple[float, dict[str, int]]], step: int) -> go.Figure:
+    """Requests per cause over time: one stacked bar per ``step``-second column ``(unix_s, {cause: count})``, a trace
+    per cause in :data:`CAUSE_COLORS` order; "ok" starts hidden (legend click shows it) so the slow ones stay
+    readable. No traces when no column has a request."""
+    fig = go.Figure()
+    if any(sum(c.values()) for _, c in columns):
+        xs = [_t(t + step / 2) for t, _ in columns]
+        for cause, color in CAUSE_COLORS.items():
+            fig.add_trace(go.Bar(x=xs, y=[c.get(cause, 0) for _, c in columns], name=cause, marker_color=color,
+                                 width=step * 1000 * 0.9, visible="legendonly" if cause == "ok" else True,
+                                 hovertemplate="%{x}<br>%{y} " + cause + "<extra></extra>"))
+        fig.update_layout(barmode="stack", showlegend=True)
+    return _base(fig, "time", "requests", empty=not fig.data)
+
+
+def goodput_lines(series: dict[str, Sequence[tuple[float, float, float]]]) -> go.Figure:
+    """Per model, throughput (solid) and goodput (dashed) in requests/s over time, from ``{model: [(unix_s,
+    throughput, goodput)]}``; one colour per model."""
+    palette = ("#4575b4", "#d73027", "#1a9850", "#984ea3", "#ff7f00", "#a65628")
+    fig = go.Figure()
+    for i, (model, points) in enumerate(series.items()):
+        color = palette[i % len(palette)]
+        xs = [_t(t) for t, _, _ in points]
+        for name, k, dash in (("throughput", 1, "solid"), ("goodput", 2, "dash")):
+            fig.add_trace(go.Scatter(x=xs, y=[p[k] for p in points], mode="lines+markers", name=f"{model} {name}",
+                                     line=dict(color=color, dash=dash), marker=dict(size=4),
+                                     hovertemplate="%{x}<br>%{y:.3f} req/s<extra>" + f"{model} {name}</extra>"))
+    fig.update_layout(showlegend=True)
+    return _base(fig, "time", "requests/s", empty=not fig.data)
 
 
 def latency_levels(rows: Sequence[dict[str, Any]]) -> go.Figure:

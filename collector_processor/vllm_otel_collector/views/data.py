@@ -1,7 +1,11 @@
-"""What the HTML report shows, read from ClickHouse: requests, per-minute throughput, model loads, alerts.
+"""What the HTML report shows, read from ClickHouse: requests, per-minute throughput, causes and goodput, model
+loads, alerts.
 
 All times are unix seconds (floats); latencies are seconds. Reads ``llm_requests``, ``llm_requests_1m``,
-``llm_model_loads`` (FINAL: the newest assembly of each load) and ``llm_alerts`` of the store's database.
+``llm_model_loads`` (FINAL: the newest assembly of each load) and ``llm_alerts`` of the store's database. Causes and
+goodput (migration 0134): per request ``Cause`` and ``Good``; per rollup minute and model the requests, ``Good`` and
+the count per cause (:data:`CAUSES`: the slow ones from ``Cause<Name>``, aborted = ``Aborts``, error = ``Errors`` +
+``Timeouts``, ok = the rest).
 """
 
 from __future__ import annotations
@@ -15,6 +19,9 @@ from vllm_otel_collector.errors import UserError
 
 #: Upper bound on request rows pulled into one page (the newest are kept).
 MAX_REQUESTS = 20000
+#: ``llm_requests.Cause`` values, in the order the report stacks them; the slow ones have rollup columns.
+CAUSES = ("ok", "queued", "prefill", "decode", "preempted", "aborted", "error")
+SLOW_CAUSES = ("queued", "prefill", "decode", "preempted")
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -47,13 +54,18 @@ class ReportData:
     until: float
     requests: list[dict[str, Any]] = field(default_factory=list)
     throughput: list[tuple[float, float]] = field(default_factory=list)  # (minute, output tokens/s)
+    #: per (rollup minute, model): {"Bucket" (unix s), "Model", "Requests", "Good", and a count per cause in CAUSES}
+    minutes: list[dict[str, Any]] = field(default_factory=list)
     loads: list[dict[str, Any]] = field(default_factory=list)
     alerts: list[dict[str, Any]] = field(default_factory=list)
     truncated: bool = False
 
 
 _REQ_COLS = ("Timestamp", "TraceId", "Model", "Status", "TTFT", "TPOT", "E2E", "Queue", "Prefill", "Decode",
-             "InputTokens", "OutputTokens", "TokensPerSecond", "E2ELevel", "TTFTLevel")
+             "InputTokens", "OutputTokens", "TokensPerSecond", "E2ELevel", "TTFTLevel", "Cause", "Good",
+             "RunningAtArrival", "WaitingAtArrival", "KVCacheUsageAtArrival", "PrefixHitShare", "BaselineQueue",
+             "BaselinePrefill", "BaselineTPOT", "SLOTTFT", "SLOTPOT")
+_MINUTE_COLS = ("Bucket", "Model", "Requests", "Good", *SLOW_CAUSES, "aborted", "error")
 _LOAD_COLS = ("Timestamp", "TraceId", "Model", "ServiceName", "LoadSeconds", "WeightsSeconds", "CompileSeconds",
               "KVCacheSeconds", "WarmupSeconds", "ColdStartSeconds", "CompileCacheHit", "LoadLevel")
 _ALERT_COLS = ("Timestamp", "Fingerprint", "RuleName", "State", "Severity", "Message", "Value", "Threshold")
@@ -73,11 +85,18 @@ def collect(store, since: float, until: float) -> ReportData:
     try:
         reqs = _rows(store, f"SELECT toUnixTimestamp64Nano(Timestamp) / 1e9, TraceId, Model, toString(Status), TTFT, "
                      f"TPOT, E2E, Queue, Prefill, Decode, InputTokens, OutputTokens, TokensPerSecond, "
-                     f"toString(E2ELevel), toString(TTFTLevel) FROM llm_requests WHERE {window} "
+                     f"toString(E2ELevel), toString(TTFTLevel), toString(Cause), Good, RunningAtArrival, "
+                     f"WaitingAtArrival, KVCacheUsageAtArrival, PrefixHitShare, BaselineQueue, BaselinePrefill, "
+                     f"BaselineTPOT, SLOTTFT, SLOTPOT FROM llm_requests WHERE {window} "
                      f"ORDER BY Timestamp DESC LIMIT {MAX_REQUESTS + 1}", _REQ_COLS, p)
         thr = store.query("SELECT toUnixTimestamp(Bucket), sum(OutputTokens) / 60 FROM llm_requests_1m "
                           "WHERE Bucket >= toDateTime({since:Float64}) AND Bucket < toDateTime({until:Float64}) "
                           "GROUP BY Bucket ORDER BY Bucket", parameters=p).result_rows
+        minutes = _rows(store, "SELECT toUnixTimestamp(Bucket), Model, sum(Requests), sum(Good), sum(CauseQueued), "
+                        "sum(CausePrefill), sum(CauseDecode), sum(CausePreempted), sum(Aborts), "
+                        "sum(Errors) + sum(Timeouts) FROM llm_requests_1m WHERE Bucket >= toDateTime({since:Float64}) "
+                        "AND Bucket < toDateTime({until:Float64}) GROUP BY Bucket, Model ORDER BY Bucket, Model",
+                        _MINUTE_COLS, p)
         loads = _rows(store, "SELECT toUnixTimestamp64Nano(Timestamp) / 1e9, TraceId, Model, ServiceName, LoadSeconds, "
                       "WeightsSeconds, CompileSeconds, KVCacheSeconds, WarmupSeconds, ColdStartSeconds, "
                       f"CompileCacheHit, toString(LoadLevel) FROM llm_model_loads FINAL WHERE {window} "
@@ -90,10 +109,13 @@ def collect(store, since: float, until: float) -> ReportData:
     except Exception as exc:  # noqa: BLE001 - clickhouse-connect/chdb raise many types; the user needs one line
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise UserError(f"cannot read the report data from ClickHouse: {first[:300]}") from None
+    for m in minutes:
+        m["Bucket"] = float(m["Bucket"])
+        m["ok"] = m["Requests"] - sum(m[c] for c in CAUSES[1:])
     truncated = len(reqs) > MAX_REQUESTS
     reqs = list(reversed(reqs[:MAX_REQUESTS]))
     return ReportData(since=since, until=until, requests=reqs, throughput=[(float(t), float(v)) for t, v in thr],
-                      loads=loads, alerts=alerts, truncated=truncated)
+                      minutes=minutes, loads=loads, alerts=alerts, truncated=truncated)
 
 
 def alert_intervals(alerts: list[dict[str, Any]], since: float, until: float) -> list[tuple[str, float, float, str]]:
@@ -110,3 +132,55 @@ def alert_intervals(alerts: list[dict[str, Any]], since: float, until: float) ->
             out.append((start["RuleName"], start["Timestamp"], a["Timestamp"], start["Severity"]))
     out += [(a["RuleName"], a["Timestamp"], until, a["Severity"]) for a in open_.values()]
     return sorted((r, max(s, since), min(e, until), sev) for r, s, e, sev in out if e >= since)
+
+
+def cause_columns(minutes: list[dict[str, Any]], step: int) -> list[tuple[float, dict[str, int]]]:
+    """Rollup minutes (all models) summed into ``step``-second columns (a multiple of 60): ``[(column start,
+    {cause: count})]`` oldest first, a column for every step from the first minute to the last (empty ones zero)."""
+    if not minutes:
+        return []
+    first = min(m["Bucket"] for m in minutes) // step * step
+    n = int((max(m["Bucket"] for m in minutes) - first) // step) + 1
+    cols = [{c: 0 for c in CAUSES} for _ in range(n)]
+    for m in minutes:
+        col = cols[int((m["Bucket"] - first) // step)]
+        for c in CAUSES:
+            col[c] += m[c]
+    return [(first + i * step, col) for i, col in enumerate(cols)]
+
+
+def goodput_series(minutes: list[dict[str, Any]], step: int) -> dict[str, list[tuple[float, float, float]]]:
+    """Per model, ``[(column start, throughput, goodput)]`` in requests per second over ``step``-second columns
+    (requests / step, good / step), a column for every step from the window's first minute to its last."""
+    if not minutes:
+        return {}
+    first = min(m["Bucket"] for m in minutes) // step * step
+    n = int((max(m["Bucket"] for m in minutes) - first) // step) + 1
+    sums: dict[str, list[list[int]]] = {}
+    for m in minutes:
+        col = sums.setdefault(m["Model"], [[0, 0] for _ in range(n)])[int((m["Bucket"] - first) // step)]
+        col[0] += m["Requests"]
+        col[1] += m["Good"]
+    return {model: [(first + i * step, r / step, g / step) for i, (r, g) in enumerate(cols)]
+            for model, cols in sorted(sums.items())}
+
+
+def goodput_by_model(minutes: list[dict[str, Any]]) -> tuple[float, list[dict[str, Any]]]:
+    """``(seconds, rows)``: the seconds the rollup minutes cover (first minute to the end of the last one, all models)
+    and per model ``{Model, Requests, Good, ratio (good / requests), throughput and goodput (requests/s over those
+    seconds), and a count per cause}``, by model name."""
+    if not minutes:
+        return 0.0, []
+    seconds = max(m["Bucket"] for m in minutes) + 60 - min(m["Bucket"] for m in minutes)
+    per: dict[str, dict[str, Any]] = {}
+    for m in minutes:
+        row = per.setdefault(m["Model"], {"Model": m["Model"], "Requests": 0, "Good": 0, **{c: 0 for c in CAUSES}})
+        for k in ("Requests", "Good", *CAUSES):
+            row[k] += m[k]
+    rows = []
+    for model in sorted(per):
+        row = per[model]
+        row.update(ratio=row["Good"] / row["Requests"] if row["Requests"] else None,
+                   throughput=row["Requests"] / seconds, goodput=row["Good"] / seconds)
+        rows.append(row)
+    return seconds, rows

@@ -8,6 +8,12 @@ trace id), ``load-waterfall`` (model-load phases per engine start), ``load-cold-
 one — compile cache hit — per model), ``alerts-timeline`` (firing intervals). Every chart has hover values, zoom/pan
 and legend toggles (Plotly's own). Units: seconds; tokens per second. The body gets ``data-plots`` (chart count) and
 ``data-ready="1"`` once every chart is drawn.
+
+"Why slow" (migration 0134's ``Cause`` and ``Good``): ``causes-time`` (requests per cause over time, from the 1m
+rollup), ``goodput-time`` (per model, throughput and goodput in requests/s over time, from the 1m rollup), the table
+``goodput-table`` (per model over the minutes the rollup covers: requests, good, goodput ratio = good / requests,
+throughput and goodput = requests and good per second, count per cause) and ``slow-table`` (the slowest requests by
+e2e: cause, trace id, latencies against their SLOs and baselines, engine state at arrival, prefix-cache hit share).
 """
 
 from __future__ import annotations
@@ -20,7 +26,8 @@ import time
 from pathlib import Path
 
 from vllm_otel_collector.views import charts
-from vllm_otel_collector.views.data import ReportData, alert_intervals, collect
+from vllm_otel_collector.views.data import (CAUSES, ReportData, alert_intervals, cause_columns, collect,
+                                            goodput_by_model, goodput_series)
 
 #: Default window when no ``since`` is given: the last 24 hours.
 DEFAULT_WINDOW_S = 24 * 3600
@@ -37,6 +44,8 @@ figcaption{font-size:12px;color:#555;margin-top:4px}.chart{width:100%}
 
 table{border-collapse:collapse;font-size:13px;background:#fff}td,th{border:1px solid #ddd;padding:4px 8px;text-align:right}
 th{background:#f0f0f0}td:first-child,th:first-child{text-align:left}.kpis{margin-bottom:16px}
+h2.section{font-size:18px;margin:24px 0 8px}.wide{overflow-x:auto;margin-top:16px}.wide caption{text-align:left;
+font-size:13px;color:#555;padding:4px 0}.wide td,.wide th{white-space:nowrap}
 """
 
 # Draws every chart from its JSON spec; marks the page ready when all are drawn (the browser test waits on it).
@@ -163,6 +172,73 @@ def _figures(d: ReportData) -> list[str]:
     ]
 
 
+def _n(v, digits: int = 3, unit: str = "") -> str:
+    return "–" if v is None else f"{v:.{digits}f}{unit}"
+
+
+def _table(table_id: str, caption: str, head: list[str], rows: list[list[str]], empty: str) -> str:
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows) or (
+        f'<tr><td colspan="{len(head)}">{html.escape(empty)}</td></tr>')
+    return (f'<div class="wide"><table id="{table_id}"><caption>{html.escape(caption)}</caption><tr>'
+            + "".join(f"<th>{html.escape(h)}</th>" for h in head) + f"</tr>{body}</table></div>")
+
+
+def _goodput_table(d: ReportData) -> str:
+    seconds, rows = goodput_by_model(d.minutes)
+    cells = [[r["Model"], str(r["Requests"]), str(r["Good"]),
+              _n(None if r["ratio"] is None else r["ratio"] * 100, 1, " %"), _n(r["throughput"], 4),
+              _n(r["goodput"], 4), *(str(r[c]) for c in CAUSES)] for r in rows]
+    caption = (f"Per model over the {seconds / 60:.0f} rollup minutes with requests (first to last): goodput = "
+               "requests that finished ok within their model's TTFT and TPOT SLOs; ratio = good / requests; req/s = "
+               "count / those seconds.")
+    return _table("goodput-table", caption, ["model", "requests", "good", "goodput ratio", "throughput req/s",
+                                            "goodput req/s", *CAUSES], cells, "no requests in this window")
+
+
+def _slow_table(d: ReportData) -> str:
+    slowest = sorted((r for r in d.requests if r["E2E"] is not None), key=lambda r: r["E2E"], reverse=True)[:SLOWEST_N]
+
+    def vs(v, ref):  # a latency against its SLO / baseline ("–" when there is none)
+        return f"{_n(v)} / {_n(ref) if ref else '–'}"
+
+    def arrival(r):
+        if r["RunningAtArrival"] is None and r["WaitingAtArrival"] is None:
+            return "–"
+        return f"{'–' if r['RunningAtArrival'] is None else r['RunningAtArrival']} / " \
+               f"{'–' if r['WaitingAtArrival'] is None else r['WaitingAtArrival']}"
+
+    def share(v):
+        return _n(None if v is None else v * 100, 0, " %")
+
+    cells = [[time.strftime("%H:%M:%S", time.localtime(r["Timestamp"])), r["Model"], r["TraceId"], r["Cause"],
+              r["Status"], _n(r["E2E"]), vs(r["TTFT"], r["SLOTTFT"]), vs(r["TPOT"], r["SLOTPOT"]),
+              vs(r["Queue"], r["BaselineQueue"]), vs(r["Prefill"], r["BaselinePrefill"]), str(r["OutputTokens"]),
+              arrival(r), share(r["KVCacheUsageAtArrival"]), share(r["PrefixHitShare"])] for r in slowest]
+    head = ["time", "model", "trace id", "cause", "status", "e2e s", "TTFT s / SLO", "TPOT s / SLO",
+            "queue s / baseline", "prefill s / baseline", "out tok", "running / waiting at arrival",
+            "KV cache at arrival", "prefix hit"]
+    return _table("slow-table", f"The {len(slowest)} slowest requests by e2e and why (cause: the phase that made "
+                  "it slow; baseline: the model's median for that prompt length).", head, cells,
+                  "no requests in this window")
+
+
+def _why_slow(d: ReportData) -> str:
+    span = max(m["Bucket"] for m in d.minutes) - min(m["Bucket"] for m in d.minutes) if d.minutes else 0
+    step = max(60, charts.time_step(span))
+    figs = [
+        _figure("causes-time", "Why slow: requests per cause",
+                charts.cause_bars(cause_columns(d.minutes, step), step),
+                f"Requests per cause in {step // 60} min columns (1m rollup): queued, prefill, decode, preempted "
+                "(slow against the model's SLO or its baseline), aborted, error; ok is hidden (click it in the "
+                "legend)."),
+        _figure("goodput-time", "Goodput vs throughput", charts.goodput_lines(goodput_series(d.minutes, step)),
+                f"Per model, requests/s (solid) and good requests/s (dashed: finished ok within the TTFT and TPOT "
+                f"SLOs) in {step // 60} min columns (1m rollup)."),
+    ]
+    return (f'<h2 class="section" id="why-slow">Why slow</h2><div class="grid">{"".join(figs)}</div>'
+            f"{_goodput_table(d)}{_slow_table(d)}")
+
+
 def render_html(d: ReportData) -> str:
     """The page for ``d`` as one string (UTF-8; plotly.js inlined, no external references)."""
     from plotly.offline import get_plotlyjs
@@ -174,7 +250,8 @@ def render_html(d: ReportData) -> str:
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
             f"<title>vllm-otel report</title><style>{_CSS}</style><script>{get_plotlyjs()}</script></head><body>"
             f"<h1>vLLM serving report</h1><div class=\"sub\">{html.escape(window)}{note}</div>"
-            f"{_kpis(d)}<div class=\"grid\">{''.join(_figures(d))}</div><script>{_JS}</script></body></html>")
+            f"{_kpis(d)}<div class=\"grid\">{''.join(_figures(d))}</div>{_why_slow(d)}<script>{_JS}</script>"
+            "</body></html>")
 
 
 def write_report(store, out: str | Path, since: float | None = None, until: float | None = None) -> Path:

@@ -4,7 +4,10 @@ database that no collector serves).
 
 Sources (all on the read API, default ``http://127.0.0.1:4319``):
 - ``/api/v1/stats?mode=current&window=W`` — per (service, model, operation) window statistics; request rate =
-  requests / W, tokens/s = output tokens / W, p95 TTFT/TPOT (seconds, exact over raw rows);
+  requests / W, tokens/s = output tokens / W, p95 TTFT/TPOT (seconds, exact over raw rows); goodput (requests that
+  finished ok within their model's TTFT and TPOT SLOs, migration 0134) per second and as a share of the requests, and
+  the count per cause (ok, queued, prefill, decode, preempted, aborted, error) — "n/a" / no cause table from a
+  collector that does not serve them;
 - ``/api/v1/alerts`` — firing alerts;
 - ``/api/v1/startup`` — engine starts (:mod:`vllm_otel_collector.analytics.startup`): the newest one is shown phase
   by phase while it runs and for :data:`STARTUP_SHOWN_S` seconds after it is ready (omitted when the route is absent);
@@ -83,11 +86,41 @@ def _s(v: float | None) -> str:
     return "–" if v is None else (f"{v * 1000:.0f} ms" if v < 1 else f"{v:.2f} s")
 
 
+#: ``llm_requests.Cause`` values, in the order of the cause table.
+CAUSES = ("ok", "queued", "prefill", "decode", "preempted", "aborted", "error")
+
+
+def _goodput(g: dict[str, Any]) -> str:
+    """``"0.42/s 93.3%"``: good requests per second and good / requests; "n/a" when the API has no goodput."""
+    gp = g.get("goodput")
+    if not gp:
+        return "n/a"
+    ratio = "–" if gp.get("ratio") is None else f"{gp['ratio'] * 100:.1f}%"
+    return f"{gp.get('per_second', 0):.2f}/s {ratio}"
+
+
+def _causes(snap: Snapshot) -> Table | None:
+    """Requests per cause in the window, one row per (service, model, operation) that has causes; None when the API
+    serves none."""
+    groups = [g for g in snap.groups if g.get("causes")]
+    if not groups:
+        return None
+    t = Table(title=f"why slow — requests per cause, last {snap.window:g} s", expand=True)
+    for col in ("service", "model", *CAUSES):
+        t.add_column(col, justify="left" if col in ("service", "model") else "right")
+    for g in groups:
+        c = g["causes"]
+        t.add_row(g.get("service", ""), g.get("model", ""),
+                  *(f"[bold red]{c.get(k, 0)}[/]" if k != "ok" and c.get(k) else str(c.get(k, 0)) for k in CAUSES))
+    return t
+
+
 def render(snap: Snapshot) -> Group:
     """The frame: the engine start in progress (if any), one row per (service, model, operation) with engine
     gauges, firing alerts."""
     t = Table(title=f"vLLM serving — last {snap.window:g} s", expand=True)
-    for col in ("service", "model", "req/s", "p95 TTFT", "p95 TPOT", "tokens/s", "errors", "KV cache", "in flight"):
+    for col in ("service", "model", "req/s", "goodput", "p95 TTFT", "p95 TPOT", "tokens/s", "errors", "KV cache",
+                "in flight"):
         t.add_column(col, justify="left" if col in ("service", "model") else "right")
     engine = {e["service"]: e for e in (snap.engine or [])}
     for g in snap.groups:
@@ -97,12 +130,12 @@ def render(snap: Snapshot) -> Group:
                                                else f"{e['kv_cache_usage'] * 100:.1f}%")
         flight = "n/a" if snap.engine is None else (
             "–" if not e or e["running"] is None else f"{e['running']:.0f} run / {(e['waiting'] or 0):.0f} wait")
-        t.add_row(g.get("service", ""), g.get("model", ""), f"{n / snap.window:.2f}",
+        t.add_row(g.get("service", ""), g.get("model", ""), f"{n / snap.window:.2f}", _goodput(g),
                   _s(lat.get("ttft", {}).get("p95")), _s(lat.get("tpot", {}).get("p95")),
                   f"{g.get('tokens', {}).get('output', 0) / snap.window:.1f}",
                   f"{(g.get('error_rate') or 0) * 100:.1f}%", kv, flight)
     if not snap.groups:
-        t.add_row("(no requests in the window)", "", "", "", "", "", "", "", "")
+        t.add_row("(no requests in the window)", "", "", "", "", "", "", "", "", "")
     a = Table(title=f"firing alerts: {len(snap.alerts)}", expand=True)
     for col in ("rule", "severity", "message", "since"):
         a.add_column(col)
@@ -110,7 +143,8 @@ def render(snap: Snapshot) -> Group:
         a.add_row(str(al.get("RuleName", "")), str(al.get("Severity", "")), str(al.get("Message", "")),
                   str(al.get("StartsAt", "")))
     stamp = time.strftime("%H:%M:%S", time.localtime(snap.taken_at))
-    parts = [Panel(t, subtitle=f"refreshed {stamp}"), a]
+    causes = _causes(snap)
+    parts = [Panel(t, subtitle=f"refreshed {stamp}"), *([causes] if causes else []), a]
     start = (snap.starts or [None])[0]
     if start and (not start["ready"] or snap.taken_at - start["updated"] <= STARTUP_SHOWN_S):
         from vllm_otel_collector.views.startup import render_start
