@@ -54,3 +54,11 @@ def columns(spans: list[dict]) -> dict[str, list]:
 def store_spans(store, spans: list[dict]) -> int:
     """Insert ``spans`` into ``otel_traces`` (the views derive their rows in the same insert); returns the count."""
     return store.insert("otel_traces", columns(spans)) if spans else 0
+
+
+def refresh_baselines(store) -> None:
+    """Run ClickHouse's baseline refresh (``llm_baselines_mv``, migration 0134) now and wait for it, then stop its
+    schedule so that the baselines stay what the test set up."""
+    for cmd in ("SYSTEM START VIEW llm_baselines_mv", "SYSTEM REFRESH VIEW llm_baselines_mv",
+                "SYSTEM WAIT VIEW llm_baselines_mv", "SYSTEM STOP VIEW llm_baselines_mv"):
+        store.command(cmd)

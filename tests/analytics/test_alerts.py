@@ -261,3 +261,27 @@ def test_all_default_rules_evaluate_on_empty_store(store):
     obs, failed = am.observe(store, T0)
     assert obs == [] and failed == set()
     assert alertmanager_payload([])["status"] == "resolved"
+
+
+def test_goodput_low_fires_below_the_ratio_and_names_the_cause(store):
+    am = manager("GoodputLow")
+    add(store, 0, 300, 18, decode=0.8, out=9)  # TPOT 0.1: meets the 0.1 s TPOT level threshold
+    add(store, 0, 300, 2, decode=4.0, out=9)  # TPOT 0.5: missed → decode
+    assert am.evaluate(store, T0 + 300) == []  # 18 / 20 = 90 % is not below 90 %
+    add(store, 300, 600, 15, decode=0.8, out=9)
+    add(store, 300, 600, 5, decode=4.0, out=9)
+    t = am.evaluate(store, T0 + 600)
+    assert states(t) == [("GoodputLow", "firing", "m1")]
+    assert t[0].value == pytest.approx(15 / 20) and t[0].threshold == 0.9  # the last 300 s window
+    assert "most missed: decode (5 requests)" in t[0].message and t[0].suggestion.startswith("decode-bound")
+    add(store, 600, 900, 20, decode=0.8, out=9)
+    assert states(am.evaluate(store, T0 + 900)) == [("GoodputLow", "resolved", "m1")]
+
+
+def test_goodput_burn_rate_counts_requests_that_missed_an_slo(store):
+    rule = {"kind": "burn_rate", "name": "GoodputBurn", "slo": "goodput", "objective": 0.9, "factor": 2.0}
+    am = AlertManager(AnalyticsConfig.load({"rules": [rule]}))
+    add(store, 0, 3600, 70, decode=0.8, out=9)
+    add(store, 0, 3600, 30, decode=4.0, out=9)  # 30 % bad: burn 3 > 2 in both windows
+    t = am.evaluate(store, T0 + 3600)
+    assert states(t) == [("GoodputBurn", "firing", "m1")] and t[0].value == pytest.approx(3.0)

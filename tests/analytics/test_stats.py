@@ -7,10 +7,10 @@ import random
 import pytest
 
 from vllm_otel_collector.analytics.histogram import RELATIVE_ERROR
-from vllm_otel_collector.analytics.stats import (_percentile, current_stats, history, rollup_window, summarize, usage,
+from vllm_otel_collector.analytics.stats import (CAUSES, _percentile, current_stats, history, rollup_window, summarize, usage,
                                                  usage_query, window_stats)
 
-from .synth import request, store_spans
+from .synth import refresh_baselines, request, store_spans
 
 T0 = 1_800_000_000  # a minute boundary (divisible by 3600)
 
@@ -50,10 +50,15 @@ def test_summarize_exact():
 
 def test_window_stats_rates_and_sla():
     rows = [{"Status": s, "CachedTokens": c, "E2E": e, "InputTokens": 1, "OutputTokens": 2, "TTFT": 0.1,
-             "TPOT": None, "Queue": 0.0, "Model": "m", "LoraName": lo}
-            for s, c, e, lo in [("ok", 0, 1.0, ""), ("ok", 8, 3.0, "a"), ("error", 0, None, "a"),
-                                ("timeout", 0, 9.0, ""), ("abort", 4, 0.5, "")]]
-    st = window_stats(rows, sla_seconds=2.0)
+             "TPOT": None, "Queue": 0.0, "Model": "m", "LoraName": lo, "Good": int(s == "ok" and e < 2),
+             "Cause": cause}
+            for s, c, e, lo, cause in [("ok", 0, 1.0, "", "ok"), ("ok", 8, 3.0, "a", "queued"),
+                                       ("error", 0, None, "a", "error"), ("timeout", 0, 9.0, "", "error"),
+                                       ("abort", 4, 0.5, "", "aborted")]]
+    st = window_stats(rows, sla_seconds=2.0, window_seconds=10.0)
+    assert st["goodput"] == {"good": 1, "ratio": 0.2, "per_second": 0.1, "throughput": 0.5}
+    assert st["causes"] == {"ok": 1, "queued": 1, "prefill": 0, "decode": 0, "preempted": 0, "aborted": 1,
+                            "error": 2}
     assert (st["requests"], st["success_rate"], st["error_rate"], st["timeout_rate"], st["abort_rate"],
             st["cache_hit_rate"]) == (5, 0.4, 0.2, 0.2, 0.2, 0.4)
     assert st["sla"] == {"seconds": 2.0, "target": 0.95, "compliance": 0.4, "met": False}
@@ -70,9 +75,11 @@ def test_current_stats_in_clickhouse_equals_pure_definition(store):
     for g in got:
         rows = raw_rows(store, "Model = {m:String} AND Timestamp >= toDateTime64({s:Float64}, 9) AND "
                                "Timestamp < toDateTime64({u:Float64}, 9)", {"m": g["model"], "s": since, "u": until})
-        want = window_stats(rows, sla_seconds=2.0)
+        want = window_stats(rows, sla_seconds=2.0, window_seconds=until - since)
         assert g["requests"] == want["requests"] > 100
-        for key in ("success_rate", "error_rate", "abort_rate", "timeout_rate", "cache_hit_rate", "sla", "tokens"):
+        assert 0 < want["goodput"]["good"] < want["requests"] and want["causes"]["ok"] < want["requests"]
+        for key in ("success_rate", "error_rate", "abort_rate", "timeout_rate", "cache_hit_rate", "sla", "tokens",
+                    "goodput", "causes"):
             assert g[key] == want[key], key
         for metric, summary in want["latency"].items():
             assert g["latency"][metric] == pytest.approx(summary, rel=1e-6), metric
@@ -85,8 +92,11 @@ def test_current_stats_in_clickhouse_equals_pure_definition(store):
 def test_rollups_equal_raw(store, table):
     spans = synthetic_stream()
     # three inserts → several parts per bucket, so the merge path is exercised
-    for part in (spans[:200], spans[200:450], spans[450:]):
+    for i, part in enumerate((spans[:200], spans[200:450], spans[450:])):
         load(store, part)
+        if i == 0:  # later rows get baselines (T0 is in the future: inside the refresh's last-hour window)
+            refresh_baselines(store)
+    assert store.query("SELECT count() FROM llm_requests WHERE BaselineTPOT IS NOT NULL").result_rows[0][0] == 400
     since, until = T0, T0 + 3600
     roll = rollup_window(store, since, until, table=table)
     rows = raw_rows(store)
@@ -100,6 +110,9 @@ def test_rollups_equal_raw(store, table):
         assert m["cached_tokens"] == sum(r["CachedTokens"] for r in mine)
         assert m["cache_hits"] == sum(1 for r in mine if r["CachedTokens"] > 0)
         assert m["ttft_over"] == sum(1 for r in mine if r["TTFTLevel"] in ("SLOW", "BOTTLENECK"))
+        assert m["good"] == sum(r["Good"] for r in mine) > 0  # goodput: rollup = raw
+        assert m["causes"] == {c: sum(1 for r in mine if r["Cause"] == c) for c in CAUSES}
+        assert len({r["Cause"] for r in mine}) >= 4
         for lat in ("TTFT", "TPOT", "E2E", "Queue"):
             vals = sorted(r[lat] for r in mine if r[lat] is not None)
             key = lat.lower()
@@ -122,6 +135,10 @@ def test_history_per_minute_counts_exact(store):
         n = sum(1 for r in rows if r["Model"] == p["model"]
                 and T0 + 0 <= r["Timestamp"].timestamp() - p["bucket"] + T0 < T0 + 60)
         assert p["requests"] == n
+        mine = [r for r in rows if r["Model"] == p["model"] and p["bucket"] <= r["Timestamp"].timestamp() < p["bucket"] + 60]
+        assert p["good"] == sum(r["Good"] for r in mine)
+        assert p["causes"] == {c: sum(1 for r in mine if r["Cause"] == c) for c in CAUSES}
+        assert p["goodput_per_second"] == pytest.approx(p["good"] / 60)
     assert sum(p["requests"] for p in points) == 600
 
 

@@ -100,7 +100,7 @@ class BurnRateRule(_Rule):
     """Multiwindow burn-rate alert (SRE workbook ch. 5): long AND short window burn > ``factor``."""
 
     kind: Literal["burn_rate"] = "burn_rate"
-    slo: Literal["error", "latency"]
+    slo: Literal["error", "latency", "goodput"]
     objective: float = Field(0.99, gt=0, lt=1)
     long_seconds: int = Field(3600, ge=60)
     short_seconds: int = Field(300, ge=60)

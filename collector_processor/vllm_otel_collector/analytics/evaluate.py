@@ -15,7 +15,7 @@ from opentelemetry.instrumentation.vllm import semconv as sc
 
 from vllm_otel_collector.analytics import rules as R
 from vllm_otel_collector.analytics.config import (AnomalyRule, BottleneckRule, BurnRateRule, ConsecutiveFailuresRule,
-                                                  ModelLoadRule, ThresholdRule)
+                                                  GoodputRule, ModelLoadRule, ThresholdRule)
 from vllm_otel_collector.analytics.levels import Thresholds
 from vllm_otel_collector.analytics.stats import history, rollup_window
 from vllm_otel_collector.store.schema import profile
@@ -197,9 +197,31 @@ def model_load(rule: ModelLoadRule, store, now: float, thresholds: Thresholds) -
     return obs
 
 
+def goodput(rule: GoodputRule, store, now: float, thresholds: Thresholds) -> list[R.Observation]:
+    """Goodput ratio (requests that met their model's SLOs / requests, rollup ``Good``) per (service, model) over the
+    window; fires below ``min_ratio``. Names the most frequent slow cause and its suggestion."""
+    until = complete_until(now)
+    obs = []
+    for k, m in rollup_window(store, until - rule.window_seconds, until).items():
+        if m["requests"] < rule.min_requests:
+            continue
+        ratio = m["goodput_ratio"]
+        firing = ratio < rule.min_ratio
+        slow = {c: n for c, n in m["causes"].items() if c not in ("ok", "aborted") and n}
+        top = max(slow, key=lambda c: (slow[c], c)) if slow else ""
+        why = f"; most missed: {top} ({slow[top]} requests)" if top else ""
+        obs.append(R.Observation(rule.name, rule.severity, _labels(k), firing, ratio, rule.min_ratio,
+                                 rule.window_seconds,
+                                 f"goodput {ratio:.1%} of {m['requests']} requests met their SLOs "
+                                 f"({m['goodput_per_second']:.3g}/s of {m['throughput']:.3g} req/s){why}",
+                                 R.SUGGESTIONS.get(R.CAUSE_PHASE.get(top, ""), "") if firing else "",
+                                 {"cause": top} if top else {}))
+    return obs
+
+
 EVALUATORS: dict[str, Callable] = {
     "threshold": threshold, "consecutive_failures": consecutive_failures, "anomaly": anomaly,
-    "burn_rate": burn_rate, "bottleneck": bottleneck, "model_load": model_load,
+    "burn_rate": burn_rate, "bottleneck": bottleneck, "model_load": model_load, "goodput": goodput,
 }
 
 

@@ -24,18 +24,22 @@ SUGGESTIONS = {
     "cold_start": "slow cold start: warm up before taking traffic (preload weights, keep a warm standby, "
                   "cache compiled graphs)",
 }
+#: The suggestion (above) for each slow cause (llm_requests.Cause).
+CAUSE_PHASE = {"queued": "queue", "prefill": "prefill", "decode": "decode", "preempted": "queue"}
 FAILURE_STATUSES = frozenset({"error", "timeout"})
 
 #: Events of each SLO kind, as (bad, total) expressions over a rollup row (``llm_requests_1m`` columns): the error SLO
 #: counts errors and timeouts among requests that were not aborted by their client; the latency SLO counts requests
-#: whose TTFT level is SLOW or BOTTLENECK (value above its threshold) among requests with a TTFT. The evaluator
-#: (:func:`slo_events`) and the Grafana SLO panel read these same definitions.
+#: whose TTFT level is SLOW or BOTTLENECK (value above its threshold) among requests with a TTFT; the goodput SLO
+#: counts requests that did not meet every SLO of their model (``Good``, migration 0134) among all requests. The
+#: evaluator (:func:`slo_events`) and the Grafana SLO panel read these same definitions.
 SLO_EVENTS = {
     "error": ("Errors + Timeouts", "Requests - Aborts"),
     "latency": ("TTFTOver", "TTFTCount"),
+    "goodput": ("Requests - Good", "Requests"),
 }
 _SLO_KEYS = {"Errors": "errors", "Timeouts": "timeouts", "Requests": "requests", "Aborts": "aborts",
-             "TTFTOver": "ttft_over", "TTFTCount": "ttft_count"}
+             "TTFTOver": "ttft_over", "TTFTCount": "ttft_count", "Good": "good"}
 
 
 def slo_events(slo: str, metrics: dict | None) -> tuple[int, int]:

@@ -7,7 +7,10 @@ Definitions (all latencies seconds):
 - success rate = ok / requests; error / abort / timeout rate = that status / requests;
 - cache-hit rate = requests with ``CachedTokens > 0`` / requests (vLLM prefix-cache hits);
 - SLA compliance = requests whose e2e ≤ ``sla_seconds`` / requests (a request without e2e is not compliant);
-  "95% of requests under X s" holds when compliance ≥ 0.95.
+  "95% of requests under X s" holds when compliance ≥ 0.95;
+- goodput (DistServe, Zhong et al., OSDI 2024): requests that met every latency SLO of their model (``Good``,
+  migration 0134) per second of the window; goodput ratio = good / requests; throughput = requests per second;
+- causes: requests per ``Cause`` (ok, queued, prefill, decode, preempted, aborted, error; migration 0134).
 
 :func:`summarize` / :func:`window_stats` are the reference (pure Python); :func:`current_stats` computes the same over
 raw ``llm_requests`` in ClickHouse; :func:`rollup_window` / :func:`history` read the 1m/1h rollups (counts and sums
@@ -23,6 +26,9 @@ from typing import Any, Iterable, Sequence
 from vllm_otel_collector.analytics import histogram as H
 
 LATENCIES = ("TTFT", "TPOT", "E2E", "Queue")
+#: The values of ``llm_requests.Cause``; the slow ones have rollup columns ``Cause<Name>``.
+CAUSES = ("ok", "queued", "prefill", "decode", "preempted", "aborted", "error")
+SLOW_CAUSES = ("queued", "prefill", "decode", "preempted")
 QUANTILES = (0.5, 0.9, 0.95, 0.99)
 
 
@@ -61,11 +67,26 @@ def _rates(requests: int, ok: int, errors: int, aborts: int, timeouts: int, cach
                     "met": None if compliance is None else compliance >= sla_target}}
 
 
-def window_stats(rows: Iterable[dict], sla_seconds: float = 2.0, sla_target: float = 0.95) -> dict[str, Any]:
-    """Statistics of one group of ``llm_requests`` rows (dicts with the table's column names).
+def goodput(requests: int, good: int, slow: dict[str, int], aborted: int, errors: int,
+            window_seconds: float) -> dict[str, Any]:
+    """``{"goodput": {good, ratio, per_second, throughput}, "causes": {cause: count}}``: ``ratio`` = good / requests
+    (``None`` without requests); ``per_second`` and ``throughput`` (requests/s) over ``window_seconds``; causes from
+    the slow-cause counts ``slow`` plus aborted and errors (error + timeout); ok = the rest."""
+    causes = {"ok": requests - sum(slow.values()) - aborted - errors, **{c: slow.get(c, 0) for c in SLOW_CAUSES},
+              "aborted": aborted, "error": errors}
+    w = max(float(window_seconds), 1e-9)
+    return {"goodput": {"good": good, "ratio": good / requests if requests else None, "per_second": good / w,
+                        "throughput": requests / w}, "causes": causes}
+
+
+def window_stats(rows: Iterable[dict], sla_seconds: float = 2.0, sla_target: float = 0.95,
+                 window_seconds: float = 1.0) -> dict[str, Any]:
+    """Statistics of one group of ``llm_requests`` rows (dicts with the table's column names) of a window of
+    ``window_seconds``.
 
     Returns ``{requests, success_rate, error_rate, abort_rate, timeout_rate, cache_hit_rate, sla: {seconds, target,
-    compliance, met}, tokens: {input, output, cached}, latency: {ttft|tpot|e2e|queue: summarize(...)}}``.
+    compliance, met}, tokens: {input, output, cached}, latency: {ttft|tpot|e2e|queue: summarize(...)}, goodput:
+    {good, ratio, per_second, throughput}, causes: {cause: count}}``.
     """
     rows = list(rows)
     status = [r["Status"] for r in rows]
@@ -75,6 +96,9 @@ def window_stats(rows: Iterable[dict], sla_seconds: float = 2.0, sla_target: flo
     out["tokens"] = {"input": sum(r["InputTokens"] for r in rows), "output": sum(r["OutputTokens"] for r in rows),
                      "cached": sum(r["CachedTokens"] for r in rows)}
     out["latency"] = {m.lower(): summarize(r[m] for r in rows) for m in LATENCIES}
+    causes = [r["Cause"] for r in rows]
+    out.update(goodput(len(rows), sum(1 for r in rows if r["Good"]), {c: causes.count(c) for c in SLOW_CAUSES},
+                       causes.count("aborted"), causes.count("error"), window_seconds))
     return out
 
 
@@ -114,7 +138,8 @@ def current_stats(store, since: float, until: float, sla_seconds: float = 2.0, s
     sql = (
         "SELECT ServiceName, Model, Operation, count(), countIf(Status = 'ok'), countIf(Status = 'error'), "
         "countIf(Status = 'abort'), countIf(Status = 'timeout'), countIf(CachedTokens > 0), "
-        "countIf(E2E <= {sla:Float64}), sum(InputTokens), sum(OutputTokens), sum(CachedTokens), " + lat +
+        "countIf(E2E <= {sla:Float64}), sum(InputTokens), sum(OutputTokens), sum(CachedTokens), " + lat + ", "
+        "countIf(Good = 1), " + ", ".join(f"countIf(Cause = '{c}')" for c in SLOW_CAUSES + ("aborted", "error")) +
         " FROM llm_requests WHERE Timestamp >= toDateTime64({since:Float64}, 9) "
         "AND Timestamp < toDateTime64({until:Float64}, 9) AND " + _FILTERS +
         " GROUP BY ServiceName, Model, Operation ORDER BY ServiceName, Model, Operation")
@@ -126,6 +151,8 @@ def current_stats(store, since: float, until: float, sla_seconds: float = 2.0, s
         item = {"service": svc, "model": mdl, "operation": op}
         item.update(_rates(n, ok, err, ab, to, hits, compliant, sla_seconds, sla_target))
         item["tokens"] = {"input": tin, "output": tout, "cached": tcached}
+        good, *slow = row[13 + 6 * len(LATENCIES):]
+        item.update(goodput(n, good, dict(zip(SLOW_CAUSES, slow)), slow[-2], slow[-1], float(until) - float(since)))
         item["latency"] = {}
         for k, m in enumerate(LATENCIES):
             cnt, avg, mn, mx, qs, std = row[13 + 6 * k: 19 + 6 * k]
@@ -154,6 +181,7 @@ _ROLLUP_COLUMNS = (
     + ", ".join(f"sum({m}Count), sum({m}Sum)" for m in LATENCIES + ("Prefill", "Decode", "TokensPerSecond")) + ", "
     + ", ".join(f"sum({m}Over), max({m}Max)" for m in LATENCIES) + ", "
     + ", ".join(f"sumMap({m}Hist)" for m in H.METRICS)  # merged histograms; quantiles in Python (cheaper to plan)
+    + ", sum(Good), " + ", ".join(f"sum(Cause{c.capitalize()})" for c in SLOW_CAUSES)
 )
 _GROUPINGS = {
     "service_model": ("ServiceName", "Model"),
@@ -186,6 +214,10 @@ def _rollup_metrics(vals: Sequence[Any], window_seconds: float) -> dict[str, Any
         pos += 1
         for q in QUANTILES:
             m[f"{key}_p{round(q * 100)}"] = H.quantile(hist, q)
+    extra = goodput(n, vals[pos], dict(zip(SLOW_CAUSES, vals[pos + 1:pos + 5])), ab, err + to, window_seconds)
+    m["good"], m["goodput_ratio"] = extra["goodput"]["good"], extra["goodput"]["ratio"]
+    m["goodput_per_second"], m["throughput"] = extra["goodput"]["per_second"], extra["goodput"]["throughput"]
+    m["causes"] = extra["causes"]
     return m
 
 

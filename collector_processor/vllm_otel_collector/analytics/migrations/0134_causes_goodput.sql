@@ -14,7 +14,8 @@
 --   SLOTPOT (a request with < 2 output tokens has no TPOT and meets it) -- goodput, DistServe (OSDI 2024);
 -- * BaselineQueue / BaselinePrefill / BaselineTPOT: the medians (seconds) of the model's ok requests of the same
 --   prompt-length bucket (2^(b-1) < prompt tokens <= 2^b) over the baseline window, from llm_baselines (refreshed
---   every minute below); the model-wide row (bucket 255) when the bucket has too few requests; NULL when neither;
+--   every minute below); the model-wide row (bucket 255) when the bucket has too few requests; NULL when neither
+--   (or when that median has no value);
 -- * Cause: error (error/timeout), aborted, else ok unless the request was slow: it missed its TTFT or TPOT SLO, or its
 --   E2E exceeded factor x (baseline queue + prefill + TPOT x (output tokens - 1)) + slack (settings
 --   analytics.cause_slow_factor, default 2, and analytics.cause_min_excess_seconds, default 0.05). A slow request is
@@ -227,16 +228,17 @@ FROM (
         toUInt8(if(InputTokens <= 1, 0, ceil(log2(toFloat64(InputTokens))))) AS prompt_bucket,
         indexOf(bl.1, tuple(Model, prompt_bucket)) AS bl_exact,
         if(bl_exact > 0, bl_exact, indexOf(bl.1, tuple(Model, toUInt8(255)))) AS bl_i,
-        if(bl_i > 0, bl.2[bl_i], NULL) AS BaselineQueue,
-        if(bl_i > 0, bl.3[bl_i], NULL) AS BaselinePrefill,
+        if(bl_i > 0 AND bl.2[bl_i] >= 0, bl.2[bl_i], NULL) AS BaselineQueue,
+        if(bl_i > 0 AND bl.3[bl_i] >= 0, bl.3[bl_i], NULL) AS BaselinePrefill,
         if(bl_i > 0 AND bl.4[bl_i] >= 0, bl.4[bl_i], NULL) AS BaselineTPOT,
+        isNotNull(BaselineQueue) OR isNotNull(BaselinePrefill) OR isNotNull(BaselineTPOT) AS has_baseline,
         ifNull(toFloat64(Queue), 0) AS q_s, ifNull(toFloat64(Prefill), 0) AS p_s, ifNull(toFloat64(Decode), 0) AS d_s,
         greatest(toFloat64(OutputTokens) - 1, 0) AS steps,
         ifNull(toFloat64(BaselineQueue), 0) + ifNull(toFloat64(BaselinePrefill), 0)
             + ifNull(toFloat64(BaselineTPOT), 0) * steps AS expected_e2e,
         SLOTTFT > 0 AND ifNull(TTFT > SLOTTFT, 0) AS ttft_missed,
         SLOTPOT > 0 AND ifNull(TPOT > SLOTPOT, 0) AS tpot_missed,
-        bl_i > 0 AND ifNull(toFloat64(E2E), 0) > cs.1 * expected_e2e + cs.2 AS baseline_slow,
+        has_baseline AND ifNull(toFloat64(E2E), 0) > cs.1 * expected_e2e + cs.2 AS baseline_slow,
         q_s - ifNull(toFloat64(BaselineQueue), 0) AS excess_queue,
         p_s - ifNull(toFloat64(BaselinePrefill), 0) AS excess_prefill,
         d_s - ifNull(toFloat64(BaselineTPOT), 0) * steps AS excess_decode,
