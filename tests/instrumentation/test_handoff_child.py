@@ -60,7 +60,8 @@ def raw_records(draw) -> tuple:
     capture = draw(st.one_of(st.none(), st.tuples(
         OPT_I, st.one_of(st.none(), FLOATS), FLOATS, INTS, INTS, OPT_I, TEXT, st.one_of(st.none(), TEXT),
         st.one_of(st.none(), TEXT), st.booleans(), st.one_of(st.none(), TEXT), st.one_of(st.none(), st.booleans()),
-        st.sampled_from([SpanKind.SERVER.value, SpanKind.INTERNAL.value]), st.floats(0, 4e9))))
+        st.sampled_from([SpanKind.SERVER.value, SpanKind.INTERNAL.value]), st.floats(0, 4e9),
+        st.one_of(st.none(), st.tuples(st.one_of(INTS, FLOATS), st.one_of(INTS, FLOATS), FLOATS)))))
     parent = draw(st.one_of(st.none(), st.tuples(st.integers(1, 2**128 - 1), st.integers(1, 2**64 - 1),
                                                  st.sampled_from([0, 1]), st.booleans(), st.just(""))))
     return (parent, None, capture, raw)

@@ -237,6 +237,134 @@ def test_spans_and_metrics_built_where_configured(served, request):
     assert "auto_instrumentation" not in child.environ().get("PYTHONPATH", "")
 
 
+async def _gauges(client: httpx.AsyncClient, base: str) -> dict[str, float]:
+    """vLLM's own ``/metrics`` gauges of the engine state (one engine): running, waiting, KV-cache usage."""
+    text = (await client.get(f"{base}/metrics")).text
+    out = {}
+    for name in ("vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc"):
+        out[name] = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{"))
+    return out
+
+
+async def _until(client: httpx.AsyncClient, base: str, predicate, timeout: float = 120.0) -> dict[str, float]:
+    """Poll ``/metrics`` until ``predicate(gauges)`` holds (a condition, with a generous deadline)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        g = await _gauges(client, base)
+        if predicate(g):
+            return g
+        assert time.monotonic() < deadline, f"engine state never reached: {g}"
+        await asyncio.sleep(0.05)
+
+
+class _LongStream:
+    """A streaming chat of LONG tokens that keeps the engine busy: ``started`` once its first token arrived; closed
+    (a client disconnect: vLLM aborts it) when ``stop`` is set."""
+
+    def __init__(self, client: httpx.AsyncClient, base: str, model: str) -> None:
+        self.started, self.stop, self.id = asyncio.Event(), asyncio.Event(), None
+        self.task = asyncio.create_task(self._run(client, base, model))
+
+    async def _run(self, client, base, model):
+        body = {"model": model, "messages": [{"role": "user", "content": "keep the engine busy"}],
+                "max_tokens": LONG, "stream": True, "ignore_eos": True, "return_token_ids": True}
+        async with client.stream("POST", f"{base}/v1/chat/completions", json=body) as resp:
+            async for line in resp.aiter_lines():
+                if line.startswith("data: ") and line != "data: [DONE]":
+                    chunk = json.loads(line[6:])
+                    self.id = chunk["id"]
+                    if any(c.get("token_ids") for c in chunk.get("choices", [])):
+                        self.started.set()
+                if self.stop.is_set():
+                    break
+
+
+def _arrival_of(span) -> tuple:
+    a = span.attributes
+    return (a.get(sc.VLLM_ARRIVAL_RUNNING), a.get(sc.VLLM_ARRIVAL_WAITING), a.get(sc.VLLM_ARRIVAL_KV_CACHE_USAGE))
+
+
+def _check_arrival_ranges(spans, max_num_seqs: int) -> None:
+    for s in spans:
+        running, waiting, kv = _arrival_of(s)
+        assert (running is None) == (waiting is None)  # both or neither: stats delivered or not
+        if running is not None:
+            assert 0 <= running <= max_num_seqs and waiting >= 0, _arrival_of(s)
+        if kv is not None:
+            assert 0.0 <= kv <= 1.0
+
+
+def test_engine_state_at_arrival(served):
+    """``vllm.request.arrival.*``: a request added while exactly one other runs (its first token seen, vLLM's
+    ``/metrics`` showing 1 running and 0 waiting) sees exactly that, with the KV cache in use."""
+    receiver, base, model = served
+
+    async def run():
+        async with httpx.AsyncClient(timeout=120) as client:
+            busy = _LongStream(client, base, model)
+            await asyncio.wait_for(busy.started.wait(), 120)
+            await _until(client, base, lambda g: g["vllm:num_requests_running"] == 1
+                         and g["vllm:num_requests_waiting"] == 0)
+            probe = (await client.post(f"{base}/v1/completions", json={
+                "model": model, "prompt": "how busy are you", "max_tokens": 3, "ignore_eos": True})).json()
+            busy.stop.set()
+            await busy.task
+            return busy.id, probe["id"]
+
+    busy_id, probe_id = asyncio.run(run())
+    spans = receiver.wait_for(lambda ss: len(_server_spans(ss, {busy_id, probe_id})) == 2, timeout=60)
+    by_id = {s.attributes[sc.RESPONSE_ID]: s for s in _server_spans(spans, {busy_id, probe_id})}
+    running, waiting, kv = _arrival_of(by_id[probe_id])
+    assert (running, waiting) == (1, 0) and 0.0 < kv <= 1.0
+    _check_arrival_ranges(by_id.values(), 64)
+
+
+@pytest.fixture(scope="module")
+def one_seq(tiny_model_dir, tmp_path_factory):
+    """A 1-sequence engine (``--max-num-seqs 1``), telemetry child mode: every other request waits."""
+    log = tmp_path_factory.mktemp("one_seq") / "server.log"
+    with instrumented_server(tiny_model_dir, log, [], {"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "fastapi"},
+                             metrics=False, served_name=None, max_num_seqs=1) as (receiver, base):
+        yield receiver, base, httpx.get(f"{base}/v1/models").json()["data"][0]["id"]
+
+
+def test_engine_state_at_arrival_on_a_one_sequence_engine(one_seq):
+    """Against ``max_num_seqs=1``: B added behind a running A sees (1 running, 0 waiting); C added once vLLM reports
+    B waiting sees (1, 1); then N concurrent requests: every one sees running <= 1, 0 <= kv <= 1, and the state is
+    present (vLLM delivered stats before them)."""
+    receiver, base, model = one_seq
+
+    async def complete(client, prompt):
+        return (await client.post(f"{base}/v1/completions", json={
+            "model": model, "prompt": prompt, "max_tokens": 4, "ignore_eos": True})).json()["id"]
+
+    async def run():
+        async with httpx.AsyncClient(timeout=300, limits=httpx.Limits(max_connections=20)) as client:
+            busy = _LongStream(client, base, model)
+            await asyncio.wait_for(busy.started.wait(), 120)
+            await _until(client, base, lambda g: g["vllm:num_requests_running"] == 1)
+            b = asyncio.create_task(complete(client, "second in line"))
+            await _until(client, base, lambda g: g["vllm:num_requests_waiting"] == 1)
+            c = asyncio.create_task(complete(client, "third in line"))
+            await _until(client, base, lambda g: g["vllm:num_requests_waiting"] == 2)
+            busy.stop.set()
+            await busy.task
+            ids = [await b, await c]
+            burst = await asyncio.gather(*[complete(client, f"burst {i}") for i in range(8)])
+            return busy.id, ids, burst
+
+    busy_id, (b_id, c_id), burst = asyncio.run(run())
+    ids = {busy_id, b_id, c_id, *burst}
+    spans = receiver.wait_for(lambda ss: len(_server_spans(ss, ids)) == len(ids), timeout=120)
+    by_id = {s.attributes[sc.RESPONSE_ID]: s for s in _server_spans(spans, ids)}
+    b_running, b_waiting, b_kv = _arrival_of(by_id[b_id])
+    c_running, c_waiting, c_kv = _arrival_of(by_id[c_id])
+    assert (b_running, b_waiting) == (1, 0) and 0.0 < b_kv <= 1.0
+    assert (c_running, c_waiting) == (1, 1) and 0.0 < c_kv <= 1.0
+    assert all(_arrival_of(by_id[i])[0] is not None for i in burst)
+    _check_arrival_ranges(by_id.values(), 1)
+
+
 def test_killed_child_is_restarted(served, request, tmp_path_factory):
     """SIGKILL the telemetry child under a running server: the requests after it succeed and their spans arrive
     (written by the server itself until the restart); a new child comes back after the backoff, the restart and the

@@ -162,6 +162,7 @@ class VLLMInstrumentor(BaseInstrumentor):
             if VLLMInstrumentor._patcher is not None:
                 VLLMInstrumentor._patcher.restore()
                 VLLMInstrumentor._patcher = None
+                hooks.model_load.unwatch_compile_fallback()  # the one non-patch hook (a log filter)
             if VLLMInstrumentor._exit is not None:
                 atexit.unregister(VLLMInstrumentor._exit)
                 VLLMInstrumentor._exit = None

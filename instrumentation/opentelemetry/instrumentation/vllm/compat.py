@@ -39,6 +39,7 @@ ENGINE_STAT_LOGGER = "engine metrics (stat logger)"
 ENGINE_REGISTRY = "engine metrics (registry)"
 OFFLINE_FLUSH = "offline flush"
 MODEL_LOAD = "model-load enrichment"
+ARRIVAL_STATE = "engine state at arrival"  # vllm.request.arrival.* (engine/arrival.py)
 
 OP = "vllm.v1.engine.output_processor"
 STATS = "vllm.v1.metrics.stats"
@@ -126,6 +127,16 @@ NEEDS: tuple[Need, ...] = (
     # -- engine metrics: vLLM's registry (engine/registry.py, engine/source.py)
     Need(ENGINE_REGISTRY, "vllm.v1.metrics.loggers", "PrometheusStatLogger"),
     Need(ENGINE_REGISTRY, "vllm.v1.metrics.prometheus", "get_prometheus_registry"),
+    # -- engine state at a request's arrival (engine/arrival.py; missing: the vllm.request.arrival.* attributes are
+    #    absent, one warning): vLLM's Prometheus logger's per-engine gauges and its record(), or our stat logger's
+    #    latest SchedulerStats; the request's data-parallel rank picks the engine (absent: the first engine)
+    Need(ARRIVAL_STATE, "vllm.v1.metrics.loggers", "PrometheusStatLogger",
+         attrs=("gauge_scheduler_running", "gauge_scheduler_waiting", "gauge_kv_cache_usage", "record")),
+    Need(ARRIVAL_STATE, "vllm.v1.metrics.loggers", "PrometheusStatLogger.record",
+         ((0, "scheduler_stats"), (3, "engine_idx"))),
+    Need(ARRIVAL_STATE, STATS, "SchedulerStats",
+         attrs=("num_running_reqs", "num_waiting_reqs", "num_skipped_waiting_reqs", "kv_cache_usage")),
+    Need(ARRIVAL_STATE, "vllm.v1.engine", "EngineCoreRequest", attrs=("data_parallel_rank",), optional=True),
     # -- offline flush (hooks/engines.py)
     Need(OFFLINE_FLUSH, "vllm.entrypoints.common.offline", "OfflineInferenceMixin._run_engine",
          alternatives=(("vllm.entrypoints.offline_utils", "OfflineInferenceMixin._run_engine"),)),  # vllm 0.29-0.31

@@ -6,9 +6,10 @@ in the API server and, because a custom logger is present, turns ``log_stats`` o
 :mod:`..hooks.engines`). It is an *aggregate* logger (one instance for all data-parallel engines of a frontend), so vLLM also
 forwards sleep-state changes and admission rejections to it.
 
-Cost on vLLM's event loop: ``record()`` runs once per engine step and only appends a tuple of references to vLLM's
-stats objects to a bounded queue (no conversion, no SDK call); everything else happens on the drain thread or at
-metric collection. It does nothing while the instrumentation is not active.
+Cost on vLLM's event loop: ``record()`` runs once per engine step and only keeps the latest ``SchedulerStats`` per
+engine (for :mod:`.arrival`) and appends a tuple of references to vLLM's stats objects to a bounded queue (no
+conversion, no SDK call); everything else happens on the drain thread or at metric collection. It queues nothing
+while the instrumentation is not active.
 """
 
 from __future__ import annotations
@@ -37,11 +38,16 @@ class VLLMOtelStatLogger(AggregateStatLoggerBase):
         self.engine_indexes = list(engine_indexes or [0])
         self.info = EngineInfo.from_vllm_config(vllm_config, self.engine_indexes)
         self.model = self.info.model
+        #: engine index -> the latest ``SchedulerStats`` (the engine state a request arriving now sees:
+        #: :mod:`.arrival`, where vLLM's Prometheus logger is absent)
+        self.latest_scheduler_stats: dict[int, Any] = {}
         self._enqueue((INIT, self.info, None))
 
     @timed("stat_logger.record")
     def record(self, scheduler_stats: Any, iteration_stats: Any, mm_cache_stats: Any = None,
                engine_idx: int = 0) -> None:
+        if scheduler_stats is not None:
+            self.latest_scheduler_stats[engine_idx] = scheduler_stats
         if state.instruments() is None:
             return
         self.aggregator.put((STEP, self.info, engine_idx, scheduler_stats, iteration_stats, mm_cache_stats))

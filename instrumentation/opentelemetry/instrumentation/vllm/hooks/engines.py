@@ -1,7 +1,8 @@
 """Hooks on engine construction (``AsyncLLM``, ``LLMEngine``) and the offline ``LLM``'s run loop: label the output
 processor with the served model name, ask for per-request spec-decode stats, attach our stat logger to the offline
 engine (the server's comes from the ``vllm.stat_logger_plugins`` entry point) and then choose the engine metric
-source (:func:`..engine.source.choose`: vLLM's registry takes our stat logger out of the loop), and drain the request writer when an
+source (:func:`..engine.source.choose`: vLLM's registry takes our stat logger out of the loop) and the readers of the
+engine state at a request's arrival (:func:`..engine.arrival.attach`), and drain the request writer when an
 offline call returns (its request spans have ended then).
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from opentelemetry.instrumentation.vllm import compat, state
+from opentelemetry.instrumentation.vllm.engine import arrival
 from opentelemetry.instrumentation.vllm.engine.source import choose
 from opentelemetry.instrumentation.vllm.engine.table import served_model_name
 from opentelemetry.instrumentation.vllm.hooks.output_processor import scan_prefill
@@ -59,6 +61,7 @@ def _async_llm_init(wrapped, instance, args, kwargs):
     _label_engine(instance)
     client_index = arg(args, kwargs, 11, "client_index", 0)  # position as in vLLM 0.32 (keyword in from_vllm_config)
     choose(instance, client_index if isinstance(client_index, int) else 0)
+    arrival.attach(instance)  # after the choice: the logger list is final
     return result
 
 
@@ -96,6 +99,7 @@ def _llm_engine_init(wrapped, instance, args, kwargs):
         except Exception as exc:  # noqa: BLE001
             report_hook_error("engine.init", exc)
     choose(instance)
+    arrival.attach(instance)
     return result
 
 

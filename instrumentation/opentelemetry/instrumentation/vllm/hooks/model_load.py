@@ -12,11 +12,14 @@ spans ourselves (root named ``vllm.model_load``). Attributes (all in :mod:`.semc
 - "Prepare model": KV cache blocks and bytes, torch.compile seconds and cache hit/miss (vLLM's compilation counters),
   warmup seconds, CUDA-graph capture seconds (GPU only).
 - root: cold start seconds (process start → engine ready) and total load seconds.
+- compile-cache fallback (where cache hit/miss is set): when vLLM could not load its torch.compile AOT artifact and
+  compiled again, the artifact's path and vLLM's reason (:class:`CompileFallbackFilter`).
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import resource
 import time
@@ -172,8 +175,75 @@ def _compile_counters() -> tuple[int, int]:
 
 def _prepare_before(args: tuple, kwargs: dict) -> tuple[float, tuple[int, int]]:
     _scratch.pop("warmup_seconds", None)
+    _scratch.pop("compile_fallback", None)
     _scratch.pop("cuda_graph_seconds", None)
     return time.perf_counter(), _compile_counters()
+
+
+# ---- compile-cache fallback --------------------------------------------------------------------------------------
+#: vLLM's logger of the AOT-artifact load (``vllm/compilation/decorators.py``, ``_try_load_aot_compiled_fn``).
+COMPILE_LOGGER = "vllm.compilation.decorators"
+#: What every release's message says (0.29–0.31: ``"Compiling model again due to a load failure from %s, reason:
+#: %s"``; 0.32 adds a ``"%s"`` tag prefix): the path and the reason are its last two arguments.
+COMPILE_FALLBACK_MARK = "Compiling model again due to a load failure from"
+#: Longest reason kept (vLLM's reason is ``str(exception)``: a traceback-sized message is cut here).
+MAX_REASON_CHARS = 1024
+
+
+class CompileFallbackFilter(logging.Filter):
+    """A filter on vLLM's compilation logger that never drops a record: vLLM's warning that it could not load its
+    compiled artifact and compiles again is the only place its reason is observable (the exception is caught inside
+    vLLM), so the record's arguments — the artifact's path and the reason, verbatim — are kept for the span that
+    carries the compile cache hit/miss (``_scratch["compile_fallback"]``). Detected by the message's text, not a
+    version; a release that words it differently leaves the attributes absent. Needs vLLM's log level at WARNING or
+    below (the default, ``VLLM_LOGGING_LEVEL=INFO``): a logger that discards warnings runs no filter."""
+
+    def __init__(self) -> None:
+        super().__init__(name="vllm-otel.compile-fallback")
+        self.active = True
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            if self.active and isinstance(record.msg, str) and COMPILE_FALLBACK_MARK in record.msg:
+                args = record.args if isinstance(record.args, tuple) else ()
+                if len(args) >= 2:
+                    _scratch["compile_fallback"] = (str(args[-2]), str(args[-1])[:MAX_REASON_CHARS])
+        except Exception as exc:  # noqa: BLE001 - never into vLLM's logging
+            report_hook_error("model_load.compile_fallback", exc)
+        return True
+
+
+_fallback_filter: CompileFallbackFilter | None = None
+
+
+def watch_compile_fallback() -> CompileFallbackFilter:
+    """Attach the process's :class:`CompileFallbackFilter` to vLLM's compilation logger (once; the logger object is
+    the one vLLM's ``init_logger`` returns later, importing nothing of vLLM here)."""
+    global _fallback_filter
+    if _fallback_filter is None:
+        _fallback_filter = CompileFallbackFilter()
+        logging.getLogger(COMPILE_LOGGER).addFilter(_fallback_filter)
+    _fallback_filter.active = True
+    return _fallback_filter
+
+
+def unwatch_compile_fallback() -> None:
+    global _fallback_filter
+    if _fallback_filter is not None:
+        logging.getLogger(COMPILE_LOGGER).removeFilter(_fallback_filter)
+        _fallback_filter.active = False
+        _fallback_filter = None
+
+
+def _compile_cache_attrs(span: Any, hit: bool) -> None:
+    """``vllm.compile.cache_hit`` and, after a fallback in this process, where vLLM looked and why it compiled again
+    (cache_hit is then false)."""
+    fallback = _scratch.get("compile_fallback")
+    if fallback is not None:
+        span.set_attributes({sc.LOAD_COMPILE_CACHE_PATH: fallback[0],
+                             sc.LOAD_COMPILE_CACHE_FALLBACK_REASON: fallback[1]})
+        hit = False
+    span.set_attribute(sc.LOAD_COMPILE_CACHE_HIT, hit)
 
 
 def _prepare_after(span: Any, token: Any, kv_cache_config: Any, args: tuple, kwargs: dict) -> None:
@@ -189,7 +259,8 @@ def _prepare_after(span: Any, token: Any, kv_cache_config: Any, args: tuple, kwa
         span.set_attribute(sc.LOAD_COMPILE_SECONDS, float(compile_time))
     # The counters are per process: they only tell hit/miss when compilation ran in this one (uniproc executor).
     if compiles1 > compiles0 or loads1 > loads0:
-        span.set_attribute(sc.LOAD_COMPILE_CACHE_HIT, loads1 > loads0 and compiles1 == compiles0)
+        _compile_cache_attrs(span, loads1 > loads0 and compiles1 == compiles0)
+    _scratch.pop("compile_fallback", None)
     if "warmup_seconds" in _scratch:
         span.set_attribute(sc.LOAD_WARMUP_SECONDS, _scratch.pop("warmup_seconds"))
     if "cuda_graph_seconds" in _scratch:
@@ -211,7 +282,7 @@ def _warmup_after(span: Any, token: Any, result: Any, args: tuple, kwargs: dict)
     config = getattr(getattr(runner, "vllm_config", None), "compilation_config", None)
     compile_s = float(getattr(config, "compilation_time", 0.0) or 0.0) or (time.perf_counter() - t0)
     span.set_attribute(sc.LOAD_COMPILE_SECONDS, compile_s)
-    span.set_attribute(sc.LOAD_COMPILE_CACHE_HIT, loads1 > loads0 and compiles1 == compiles0)
+    _compile_cache_attrs(span, loads1 > loads0 and compiles1 == compiles0)
 
 
 # ---- root ("Overall Loading") ---------------------------------------------------------------------------------------
@@ -229,6 +300,7 @@ def _root_after(span: Any, t0: float, result: Any, args: tuple, kwargs: dict) ->
 def install(patcher: Patcher) -> None:
     """Register the model-load patches (applied when each vLLM module is imported, in whichever process)."""
     f = compat.MODEL_LOAD
+    watch_compile_fallback()  # a log filter, no patch: vLLM's reason is only in its warning
     patcher.replace("vllm.v1.engine.core_client", "EngineCoreClient.make_async_mp_client",
                     _step(sc.NATIVE_SPAN_MODEL_LOAD_ROOT, sc.SPAN_MODEL_LOAD, None, _root_after), f)
     patcher.replace("vllm.model_executor.model_loader.base_loader", "BaseModelLoader.load_model",

@@ -90,6 +90,9 @@ class Capture(NamedTuple):
     headers: Any
     kind: SpanKind
     arrival: float
+    #: ``(running, waiting, kv usage)`` as vLLM last delivered them to this process for the request's engine (raw:
+    #: gauge floats or ``SchedulerStats`` values; :mod:`..engine.arrival`), or None: no stats delivered yet
+    engine_state: tuple | None = None
 
 
 def build_plan(c: Capture, operation: str, model: str) -> SpanPlan:
@@ -99,7 +102,7 @@ def build_plan(c: Capture, operation: str, model: str) -> SpanPlan:
 
 #: :func:`raw_capture`'s fields, in order (plain values: the wire carries them to the telemetry child).
 RAW_CAPTURE = ("max_tokens", "temperature", "top_p", "top_k", "n", "seed", "request_id", "lora_name", "prompt",
-               "async_engine", "response_id", "stream", "kind", "arrival")
+               "async_engine", "response_id", "stream", "kind", "arrival", "engine_state")
 
 
 def raw_capture(c: Capture) -> tuple:
@@ -114,13 +117,13 @@ def raw_capture(c: Capture) -> tuple:
     return (*params, c.parent_request_id if c.parent_request_id is not None else c.request_id, c.lora_name,
             c.prompt or None, c.async_engine, info.response_id if info is not None else None,
             (info.stream if info is not None else False),  # offline LLM (no info): whole outputs
-            c.kind.value, c.arrival)
+            c.kind.value, c.arrival, c.engine_state)
 
 
 def plan_from_raw(raw: tuple, operation: str, model: str) -> SpanPlan:
     """The span plan of a :func:`raw_capture` tuple; raises ``ValueError``/``TypeError`` on a malformed one."""
     (max_tokens, temperature, top_p, top_k, n, seed, request_id, lora_name, prompt, async_engine, response_id,
-     stream, kind, arrival) = raw
+     stream, kind, arrival, engine_state) = raw
     attrs: dict[str, Any] = {
         sc.OPERATION_NAME: operation,
         sc.PROVIDER_NAME: sc.PROVIDER_VLLM,
@@ -143,10 +146,28 @@ def plan_from_raw(raw: tuple, operation: str, model: str) -> SpanPlan:
             attrs[sc.REQUEST_SEED] = int(seed)
     if lora_name is not None:
         attrs[sc.VLLM_LORA_NAME] = lora_name
+    if engine_state is not None:
+        attrs.update(arrival_attrs(engine_state))
     if prompt:
         attrs[sc.INPUT_MESSAGES] = json.dumps(
             [{"role": "user", "parts": [{"type": "text", "content": prompt}]}], ensure_ascii=False)
     return SpanPlan(f"{operation} {model}".strip(), to_ns(arrival), attrs, SpanKind(kind))
+
+
+def arrival_attrs(engine_state: Any) -> dict[str, Any]:
+    """The ``vllm.request.arrival.*`` attributes of a raw ``(running, waiting, kv usage)`` (:mod:`..engine.arrival`):
+    counts as ints when they are whole, finite, in ``[0, 2**63)``; the KV-cache usage as a float when finite in
+    ``[0, 1]``; anything else (NaN, ±Inf, negative, not a number) is absent, never guessed. Raises ``ValueError`` on a
+    tuple of the wrong length."""
+    running, waiting, kv = engine_state
+    out: dict[str, Any] = {}
+    for key, value in ((sc.VLLM_ARRIVAL_RUNNING, running), (sc.VLLM_ARRIVAL_WAITING, waiting)):
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
+                and 0 <= value < 2**63 and value == int(value):
+            out[key] = int(value)
+    if isinstance(kv, (int, float)) and not isinstance(kv, bool) and math.isfinite(kv) and 0.0 <= kv <= 1.0:
+        out[sc.VLLM_ARRIVAL_KV_CACHE_USAGE] = float(kv)
+    return out
 
 
 def context_from_headers(headers: Any) -> Any:

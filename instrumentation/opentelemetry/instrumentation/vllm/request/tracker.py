@@ -135,12 +135,15 @@ class RequestTracker:
                     kind = SpanKind.INTERNAL  # a local span already stands for the incoming request
             else:
                 headers = request.trace_headers or (info.trace_headers if info is not None else None)
+            engines = getattr(processor, "_otel_arrival", None)  # engine/arrival.py: vLLM's latest stats
             capture = Capture(request.sampling_params, request.external_req_id or rid,
                                parent_req.external_req_id if parent_req is not None else None,
                                parent_req.n if parent_req is not None else None,
                                getattr(getattr(request, "lora_request", None), "lora_name", None),
                                prompt if self._settings.capture_content else None,
-                               req_state.queue is not None, info, parent_ctx, headers, kind, arrival)
+                               req_state.queue is not None, info, parent_ctx, headers, kind, arrival,
+                               engines.read(getattr(request, "data_parallel_rank", None))
+                               if engines is not None else None)
         entry = _Entry(key, capture, id(processor), arrival, time.monotonic() + self._settings.request_timeout_s,
                        operation, model)
         entry.states.append(req_state)
