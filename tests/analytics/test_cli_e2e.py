@@ -32,7 +32,8 @@ def send(port: int, n: int) -> list[str]:
                 sc.OPERATION_NAME: "chat", sc.RESPONSE_MODEL: "m-e2e", sc.LATENCY_TTFT: 0.05 * (i + 1),
                 sc.LATENCY_E2E: 0.5 + 0.1 * i, sc.LATENCY_QUEUE: 0.01, sc.LATENCY_PREFILL: 0.04,
                 sc.LATENCY_DECODE: 0.4, sc.USAGE_INPUT_TOKENS: 10, sc.USAGE_OUTPUT_TOKENS: 5,
-                sc.VLLM_FINISH_REASON: "error" if failed else "stop"})
+                sc.VLLM_FINISH_REASON: "error" if failed else "stop", sc.VLLM_REQUEST_ID: f"chatcmpl-{i}",
+                sc.VLLM_ARRIVAL_RUNNING: i, sc.VLLM_ARRIVAL_WAITING: 2 * i, sc.VLLM_ARRIVAL_KV_CACHE_USAGE: 0.25})
             if failed:
                 span.set_status(Status(StatusCode.ERROR, "engine died"))
             trace_ids.append(f"{span.get_span_context().trace_id:032x}")
@@ -81,6 +82,28 @@ def test_spans_to_cli(collector, capsys, tmp_path):
     assert pq.read_table(out).num_rows == 8
     assert main(["alerts", "--api", api, "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == {"state": "firing", "alerts": []}
+
+    # explain: by trace id and by request id the same answer; TTFT 0.4 s, E2E 1.2 s, TPOT 0.1 s: within the SLOs
+    assert main(["explain", trace_ids[7], "--api", api, "--json"]) == 0
+    by_trace = json.loads(capsys.readouterr().out)
+    assert main(["explain", "chatcmpl-7", "--api", api, "--json", "--jaeger-url", "http://jaeger:16686/"]) == 0
+    by_id = json.loads(capsys.readouterr().out)
+    assert by_trace["jaeger_url"] == f"http://localhost:16686/trace/{trace_ids[7]}"
+    assert by_id["jaeger_url"] == f"http://jaeger:16686/trace/{trace_ids[7]}"
+    assert {k: v for k, v in by_trace.items() if k != "jaeger_url"} == {k: v for k, v in by_id.items()
+                                                                       if k != "jaeger_url"}
+    assert (by_id["cause"], by_id["status"], by_id["request_id"]) == ("error", "error", "chatcmpl-7")
+    assert by_id["arrival"] == {"running": 7, "waiting": 14, "kv_cache_usage": 0.25}
+    assert [t["phase"] for t in by_id["timeline"]] == ["queue", "prefill", "decode"]
+    assert by_id["timeline"][2]["start"] == pytest.approx(0.05)
+    assert main(["explain", "chatcmpl-6", "--api", api]) == 0
+    text = capsys.readouterr().out
+    assert "ok — ok: met its SLOs" in text and "7 waiting" not in text and "6 running, 12 waiting" in text
+    assert f"http://localhost:16686/trace/{trace_ids[6]}" in text
+    assert main(["explain", "no-such-request", "--api", api]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no request or engine start with id 'no-such-request'" in err
+    assert main(["explain", "x" * 300, "--api", api]) == 2
 
 
 def test_cli_user_errors(capsys):

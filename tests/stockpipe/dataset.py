@@ -43,6 +43,16 @@ HOSTILE = {
 }
 
 
+def hold_baselines(store) -> None:
+    """Stop ClickHouse's baseline refresh (migration 0134) in ``store`` and set one fixed baseline for :data:`MODEL`:
+    both pipelines then derive causes against the same baseline whenever their inserts happen (a refresh between
+    the two sides' inserts would change one side's causes only), and the baseline rules are part of the comparison."""
+    store.command("SYSTEM STOP VIEW llm_baselines_mv")
+    store.command("TRUNCATE TABLE llm_baselines")
+    store.insert("llm_baselines", {"Model": [MODEL], "PromptBucket": [255], "Requests": [50], "Queue": [0.05],
+                                   "Prefill": [0.1], "TPOT": [0.02], "Until": [0]})
+
+
 def _sdk_request_bodies(now: int, n: int = 150, span_s: int = 90 * 60, per_body: int = 40) -> list[bytes]:
     """The views' serving mix as SDK spans, encoded by the SDK's OTLP encoder ``per_body`` spans per request."""
     from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans

@@ -23,7 +23,7 @@ from vllm_otel_collector.views import grafana
 from vllm_otel_collector.views.data import collect
 
 from . import contrib_exporter as X
-from .dataset import metric_bodies, now_s, through_our_collector, through_the_exporter, trace_bodies
+from .dataset import hold_baselines, metric_bodies, now_s, through_our_collector, through_the_exporter, trace_bodies
 
 SNAPSHOTS = {
     "llm_requests": "SELECT * FROM llm_requests ORDER BY SpanId",
@@ -76,6 +76,7 @@ def stores(tmp_path_factory):
                       analytics={"evaluation_interval_seconds": 86400})
     ours = Collector(cfg).start()
     assert ours.wait_ready(60)
+    hold_baselines(ours.store)
     through_our_collector(ours, traces, metrics)
     out = {"ours": ours.store}
     made = []
@@ -85,6 +86,7 @@ def stores(tmp_path_factory):
         X.create_exporter_tables(store, json_mode=opts["json_mode"], variant=opts.get("variant", "current"),
                                  time_type=opts.get("time_type", "DateTime64(9)"))
         install(store, load_config(None, clickhouse=f"chdb://{shared_chdb_path()}", database=store.database))
+        hold_baselines(store)
         through_the_exporter(store, traces, metrics, json_mode=opts["json_mode"],
                              spellings=opts.get("spellings", "current"))
         out[name] = store

@@ -20,7 +20,7 @@ import pytest
 from opentelemetry.instrumentation.vllm import semconv as sc
 
 from . import contrib_exporter as X
-from .dataset import through_our_collector, through_the_exporter
+from .dataset import hold_baselines, through_our_collector, through_the_exporter
 from .test_differential import SNAPSHOTS, assert_same
 
 pytestmark = pytest.mark.engine
@@ -109,6 +109,7 @@ def stored(captured, tmp_path_factory):
                       analytics={"evaluation_interval_seconds": 86400})
     ours = Collector(cfg).start()
     assert ours.wait_ready(60)
+    hold_baselines(ours.store)
     through_our_collector(ours, traces, metrics)
     out, made = {"ours": ours.store}, []
     for json_mode in (False, True):
@@ -116,6 +117,7 @@ def stored(captured, tmp_path_factory):
         made.append(store)
         X.create_exporter_tables(store, json_mode=json_mode)
         install(store, load_config(None, clickhouse=f"chdb://{shared_chdb_path()}", database=store.database))
+        hold_baselines(store)
         through_the_exporter(store, traces, metrics, json_mode=json_mode)
         out["json" if json_mode else "map"] = store
     for store in out.values():

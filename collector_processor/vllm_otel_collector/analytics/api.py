@@ -20,6 +20,7 @@ import time
 from typing import Any, Callable
 
 from vllm_otel_collector.analytics.alerts import firing_state
+from vllm_otel_collector.analytics.explain import route as explain_route
 from vllm_otel_collector.analytics.stats import current_stats, history, rollup_window, usage_query
 
 MAX_LIMIT = 100_000
@@ -160,4 +161,4 @@ def make_routes(default_window: int = 300, sla_seconds: float = 2.0,
         return 200, {"model_loads": _rows(res)}
 
     return {"/api/v1/stats": stats, "/api/v1/alerts": alerts, "/api/v1/requests": requests,
-            "/api/v1/model_loads": model_loads}
+            "/api/v1/model_loads": model_loads, "/api/v1/explain": explain_route}

@@ -1,4 +1,4 @@
-"""``vllm-otel stats``, ``vllm-otel alerts``, ``vllm-otel export``.
+"""``vllm-otel stats``, ``vllm-otel alerts``, ``vllm-otel export``, ``vllm-otel explain``.
 
 Each reads either a running collector's read API (``--api URL``, default ``http://127.0.0.1:4319``, bearer token from
 ``--token`` or ``VLLM_OTEL_API_TOKEN``) or ClickHouse directly (``--clickhouse DSN`` or ``--data-dir DIR``), through
@@ -30,7 +30,7 @@ def _source_args(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add ``stats``, ``alerts`` and ``export`` to the root parser's ``sub``."""
+    """Add ``stats``, ``alerts``, ``explain`` and ``export`` to the root parser's ``sub``."""
     p = sub.add_parser("stats", help="request statistics: latency percentiles, rates, SLA, usage",
                        description="Window statistics per service/model/operation (current), per-minute/hour "
                                    "series (history) or merged rollups with usage by model and LoRA (aggregated).")
@@ -51,6 +51,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=int, default=100)
     p.add_argument("--json", action="store_true", help="print the JSON answer")
     p.set_defaults(func=run_alerts)
+
+    p = sub.add_parser("explain", help="why one request was slow (or what one engine start cost)",
+                       description="One request by trace id or request id: its timeline, its cause with the numbers "
+                                   "behind it, the engine state at arrival, its SLOs and baseline, and its Jaeger "
+                                   "link. A model-load trace id explains that engine start. Unknown id: exit 2.")
+    p.add_argument("id", help="trace id (32 hex characters) or vLLM request id")
+    _source_args(p)
+    p.add_argument("--jaeger-url", default="", help="Jaeger UI base URL for the link (default http://localhost:16686)")
+    p.add_argument("--json", action="store_true", help="print the JSON answer")
+    p.set_defaults(func=run_explain)
 
     p = sub.add_parser("export", help="export llm_requests rows as JSON, CSV or Parquet")
     _source_args(p)
@@ -191,4 +201,55 @@ def run_export(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise UserError(f"cannot write {args.output}: {exc.strerror}") from None
         print(f"wrote {len(body['requests'])} requests to {args.output} ({args.format})", file=sys.stderr)
+    return 0
+
+
+def _phase_bar(start: float, seconds: float | None, total: float, width: int = 40) -> str:
+    if seconds is None or total <= 0:
+        return ""
+    a = min(width, int(round(start / total * width)))
+    n = max(1 if seconds > 0 else 0, min(width - a, int(round(seconds / total * width))))
+    return " " * a + "█" * n
+
+
+def run_explain(args: argparse.Namespace) -> int:
+    body = fetch(args, "/api/v1/explain", {"id": args.id, "jaeger_url": args.jaeger_url})
+    if args.json:
+        _print_json(body)
+        return 0
+    from rich.console import Console
+
+    out = Console(width=None if sys.stdout.isatty() else 160, highlight=False)
+    if body["kind"] == "model_load":
+        out.print(f"[bold]engine start[/] {body['trace_id']}")
+        out.print(body["sentence"])
+        _table("phases", ["span", "start s", "seconds", ""],
+               [[p["span"], f"{p['start']:.2f}", f"{p['seconds']:.2f}",
+                 _phase_bar(p["start"], p["seconds"], body["total_seconds"])] for p in body["phases"]])
+        out.print(f"trace: {body['jaeger_url']}")
+        return 0
+    lat, arr = body["latency"], body["arrival"]
+    out.print(f"[bold]{body['model']}[/] request {body['request_id'] or body['span_id']} "
+              f"(trace {body['trace_id']}) · {body['status']} · {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(body['timestamp']))} UTC")
+    out.print(f"[bold]{body['cause']}[/] — {body['sentence']}")
+    total = lat["e2e"] or lat["queue_plus_model"]
+    _table("timeline (seconds from arrival)", ["phase", "start", "seconds", ""],
+           [[t["phase"], f"{t['start']:.3f}", "-" if t["seconds"] is None else f"{t['seconds']:.3f}",
+             _phase_bar(t["start"], t["seconds"], total)] for t in body["timeline"]])
+    base = body["baseline"] or {}
+    slo = body["slo"]
+    _table("against its SLOs and baseline", ["metric", "this request", "SLO", "baseline"],
+           [["TTFT ms", _ms(lat["ttft"]), _ms(slo["ttft"]), "-"],
+            ["TPOT ms", _ms(lat["tpot"]), _ms(slo["tpot"]), _ms(base.get("tpot"))],
+            ["queue ms", _ms(body["timeline"][0]["seconds"]), "-", _ms(base.get("queue"))],
+            ["prefill ms", _ms(body["timeline"][1]["seconds"]), "-", _ms(base.get("prefill"))],
+            ["E2E ms", _ms(lat["e2e"]), "-", _ms(base.get("expected_e2e"))]])
+    tok = body["tokens"]
+    out.print(f"tokens: {tok['input']} in ({tok['cached']} cached, prefix hit {_pct(tok['prefix_hit_share'])}), "
+              f"{tok['output']} out · preemptions {body['preemptions']} · goodput: {'yes' if body['good'] else 'no'}")
+    out.print("engine at arrival: " + ("not recorded" if arr["running"] is None and arr["kv_cache_usage"] is None
+                                       else f"{arr['running']} running, {arr['waiting']} waiting, KV cache "
+                                            f"{_pct(arr['kv_cache_usage'])} used"))
+    out.print(f"trace: {body['jaeger_url']}" + (f" ({body['others']} more request spans in this trace)"
+                                                if body.get("others") else ""))
     return 0

@@ -23,6 +23,7 @@ CREATE TABLE IF NOT EXISTS otel_all.llm_requests_1h ON CLUSTER llm AS otel.llm_r
 CREATE TABLE IF NOT EXISTS otel_all.llm_startup_spans ON CLUSTER llm AS otel.llm_startup_spans ENGINE = Distributed(llm, otel, llm_startup_spans, cityHash64(TraceId));
 CREATE TABLE IF NOT EXISTS otel_all.llm_model_loads ON CLUSTER llm AS otel.llm_model_loads ENGINE = Distributed(llm, otel, llm_model_loads, cityHash64(TraceId));
 CREATE TABLE IF NOT EXISTS otel_all.llm_alerts ON CLUSTER llm AS otel.llm_alerts ENGINE = Distributed(llm, otel, llm_alerts, cityHash64(Fingerprint));
+CREATE TABLE IF NOT EXISTS otel_all.llm_baselines ON CLUSTER llm AS otel.llm_baselines ENGINE = Distributed(llm, otel, llm_baselines, rand());
 CREATE TABLE IF NOT EXISTS otel_all.llm_level_thresholds ON CLUSTER llm AS otel.llm_level_thresholds ENGINE = Distributed(llm_one, otel, llm_level_thresholds);
 CREATE TABLE IF NOT EXISTS otel_all.llm_level_lookup ON CLUSTER llm AS otel.llm_level_lookup ENGINE = Distributed(llm_one, otel, llm_level_lookup);
 CREATE TABLE IF NOT EXISTS otel_all.vllm_otel_settings ON CLUSTER llm AS otel.vllm_otel_settings ENGINE = Distributed(llm_one, otel, vllm_otel_settings);
