@@ -31,12 +31,21 @@ def test_committed_dashboard_matches_generator():
 def test_dashboard_covers_the_issue_and_links_traces():
     board = json.loads(DASHBOARD.read_text())
     titles = [p["title"] for p in board["panels"] if p["type"] != "row"]
-    assert len(titles) == len(grafana.PANELS) == 23
+    assert len(titles) == len(grafana.PANELS) == 25
     assert [p["title"] for p in board["panels"] if p["type"] == "row"] == ["Latency distributions", "SLOs"]
     for needed in ("Request rate", "TTFT p50 / p95 / p99", "TPOT p50 / p95 / p99", "E2E latency p50 / p95 / p99",
                    "Tokens per second", "Error / abort / timeout rate", "KV cache usage", "Running / waiting requests",
-                   "Performance levels", "Active alerts", "Model loads", "Model load phases", "Cold vs warm start"):
+                   "Performance levels", "Active alerts", "Model loads", "Model load phases", "Cold vs warm start",
+                   "Why slow: requests per cause", "Goodput vs throughput per model"):
         assert needed in titles
+    causes = next(p for p in board["panels"] if p["title"] == "Why slow: requests per cause")
+    assert causes["fieldConfig"]["defaults"]["custom"]["stacking"]["mode"] == "normal"
+    assert causes["fieldConfig"]["overrides"][0]["matcher"]["options"] == "ok"  # hidden until clicked
+    assert causes["fieldConfig"]["overrides"][0]["properties"][0]["value"]["viz"] is True
+    for p in board["panels"]:  # rollup time series and heatmaps: Grafana's interval 5 min at 24 h, 1 h at 7 d
+        if "llm_requests_1h" in p.get("targets", [{}])[0].get("rawSql", "") and "$__interval_s % 3600" in \
+                p["targets"][0]["rawSql"]:
+            assert p["maxDataPoints"] == grafana.MAX_DATA_POINTS, p["title"]
     slow = next(p for p in board["panels"] if p["title"].startswith("Slowest requests"))
     links = slow["fieldConfig"]["overrides"][0]["properties"][0]["value"]
     assert [link["title"] for link in links] == ["Trace view (this dashboard)", "Explore in Grafana (Jaeger)",
@@ -90,7 +99,7 @@ def test_expand_macros_like_the_plugin():
 
 
 @pytest.mark.parametrize("model", ["all", "one"])
-@pytest.mark.parametrize("interval_s", [15, 300])
+@pytest.mark.parametrize("interval_s", [15, 300, 3600])
 @pytest.mark.parametrize("spec", grafana.PANELS, ids=[p.title for p in grafana.PANELS])
 def test_every_panel_query_runs_with_rows(grafana_data, spec, interval_s, model):
     store, info = grafana_data
@@ -126,7 +135,8 @@ def test_panel_values_match_the_data(filled):
     alerts = store.query(expand(by_title["Active alerts"])).result_rows
     assert [a[0] for a in alerts] == ["error_rate_high"]
     slow = store.query(expand(by_title["Slowest requests (click a trace id)"])).result_rows
-    assert slow[0][1] == info.slowest_trace and len(slow) == 20
+    assert slow[0][10] == info.slowest_trace and len(slow) == 20
+    assert [r[3] for r in slow] == sorted((r[3] for r in slow), reverse=True)
     trace = store.query(expand(next(p for p in grafana.PANELS if p.kind == "traces"))).result_rows
     assert [t[0] for t in trace] == [info.slowest_trace]
     levels = store.query(expand(by_title["Performance levels"])).result_rows
@@ -184,7 +194,7 @@ def _expand(spec, info, interval_s=300, model=grafana.ALL):
 
 
 @pytest.mark.parametrize("metric", ["TTFT", "TPOT", "E2E"])
-@pytest.mark.parametrize("interval_s", [60, 300])
+@pytest.mark.parametrize("interval_s", [60, 300, 3600])
 def test_heatmap_counts_per_bucket_equal_raw_counts(filled, metric, interval_s):
     store, info = filled
     spec = next(p for p in grafana.PANELS if p.title == f"{metric} distribution ($model)")
@@ -257,3 +267,118 @@ def test_slo_panel_equals_the_burn_rate_alert_rules(filled):
         assert budget == pytest.approx(R.budget_left(bad, total, rule.objective))
     err = next(r for r in rows if r[1] == "error")
     assert err[3] > 0  # the data has errors and timeouts in the last hour
+
+
+# ---- issue 24: the rollup an interval chooses; why slow, goodput, slowest requests --------------------------------
+def _rollup_panels():
+    return [p for p in grafana.PANELS if "$__interval_s % 3600 = 0" in p.sql]
+
+
+def test_rollup_panels_read_only_the_table_their_interval_chooses(filled):
+    """Whole-hour intervals read the hourly rollup and no part of the minute rollup (the gate is a constant after
+    expansion), other intervals the reverse: what ClickHouse plans to read (EXPLAIN ESTIMATE)."""
+    store, info = filled
+    panels = _rollup_panels()
+    assert {p.title for p in panels} >= {"Request rate", "TTFT p50 / p95 / p99", "TTFT distribution ($model)",
+                                         "Why slow: requests per cause", "Goodput vs throughput per model"}
+    for spec in panels:
+        for interval_s, read, skipped in ((3600, "llm_requests_1h", "llm_requests_1m"),
+                                          (7200, "llm_requests_1h", "llm_requests_1m"),
+                                          (300, "llm_requests_1m", "llm_requests_1h")):
+            rows = {t: r for _db, t, _parts, r, _marks in store.query("EXPLAIN ESTIMATE " + _expand(
+                spec, info, interval_s)).result_rows}
+            assert rows.get(skipped, 0) == 0 and rows[read] > 0, (spec.title, interval_s, rows)
+
+
+@pytest.mark.parametrize("interval_s", [60, 300, 3600])
+def test_request_rate_per_bucket_equals_raw_counts(filled, interval_s):
+    store, info = filled
+    spec = next(p for p in grafana.PANELS if p.title == "Request rate")
+    got = {t: round(v * max(interval_s, 60)) for t, v in store.query(_expand(spec, info, interval_s)).result_rows}
+    raw = dict(store.query(f"SELECT toDateTime(toStartOfInterval(Timestamp, INTERVAL {interval_s} SECOND)) AS t, "
+                           "count() FROM llm_requests GROUP BY t").result_rows)
+    assert got == raw and sum(raw.values()) == info.requests
+
+
+def test_phase_totals_split_whole_hours_and_edges_exactly(filled):
+    """The pie's range total: whole hours from the hourly rollup, edges from the minute rollup = the minute rollup
+    alone, for a range with unaligned ends (and for the whole data)."""
+    store, info = filled
+    spec = next(p for p in grafana.PANELS if p.title == "Where time goes: queue vs prefill vs decode")
+    for from_s, to_s in ((info.start + 125, info.now - 77), (info.start - 60, info.now + 60),
+                         (info.now - 600, info.now - 300)):
+        got = store.query(grafana.expand_macros(spec.sql, from_s, to_s, 300, {"model": grafana.ALL})).result_rows[0]
+        want = store.query(f"SELECT sum(QueueSum), sum(PrefillSum), sum(DecodeSum) FROM llm_requests_1m "
+                           f"WHERE Bucket >= toDateTime({from_s}) AND Bucket <= toDateTime({to_s})").result_rows[0]
+        assert got == pytest.approx(want, rel=1e-9) and want[0] > 0
+
+
+def _causes_raw(store, interval_s):
+    rows = store.query(f"SELECT toDateTime(toStartOfInterval(Timestamp, INTERVAL {interval_s} SECOND)) AS t, "
+                       "toString(Cause), count() FROM llm_requests GROUP BY t, Cause").result_rows
+    out: dict = {}
+    for t, cause, n in rows:
+        out.setdefault(t, {})[cause] = n
+    return out
+
+
+@pytest.mark.parametrize("interval_s", [300, 3600])
+def test_why_slow_counts_per_cause_equal_the_requests(filled, interval_s):
+    from .data import SLOW
+
+    store, info = filled
+    spec = next(p for p in grafana.PANELS if p.title == "Why slow: requests per cause")
+    rows = store.query(_expand(spec, info, interval_s)).result_rows
+    names = spec.columns[1:]
+    got = {t: {n: v for n, v in zip(names, vals)} for t, *vals in rows}
+    raw = _causes_raw(store, interval_s)
+    assert sorted(got) == sorted(raw)
+    for t, counts in raw.items():  # every cell exact: the stored causes of the requests in that time bucket
+        assert got[t] == {n: counts.get(n, 0) for n in names}, t
+    totals = {n: sum(c[n] for c in got.values()) for n in names}
+    assert totals["aborted"] == info.statuses["abort"]
+    assert totals["error"] == info.statuses["error"] + info.statuses["timeout"]
+    assert sum(totals.values()) == info.requests
+    assert totals["queued"] == 2 and totals["prefill"] == 1 and totals["decode"] == 2 and totals["preempted"] == 1
+    for offset, cause, *_ in SLOW:  # each request built to miss one SLO is counted in its cause's column
+        t = (info.start + offset) // interval_s * interval_s
+        assert next(v[cause] for k, v in got.items() if int(k.timestamp()) == t) >= 1, (offset, cause)
+
+
+@pytest.mark.parametrize("interval_s", [300, 3600])
+def test_goodput_vs_throughput_per_model(filled, interval_s):
+    from .data import MODEL, SLOW
+
+    store, info = filled
+    spec = next(p for p in grafana.PANELS if p.title == "Goodput vs throughput per model")
+    rows = store.query(_expand(spec, info, interval_s)).result_rows
+    assert {r[1] for r in rows} == {MODEL}
+    raw = dict(((t, (good, n)) for t, good, n in store.query(
+        f"SELECT toDateTime(toStartOfInterval(Timestamp, INTERVAL {interval_s} SECOND)) AS t, countIf(Good = 1), "
+        "count() FROM llm_requests GROUP BY t").result_rows))
+    assert {t: (round(g * interval_s), round(n * interval_s)) for t, _m, g, n in rows} == raw
+    good = sum(g for g, _n in raw.values())
+    assert good == info.statuses["ok"] - len(SLOW)  # ok and within the default SLOs: every ok request but SLOW's
+    assert sum(n for _g, n in raw.values()) == info.requests
+
+
+def test_slowest_requests_show_cause_and_engine_numbers(filled):
+    """Around each request built to miss one SLO, the table shows it with its stored cause and exact numbers."""
+    from .data import SLOW
+
+    store, info = filled
+    spec = next(p for p in grafana.PANELS if p.title == "Slowest requests (click a trace id)")
+    by_cause_offset = {}
+    for trace, cause in info.slow.items():
+        ts = store.query("SELECT toUnixTimestamp(Timestamp) FROM llm_requests WHERE TraceId = {t:String}",
+                         parameters={"t": trace}).result_rows[0][0]
+        by_cause_offset[(cause, ts - info.start)] = trace
+    for offset, cause, queue, prefill, tpot, n_out, preempted, *_ in SLOW:
+        trace = by_cause_offset[(cause, offset)]
+        rows = store.query(grafana.expand_macros(spec.sql, info.start + offset - 1, info.start + offset + 1, 60,
+                                                 {"model": grafana.ALL})).result_rows
+        row = next(r for r in rows if r[10] == trace)
+        _ts, model, got_cause, e2e, ttft, got_tpot, got_queue, n_in, got_out, preemptions, _trace = row
+        assert (got_cause, n_in, got_out, preemptions) == (cause, 256, n_out, preempted)
+        assert (got_queue, ttft, got_tpot) == pytest.approx((queue, queue + prefill, tpot), rel=1e-6)
+        assert e2e == pytest.approx(queue + prefill + tpot * (n_out - 1), rel=1e-6)

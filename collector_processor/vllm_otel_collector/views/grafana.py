@@ -19,6 +19,7 @@ from vllm_otel_collector.views.grafana_panels import PANELS, PanelSpec, build_pa
 from vllm_otel_collector.views.grafana_sql import (
     ALL,
     HEATMAP_SCALE,
+    MAX_DATA_POINTS,
     MODEL_VARIABLE_SQL,
     OTLP_EXEMPLAR_SQL,
     OTLP_HEATMAP_SQL,
@@ -30,7 +31,7 @@ from vllm_otel_collector.views.grafana_sql import (
 )
 
 __all__ = ["ALL", "CLICKHOUSE_TYPE", "CLICKHOUSE_UID", "DASHBOARD_UID", "HEATMAP_SCALE", "JAEGER_UID",
-           "MODEL_VARIABLE_SQL", "OTLP_EXEMPLAR_SQL", "OTLP_HEATMAP_SQL", "PANELS", "PanelSpec", "build_dashboard",
+           "MAX_DATA_POINTS", "MODEL_VARIABLE_SQL", "OTLP_EXEMPLAR_SQL", "OTLP_HEATMAP_SQL", "PANELS", "PanelSpec", "build_dashboard",
            "burn_rate_rules", "exemplar_sql", "expand_macros", "heatmap_sql", "main", "panels_for", "profile_of",
            "render_json", "slo_sql"]
 
@@ -38,6 +39,8 @@ CLICKHOUSE_UID = "clickhouse"
 JAEGER_UID = "jaeger"
 CLICKHOUSE_TYPE = "grafana-clickhouse-datasource"
 DASHBOARD_UID = "vllm-otel-overview"
+#: Table columns shown in seconds.
+SECONDS_COLUMNS = ("E2E", "TTFT", "TPOT", "Queue", "Prefill", "Decode")
 
 
 def _query(spec: PanelSpec, ref: str):
@@ -72,6 +75,7 @@ def build_dashboard(prof: Profile = Profile()) -> dict:
     """The dashboard as a JSON-ready dict (requires ``grafana-foundation-sdk``), its panels reading the contrib
     tables of ``prof`` (default: our collector's; a stock pipeline's come from ``vllm-otel migrate``'s record)."""
     from grafana_foundation_sdk.builders import barchart, dashboard, heatmap, piechart, table, timeseries
+    from grafana_foundation_sdk.builders import common as common_builders
     from grafana_foundation_sdk.cog.encoder import JSONEncoder
     from grafana_foundation_sdk.models import common
     from grafana_foundation_sdk.models import dashboard as dm
@@ -99,12 +103,21 @@ def build_dashboard(prof: Profile = Profile()) -> dict:
                  .with_target(_query(spec, "A")))
         if spec.description:
             panel = panel.description(spec.description)
+        if spec.max_data_points:
+            panel = panel.max_data_points(spec.max_data_points)
         if spec.unit and spec.kind != "traces":
             panel = panel.unit(spec.unit)
         if spec.kind == "barchart" and spec.columns[0] in ("load", "start"):
             panel = panel.stacking(common.StackingMode.NORMAL).orientation(common.VizOrientation.HORIZONTAL)
         if "TraceId" in spec.columns and spec.kind == "table":
             panel = panel.override_by_name("TraceId", [dm.DynamicConfigValue(id_val="links", value=_trace_links())])
+            for col in (c for c in spec.columns if c in SECONDS_COLUMNS):
+                panel = panel.override_by_name(col, [dm.DynamicConfigValue(id_val="unit", value="s")])
+        if spec.columns[1:3] == ("ok", "queued"):  # causes: stacked bars, ok hidden until its legend entry is clicked
+            panel = (panel.draw_style(common.GraphDrawStyle.BARS).fill_opacity(80)
+                     .stacking(common_builders.StackingConfig().mode(common.StackingMode.NORMAL))
+                     .override_by_name("ok", [dm.DynamicConfigValue(
+                         id_val="custom.hideFrom", value={"legend": False, "tooltip": False, "viz": True})]))
         if "TraceId" in spec.columns and spec.kind == "timeseries":  # each point links to its row's trace
             panel = (panel.override_by_name(spec.columns[-2], [dm.DynamicConfigValue(
                 id_val="links", value=_trace_links("${__data.fields.TraceId}"))])

@@ -2,8 +2,9 @@
 
 A spec holds the title, visualization, the raw SQL (built in :mod:`vllm_otel_collector.views.grafana_sql`) and the
 columns the panel reads; :func:`vllm_otel_collector.views.grafana.build_dashboard` turns them into dashboard JSON.
-Slow-request, exemplar and level panels read raw ``llm_requests`` / ``otel_metrics_histogram``; latency panels the
-1-minute rollups. Units: seconds throughout.
+Slow-request, exemplar and level panels read raw ``llm_requests`` / ``otel_metrics_histogram``; rate, latency
+and heatmap panels the rollups (hourly when ``$__interval_s`` is whole hours, else 1-minute:
+:func:`~vllm_otel_collector.views.grafana_sql.by_interval`). Units: seconds throughout.
 """
 
 from __future__ import annotations
@@ -13,10 +14,15 @@ from dataclasses import dataclass
 from vllm_otel_collector.store.schema import Profile
 from vllm_otel_collector.views.grafana_sql import (
     BUCKET,
+    MAX_DATA_POINTS,
     MODEL_FILTER,
+    by_interval,
+    SLOWEST_SQL,
     burn_rate_rules,
+    causes_sql,
     exemplar_sql,
     gauge_sql,
+    goodput_sql,
     heatmap_sql,
     latency_sql,
     otlp_exemplar_sql,
@@ -24,6 +30,7 @@ from vllm_otel_collector.views.grafana_sql import (
     running_waiting_sql,
     slo_sql,
     trace_sql,
+    whole_hours_split,
 )
 
 
@@ -43,6 +50,7 @@ class PanelSpec:
     description: str = ""
     row: str = ""  # a collapsible row with this title starts before the panel
     repeat: str = ""  # a dashboard variable: one copy of the panel per selected value
+    max_data_points: int = 0  # the panel's maxDataPoints (0: Grafana's default, the panel width in pixels)
 
 
 def build_panels(prof: Profile = Profile()) -> tuple[PanelSpec, ...]:
@@ -53,31 +61,55 @@ def build_panels(prof: Profile = Profile()) -> tuple[PanelSpec, ...]:
 def _panels(prof: Profile) -> tuple[PanelSpec, ...]:
     return (
         PanelSpec("Request rate", "timeseries",
-                  f"SELECT {BUCKET} AS time, sum(Requests) / greatest($__interval_s, 60) AS requests_per_s "
-                  "FROM llm_requests_1m WHERE $__timeFilter(Bucket) AND {_MODEL} GROUP BY time ORDER BY time",
-                  ("time", "requests_per_s"), unit="reqps", description="Requests finished per second (1m rollup)."),
+                  "SELECT * FROM (" + by_interval(
+                      f"SELECT {BUCKET} AS time, sum(Requests) / greatest($__interval_s, 60) AS requests_per_s "
+                      "FROM {table} WHERE {range} AND {hourly} AND {_MODEL} GROUP BY time")
+                  + ") ORDER BY time",
+                  ("time", "requests_per_s"), unit="reqps", max_data_points=MAX_DATA_POINTS,
+                  description="Requests finished per second (hourly rollup at whole-hour intervals, else 1m)."),
         PanelSpec("TTFT p50 / p95 / p99", "timeseries", latency_sql("TTFT"), ("time", "p50", "p95", "p99"), unit="s",
-                  description="Time to first token, seconds (t-digest quantiles from the 1m rollup)."),
+                  max_data_points=MAX_DATA_POINTS,
+                  description="Time to first token, seconds (quantiles of the rollup histograms, within 1.083 %; "
+                              "hourly rollup at whole-hour intervals, else 1m)."),
         PanelSpec("TPOT p50 / p95 / p99", "timeseries", latency_sql("TPOT"), ("time", "p50", "p95", "p99"), unit="s",
+                  max_data_points=MAX_DATA_POINTS,
                   description="Time per output token after the first, seconds."),
         PanelSpec("E2E latency p50 / p95 / p99", "timeseries", latency_sql("E2E"), ("time", "p50", "p95", "p99"),
-                  unit="s", description="End-to-end request latency, seconds."),
+                  unit="s", max_data_points=MAX_DATA_POINTS, description="End-to-end request latency, seconds."),
         PanelSpec("Tokens per second", "timeseries",
-                  f"SELECT {BUCKET} AS time, sum(OutputTokens) / greatest($__interval_s, 60) AS output_tokens_per_s, "
-                  "sum(InputTokens) / greatest($__interval_s, 60) AS input_tokens_per_s "
-                  "FROM llm_requests_1m WHERE $__timeFilter(Bucket) AND {_MODEL} GROUP BY time ORDER BY time",
-                  ("time", "output_tokens_per_s", "input_tokens_per_s"), unit="short",
+                  "SELECT * FROM (" + by_interval(
+                      f"SELECT {BUCKET} AS time, sum(OutputTokens) / greatest($__interval_s, 60) AS output_tokens_per_s, "
+                      "sum(InputTokens) / greatest($__interval_s, 60) AS input_tokens_per_s "
+                      "FROM {table} WHERE {range} AND {hourly} AND {_MODEL} GROUP BY time")
+                  + ") ORDER BY time",
+                  ("time", "output_tokens_per_s", "input_tokens_per_s"), unit="short", max_data_points=MAX_DATA_POINTS,
                   description="Generated (output) and prompt (input) tokens per second, all requests."),
         PanelSpec("Error / abort / timeout rate", "timeseries",
-                  f"SELECT {BUCKET} AS time, sum(Errors) / sum(Requests) AS error_rate, "
-                  "sum(Aborts) / sum(Requests) AS abort_rate, sum(Timeouts) / sum(Requests) AS timeout_rate "
-                  "FROM llm_requests_1m WHERE $__timeFilter(Bucket) AND {_MODEL} GROUP BY time HAVING sum(Requests) > 0 ORDER BY time",
-                  ("time", "error_rate", "abort_rate", "timeout_rate"), unit="percentunit"),
+                  "SELECT * FROM (" + by_interval(
+                      f"SELECT {BUCKET} AS time, sum(Errors) / sum(Requests) AS error_rate, "
+                      "sum(Aborts) / sum(Requests) AS abort_rate, sum(Timeouts) / sum(Requests) AS timeout_rate "
+                      "FROM {table} WHERE {range} AND {hourly} AND {_MODEL} GROUP BY time "
+                      "HAVING sum(Requests) > 0") + ") ORDER BY time",
+                  ("time", "error_rate", "abort_rate", "timeout_rate"), unit="percentunit",
+                  max_data_points=MAX_DATA_POINTS),
         PanelSpec("Where time goes: queue vs prefill vs decode", "piechart",
-                  "SELECT sum(QueueSum) AS queue_s, sum(PrefillSum) AS prefill_s, sum(DecodeSum) AS decode_s "
-                  "FROM llm_requests_1m WHERE $__timeFilter(Bucket) AND {_MODEL}",
+                  "SELECT sum(q) AS queue_s, sum(p) AS prefill_s, sum(d) AS decode_s FROM ("
+                  + whole_hours_split("sum(QueueSum) AS q, sum(PrefillSum) AS p, sum(DecodeSum) AS d", "{_MODEL}")
+                  + ")",
                   ("queue_s", "prefill_s", "decode_s"), unit="s", fmt=1,
-                  description="Total seconds spent per phase over the range (sums from the 1m rollup)."),
+                  description="Total seconds spent per phase over the range (sums: whole hours from the hourly "
+                              "rollup, the edges from the 1m rollup)."),
+        PanelSpec("Why slow: requests per cause", "timeseries", causes_sql(),
+                  ("time", "ok", "queued", "prefill", "decode", "preempted", "aborted", "error"), unit="short",
+                  width=12, max_data_points=MAX_DATA_POINTS,
+                  description="Requests per time bucket by cause (migration 0134): slow ones by the phase that made "
+                              "them miss their SLO (queued, prefill, decode, preempted), aborted, error (errors and "
+                              "timeouts), ok the rest (hidden until its legend entry is clicked)."),
+        PanelSpec("Goodput vs throughput per model", "timeseries", goodput_sql(),
+                  ("time", "Model", "good_per_s", "requests_per_s"), unit="reqps", width=12,
+                  max_data_points=MAX_DATA_POINTS,
+                  description="Per model: requests per second that were good (ok and within the model's TTFT and "
+                              "TPOT SLOs) next to all requests per second."),
         PanelSpec("KV cache usage", "timeseries", gauge_sql("vllm.kv_cache.usage", "kv_cache_usage", prof),
                   ("time", "kv_cache_usage"), unit="percentunit", description="vLLM KV cache usage (0..1), gauge."),
         PanelSpec("Running / waiting requests", "timeseries", running_waiting_sql(prof),
@@ -127,22 +159,21 @@ def _panels(prof: Profile) -> tuple[PanelSpec, ...]:
                   ("start", "weights_s", "compile_s", "kv_cache_s", "warmup_s", "other_s"), unit="s", fmt=1, width=12,
                   description="Per model, its newest engine start with a compile cache miss next to its newest with a "
                               "hit (stacked phases, seconds)."),
-        PanelSpec("Slowest requests (click a trace id)", "table",
-                  "SELECT Timestamp AS time, TraceId, Model AS model, E2E AS e2e_s, TTFT AS ttft_s, TPOT AS tpot_s, "
-                  "Queue AS queue_s, Prefill AS prefill_s, Decode AS decode_s, OutputTokens AS output_tokens, "
-                  "toString(Status) AS status, toString(E2ELevel) AS level FROM llm_requests "
-                  "WHERE $__timeFilter(Timestamp) AND {_MODEL} ORDER BY E2E DESC NULLS LAST LIMIT 20",
-                  ("time", "TraceId", "model", "e2e_s", "ttft_s", "tpot_s", "queue_s", "prefill_s", "decode_s",
-                   "output_tokens", "status", "level"), fmt=1, width=24, height=9,
-                  description="Click a TraceId: the trace view below (ClickHouse), Explore with Jaeger, or Jaeger's UI."),
+        PanelSpec("Slowest requests (click a trace id)", "table", SLOWEST_SQL,
+                  ("Timestamp", "Model", "Cause", "E2E", "TTFT", "TPOT", "Queue", "InputTokens", "OutputTokens",
+                   "Preemptions", "TraceId"), fmt=1, width=24, height=9,
+                  description="The 20 slowest requests of the range (raw llm_requests) with their cause; seconds. "
+                              "Click a TraceId: the trace view below (ClickHouse), Explore with Jaeger, or Jaeger's UI."),
         PanelSpec("Trace $trace_id", "traces", trace_sql(prof),
                   ("traceID", "spanID", "parentSpanID", "serviceName", "operationName", "startTime", "duration", "tags",
                    "serviceTags", "kind", "statusCode"), fmt=3, width=24, height=12,
                   description="Grafana's trace view of the selected trace (times in ms, as the trace panel expects)."),
         *(PanelSpec(f"{label} distribution ($model)", "heatmap", heatmap_sql(metric), ("time", "le", "count"),
                     unit="s", width=8, height=9, repeat="model", row="Latency distributions" if metric == "TTFT" else "",
+                    max_data_points=MAX_DATA_POINTS,
                     description=f"{label} per time bucket: requests per latency bucket (upper bound le, seconds; "
-                                f"4 buckets per doubling) from the 1m rollup histograms, one heatmap per model.")
+                                f"4 buckets per doubling) from the rollup histograms (hourly at whole-hour intervals, "
+                                f"else 1m), one heatmap per model.")
           for metric, label in (("TTFT", "TTFT"), ("TPOT", "TPOT"), ("E2E", "E2E"))),
         PanelSpec("TTFT distribution from OTLP metrics (gen_ai.server.time_to_first_token)", "heatmap",
                   otlp_heatmap_sql(prof),

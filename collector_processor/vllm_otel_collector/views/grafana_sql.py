@@ -4,9 +4,15 @@ Queries are raw SQL for the grafana-clickhouse-datasource plugin, with its macro
 ``$__fromTime``, ``$__toTime``, ``$__interval_s`` and the dashboard variables ``$model`` / ``$trace_id``;
 :func:`expand_macros` expands them the way the plugin does (the tests run every panel's query against chDB).
 
-Latency panels read the 1-minute rollups (``llm_requests_1m``): quantile lines and heatmaps from the log-scale
-histograms (:mod:`vllm_otel_collector.analytics.histogram`, quantiles within 1.083 % of the exact ones; heatmap rows
-are the histogram downscaled to ``HEATMAP_SCALE``: 4 buckets per doubling, each row's count exact). The SLO query uses
+Rollup panels read ``llm_requests_1h`` when the plugin's ``$__interval_s`` is a whole number of hours and
+``llm_requests_1m`` otherwise (:func:`by_interval`: both forms in one ``UNION ALL``, each gated by a constant
+condition on ``$__interval_s`` that ClickHouse folds, so the other table is not read); panels without a time axis
+take the whole hours of the range from the hourly rollup and only the edges from the minute rollup
+(:func:`whole_hours_split`). The panels' ``maxDataPoints`` (:data:`MAX_DATA_POINTS`) makes Grafana's interval 5 min
+over 24 h and 1 h over 7 days, so a panel's cost depends on its range and width, not on the traffic. Quantile lines
+and heatmaps come from the log-scale histograms (:mod:`vllm_otel_collector.analytics.histogram`, quantiles within
+1.083 % of the exact ones; heatmap rows are the histogram downscaled to ``HEATMAP_SCALE``: 4 buckets per doubling,
+each row's count exact). The SLO query uses
 the configured burn-rate rules (:class:`~vllm_otel_collector.analytics.config.BurnRateRule`, the same the alerts
 evaluate) and their events (:data:`vllm_otel_collector.analytics.rules.SLO_EVENTS`). Units: seconds throughout.
 """
@@ -31,25 +37,113 @@ ALL = "$__all"
 BUCKET = "toStartOfInterval(Bucket, INTERVAL greatest($__interval_s, 60) SECOND)"
 #: Heatmap rows: the rollup histograms downscaled to this scale (2: 4 buckets per doubling, bounds 2^(k/4)).
 HEATMAP_SCALE = 2
+#: The plugin's ``$__interval_s`` (``max(interval, 1)`` whole seconds) is a whole number of hours: the hourly rollup
+#: holds every time bucket exactly.
+HOURLY = "($__interval_s % 3600 = 0)"
+#: ``maxDataPoints`` of the rollup time-series and heatmap panels: Grafana divides the range by it and rounds to its
+#: interval steps, so 24 h → 5 min (minute rollup, 288 points) and 7 d → 1 h (hourly rollup, 168 points).
+MAX_DATA_POINTS = 200
+
+
+#: Rollup rows of a time-series panel: every bucket of the time buckets that meet the range (the first time bucket
+#: whole, as the hourly rollup can only give it), up to ``$__toTime``.
+RANGE = "Bucket >= toStartOfInterval($__fromTime, INTERVAL greatest($__interval_s, 60) SECOND) AND Bucket <= $__toTime"
+
+
+def by_interval(sql: str) -> str:
+    """``sql`` (a SELECT with ``{table}``, ``{range}`` and ``{hourly}`` — put ``{range} AND {hourly}`` in its WHERE)
+    as a ``UNION ALL`` of its hourly-rollup form gated on :data:`HOURLY` and its minute-rollup form gated on ``NOT``
+    :data:`HOURLY`; ``{range}`` is :data:`RANGE`. After macro expansion the gates are constants: ClickHouse reads no
+    part of the gated-off table."""
+    sql = sql.replace("{range}", RANGE)
+    return (sql.replace("{table}", "llm_requests_1h").replace("{hourly}", HOURLY) + " UNION ALL "
+            + sql.replace("{table}", "llm_requests_1m").replace("{hourly}", f"NOT {HOURLY}"))
+
+
+def whole_hours_split(select: str, where: str = "1") -> str:
+    """A range total without a time axis: ``select`` (aggregates over rollup columns, e.g. ``sum(QueueSum) AS q``)
+    from the hourly rollup for the hours that lie wholly in the range and from the minute rollup for the minutes at
+    its edges, so that it reads at most ~2 hours of minute rows: the same minute buckets as
+    ``$__timeFilter(Bucket)`` on the minute rollup (start in [from, to]). Returns a FROM-less row source to
+    aggregate again: ``SELECT sum(q) FROM (<this>)``."""
+    h0 = "toStartOfHour($__fromTime + 3599)"  # first hour starting at or after from
+    h1 = "toStartOfHour($__toTime + 60)"  # hours before this one end (last minute) at or before to
+    return (f"SELECT {select} FROM llm_requests_1h WHERE Bucket >= {h0} AND Bucket < {h1} AND {where} UNION ALL "
+            f"SELECT {select} FROM llm_requests_1m WHERE $__timeFilter(Bucket) AND (Bucket < {h0} OR Bucket >= {h1}) "
+            f"AND {where}")
+
+
+def representative_sql(key: str) -> str:
+    """SQL: the representative value of histogram bucket ``key`` (:func:`histogram.representative`: within
+    1.083 % of every value in the bucket; 0 for the zero bucket)."""
+    return (f"if({key} = {H.ZERO_KEY}, 0., exp2({key} / {2 ** H.SCALE}) * "
+            f"{2.0 * H.GAMMA / (1.0 + H.GAMMA)!r})")
+
+
+def quantiles_sql(key: str = "k", count: str = "c", levels=(0.5, 0.95, 0.99)) -> str:
+    """SQL aggregate: ``Array(Float64)`` of the ``levels`` quantiles of histogram entries ``(key, count)`` (rows of
+    un-nested ``<M>Hist`` maps, any number per bucket key). ``quantilesExactWeightedInterpolated`` over the buckets'
+    representatives weighted by their counts is ``quantileExactInclusive`` of the multiset of representatives, i.e.
+    exactly :func:`histogram.quantile`'s definition (interpolation between the representatives of the buckets
+    holding order statistics floor(r) and ceil(r), r = q·(n − 1)), so the 1.083 % bound holds; no lambdas to
+    analyse, and the stored maps need no ``sumMap`` first."""
+    lv = ", ".join(repr(float(x)) for x in levels)
+    return f"quantilesExactWeightedInterpolated({lv})({representative_sql(key)}, {count})"
 
 
 def latency_sql(metric: str) -> str:
-    """Quantile lines ``(time, p50, p95, p99)`` in seconds of ``<metric>Hist`` from the 1m rollup."""
-    q = H.quantiles_sql(f"sumMap({metric}Hist)", (0.5, 0.95, 0.99), metric)
-    return (f"SELECT time, q[1] AS p50, q[2] AS p95, q[3] AS p99 FROM (SELECT {BUCKET} AS time, {q} AS q "
-            f"FROM llm_requests_1m WHERE $__timeFilter(Bucket) AND {MODEL_FILTER} GROUP BY time "
-            f"HAVING sum({metric}Count) > 0) ORDER BY time")
+    """Quantile lines ``(time, p50, p95, p99)`` in seconds of ``<metric>Hist`` (hourly or minute rollup by
+    ``$__interval_s``): the stored histograms un-nested per time bucket, their quantiles by
+    :func:`quantiles_sql`."""
+    inner = by_interval(f"SELECT {BUCKET} AS time, k, c FROM {{table}} ARRAY JOIN mapKeys({metric}Hist) AS k, "
+                        f"mapValues({metric}Hist) AS c WHERE {{range}} AND {{hourly}} AND {MODEL_FILTER}")
+    return (f"SELECT time, q[1] AS p50, q[2] AS p95, q[3] AS p99 FROM (SELECT time, {quantiles_sql()} AS q "
+            f"FROM ({inner}) GROUP BY time) ORDER BY time")
 
 
 def heatmap_sql(metric: str) -> str:
     """Heatmap rows ``(time, le, count)`` of ``<metric>Hist``: per time bucket, the requests whose value is in
     (previous le, le] seconds at :data:`HEATMAP_SCALE` (``le`` as text: the plugin turns it into one field per
-    bucket; the zero bucket has le 0)."""
+    bucket; the zero bucket has le 0). Hourly or minute rollup by ``$__interval_s``; the stored maps are un-nested
+    straight into the coarse rows (no ``sumMap`` per time bucket first)."""
     shift = H.SCALE - HEATMAP_SCALE
+    inner = by_interval(f"SELECT {BUCKET} AS time, {H.heatmap_key_sql('k', shift)} AS hk, c FROM {{table}} "
+                        f"ARRAY JOIN mapKeys({metric}Hist) AS k, mapValues({metric}Hist) AS c "
+                        f"WHERE {{range}} AND {{hourly}} AND {MODEL_FILTER}")
     return (f"SELECT time, toString(toFloat32({H.upper_bound_sql('hk', shift)})) AS le, sum(c) AS count FROM ("
-            f"SELECT time, {H.heatmap_key_sql('k', shift)} AS hk, c FROM (SELECT {BUCKET} AS time, "
-            f"sumMap({metric}Hist) AS h FROM llm_requests_1m WHERE $__timeFilter(Bucket) AND {MODEL_FILTER} GROUP BY time) "
-            f"ARRAY JOIN mapKeys(h) AS k, mapValues(h) AS c) GROUP BY time, hk ORDER BY time, hk")
+            f"{inner}) GROUP BY time, hk ORDER BY time, hk")
+
+
+#: The causes of migration 0134 from the rollups' columns: slow causes have their own, aborted = Aborts, error =
+#: Errors + Timeouts, ok = the rest.
+CAUSE_COLUMNS = (("queued", ("CauseQueued",)), ("prefill", ("CausePrefill",)), ("decode", ("CauseDecode",)),
+                 ("preempted", ("CausePreempted",)), ("aborted", ("Aborts",)), ("error", ("Errors", "Timeouts")))
+
+
+def causes_sql() -> str:
+    """``(time, ok, queued, prefill, decode, preempted, aborted, error)``: requests per time bucket by cause (rollup
+    by ``$__interval_s``); ok = requests − every other cause."""
+    sums = {name: "toInt64(" + " + ".join(f"sum({c})" for c in cols) + ")" for name, cols in CAUSE_COLUMNS}
+    ok = "toInt64(sum(Requests)) - " + " - ".join(sums.values())
+    inner = by_interval(f"SELECT {BUCKET} AS time, {ok} AS ok, " + ", ".join(f"{e} AS {n}" for n, e in sums.items())
+                        + f" FROM {{table}} WHERE {{range}} AND {{hourly}} AND {MODEL_FILTER} GROUP BY time")
+    return f"SELECT * FROM ({inner}) ORDER BY time"
+
+
+def goodput_sql() -> str:
+    """``(time, Model, good_per_s, requests_per_s)``: per model and time bucket, good requests (0134's ``Good``: ok and
+    within the model's SLOs) and all requests per second (rollup by ``$__interval_s``). The plugin turns the
+    ``Model`` column into a label: one line per model and measure."""
+    inner = by_interval(f"SELECT {BUCKET} AS time, Model, sum(Good) / greatest($__interval_s, 60) AS good_per_s, "
+                        f"sum(Requests) / greatest($__interval_s, 60) AS requests_per_s FROM {{table}} "
+                        f"WHERE {{range}} AND {{hourly}} AND {MODEL_FILTER} GROUP BY time, Model")
+    return f"SELECT * FROM ({inner}) ORDER BY time, Model"
+
+
+#: The 20 slowest requests of the range with their cause (raw ``llm_requests``; seconds).
+SLOWEST_SQL = ("SELECT Timestamp, Model, toString(Cause) AS Cause, E2E, TTFT, TPOT, Queue, InputTokens, OutputTokens, "
+               f"Preemptions, TraceId FROM llm_requests WHERE $__timeFilter(Timestamp) AND {MODEL_FILTER} "
+               "ORDER BY E2E DESC NULLS LAST, Timestamp LIMIT 20")
 
 
 def exemplar_sql(metric: str) -> str:
