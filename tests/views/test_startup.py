@@ -166,7 +166,8 @@ def test_fold_eager_start_and_model_from_path():
     start = fold_start(spans)
     assert start["model"] == "tiny-llama" and start["ready"] and start["load_seconds"] == 9.0
     compile_ = next(p for p in start["phases"] if p["phase"] == "compile")
-    assert compile_ == {"phase": "compile", "state": "done", "seconds": None, "cache_hit": None}
+    assert compile_ == {"phase": "compile", "state": "done", "seconds": None, "cache_hit": None,
+                        "cache_fallback_reason": None, "cache_path": None}
     assert "no compilation (eager)" in _text(render_start(start, now=200.0))
     assert [p["state"] for p in start["phases"]] == ["missing", "missing", "done", "done", "done"]
 
@@ -203,3 +204,16 @@ def test_a_warmup_that_is_the_compile_span_is_not_measured():
     # a warm-up span longer than its compile measured something of its own: shown
     longer = _start(("Overall Loading", 0, 30, {}), ("Warmup (CPU)", 11, 26, {sc.LOAD_COMPILE_SECONDS: "12.0"}))
     assert _row(_text(render_start(longer, now=99.0)), "warm-up") == "warm-up ✓ done 15.0"
+
+
+def test_a_compile_cache_that_failed_to_load_shows_vllms_reason():
+    """vLLM 0.32 on a second start: its AOT artifact failed to load and it compiled again (issue #24)."""
+    reason = "'function' object has no attribute 'finalize_loading'"
+    start = _start(("Overall Loading", 0, 95, {}),
+                   ("Warmup (CPU)", 5, 90, {sc.LOAD_COMPILE_SECONDS: "80.5", sc.LOAD_COMPILE_CACHE_HIT: "false",
+                                            sc.LOAD_COMPILE_CACHE_PATH: "/c/torch_compile_cache/x",
+                                            sc.LOAD_COMPILE_CACHE_FALLBACK_REASON: reason}))
+    compile_ = next(p for p in start["phases"] if p["phase"] == "compile")
+    assert (compile_["cache_fallback_reason"], compile_["cache_path"]) == (reason, "/c/torch_compile_cache/x")
+    assert _row(_text(render_start(start, now=200.0), width=160), "compile") == (
+        f"compile ✓ done 80.5 cache failed to load, compiled again: {reason}")

@@ -11,7 +11,8 @@ Phases, in engine order (source spans; seconds from attributes, else span Durati
 
 - ``weights``: "Load weights" — ``vllm.load.weights_seconds`` (or Duration), ``vllm.load.weights_bytes``;
 - ``kv_cache``: "Allocate KV cache" Duration; blocks/bytes (``vllm.kv_cache.*``) from whichever span has them;
-- ``compile``: ``vllm.compile.seconds`` and ``vllm.compile.cache_hit`` ("Warmup (CPU)" on CPU, "Prepare model"
+- ``compile``: ``vllm.compile.seconds``, ``vllm.compile.cache_hit`` and, when vLLM fell back from a cache,
+  ``vllm.compile.cache_path`` / ``vllm.compile.cache_fallback_reason`` ("Warmup (CPU)" on CPU, "Prepare model"
   otherwise); done without a value when "Prepare model" ended with no compile attribute (eager mode);
 - ``warmup``: "Warmup (CPU)" Duration, else ``vllm.warmup.seconds`` on "Prepare model";
 - ``ready``: the root — ``vllm.load.total_seconds`` (or Duration), ``vllm.cold_start_seconds``.
@@ -78,14 +79,16 @@ def fold_start(spans: list[dict[str, Any]]) -> dict[str, Any]:
     warm = by_name.get(CPU_WARMUP_SPAN) or by_name.get(GPU_WARMUP_SPAN)
     compile_s = _f(_attr(spans, sc.LOAD_COMPILE_SECONDS))
     hit = _b(_attr(spans, sc.LOAD_COMPILE_CACHE_HIT))
+    fallback = _attr(spans, sc.LOAD_COMPILE_CACHE_FALLBACK_REASON)  # vLLM tried a cache and compiled again
     kv_blocks, kv_bytes = _u(_attr(spans, sc.LOAD_KV_BLOCKS)), _u(_attr(spans, sc.LOAD_KV_BYTES))
     phases = {
         "weights": ({"seconds": _f(weights["attrs"].get(sc.LOAD_WEIGHTS_SECONDS)) or weights["seconds"],
                      "bytes": _u(weights["attrs"].get(sc.LOAD_WEIGHTS_BYTES))} if weights else None),
         "kv_cache": ({"seconds": kv["seconds"] if kv else None, "blocks": kv_blocks, "bytes": kv_bytes}
                      if kv or kv_blocks is not None else None),
-        "compile": ({"seconds": compile_s, "cache_hit": None if hit is None else bool(hit)}
-                    if compile_s is not None or hit is not None or prepare or root else None),
+        "compile": ({"seconds": compile_s, "cache_hit": None if hit is None else bool(hit),
+                     "cache_fallback_reason": fallback, "cache_path": _attr(spans, sc.LOAD_COMPILE_CACHE_PATH)}
+                    if compile_s is not None or hit is not None or fallback or prepare or root else None),
         "warmup": ({"seconds": warm["seconds"] if warm else _f(prepare["attrs"].get(sc.LOAD_WARMUP_SECONDS))}
                    if warm or prepare else None),
         "ready": ({"seconds": _f(root["attrs"].get(sc.LOAD_TOTAL_SECONDS)) or root["seconds"],

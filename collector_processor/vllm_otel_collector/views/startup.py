@@ -49,6 +49,9 @@ def _detail(p: dict[str, Any]) -> str:
         return ", ".join(x for x in parts if x)
     if p["phase"] == "compile":
         hit = p.get("cache_hit")
+        if p.get("cache_fallback_reason"):
+            reason = p["cache_fallback_reason"]
+            return f"cache failed to load, compiled again: {reason if len(reason) <= 60 else reason[:59] + '…'}"
         if hit is None:
             return "no compilation (eager)" if p.get("seconds") is None else "cache hit/miss unknown"
         return "compile cache hit" if hit else "compile cache miss (cold compile)"
