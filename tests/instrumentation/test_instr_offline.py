@@ -116,6 +116,23 @@ def _drain(engine, timeout=30.0):
         engine.step()
 
 
+def test_engine_state_at_arrival(offline_llm, spans, otel):
+    """Offline ``LLM`` with vLLM's stats off: our stat logger is the engine's only logger and its latest
+    ``SchedulerStats`` is the state a request arrives to. Prompts of one call are added before its first step: they
+    all see the state of the previous call's last step (its last request done: nothing running or waiting, the
+    KV cache usage a fraction)."""
+    import vllm
+
+    sp = vllm.SamplingParams(max_tokens=3, ignore_eos=True)
+    offline_llm.generate(["before"], sp)  # vLLM has delivered scheduler stats by now
+    otel.exporter.clear()
+    offline_llm.generate(["one", "two", "three"], sp)
+    states = {(s.attributes[sc.VLLM_ARRIVAL_RUNNING], s.attributes[sc.VLLM_ARRIVAL_WAITING],
+               s.attributes[sc.VLLM_ARRIVAL_KV_CACHE_USAGE]) for s in spans.server()}
+    (state,) = states
+    assert state[:2] == (0, 0) and 0.0 <= state[2] <= 1.0, state
+
+
 def test_abort_is_marked(offline_llm, spans, otel):
     import vllm
 
