@@ -109,7 +109,75 @@ def _ingest(res: dict) -> list[str]:
     return out + ["", "![ingest](../bench/results/ingest.png)", ""]
 
 
+def _vol(n) -> str:
+    """``1000000`` → ``1M``."""
+    n = int(n)
+    return f"{n // 1_000_000}M" if n % 1_000_000 == 0 else (f"{n // 1000}k" if n % 1000 == 0 else f"{n:,}")
+
+
+def _queries_table(summary: dict, names: list[str], vols: list[str]) -> list[str]:
+    small, big = vols[0], vols[-1]
+    vb = _vol(big)
+    both = f"{_vol(small)} / {vb}"
+    out = [f"| panel | rollup p50 / p95 ms ({vb}) | p50 ÷ floor {both} | ≤ 10× | rollup read_rows {both} | "
+           f"raw read_rows {both} | raw p50 ms ({vb}) | raw ÷ rollup p50 {both} | per-rep raw ÷ rollup ({vb}) | "
+           "answers equal (max rel. diff) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for name in names:
+        s = summary[name]
+        fr, rr, sp = s["floor_ratio_by_volume"], s["read_rows_by_volume"], s["speedup_by_volume"]
+        worst = max(v for v in fr.values() if v is not None)
+        same = "" if s.get("read_rows_same_at_both_volumes", True) else " ≠"
+        out.append(f"| {name}: {s['description']} | {_f(s['rollup_ms']['p50'])} / {_f(s['rollup_ms']['p95'])} | "
+                   f"{_f(fr[small])}× / {_f(fr[big])}× | {'✅' if worst <= 10.0 else '❌'} | "
+                   f"{rr[small]['rollup']:,} / {rr[big]['rollup']:,}{same} | {rr[small]['raw']:,} / {rr[big]['raw']:,} | "
+                   f"{_f(s['raw_ms']['p50'])} | {_f(sp[small])}× / {_f(sp[big])}× | {_sp(s['speedup_per_rep'])} | "
+                   f"{_f(s['answers']['exact_counts'])} ({_f(s['answers']['max_rel_err'])}) |")
+    return out
+
+
+def _queries_run(res: dict) -> str:
+    """The run's own sentence after the method: when, how loaded, how long."""
+    env = res.get("environment") or {}
+    o = res["summary"]["overall"]
+    date = (env.get("date_utc") or "")[:16] + ("Z" if env.get("date_utc") else "")
+    load = max((env.get("loadavg_at_start") or [0])[:2])
+    return (f"Run {date} (bench/results/queries.json), load average ~{load:.1f} on the {env.get('cores')} shared "
+            f"cores; the whole benchmark (both volumes, {_vol(o['rows'])} inserted in {o['insert_seconds']:.0f} s) "
+            f"took {res.get('elapsed_s', 0):.0f} s.")
+
+
 def _queries(res: dict) -> list[str]:
+    summ = res["summary"]
+    o = summ["overall"]
+    if "floor_ratio_by_volume" not in next(s for n, s in summ.items() if n != "overall"):
+        return _queries_single(res)
+    vols = [str(v) for v in o["volumes"]]
+    small = o["small"]
+    views = len(o["table_rows"]) - 1
+    views_s = {2: "both materialized views", 3: "the three materialized views"}.get(views, "the materialized views")
+    out = [f"Volumes: {_vol(vols[0])} requests ({small['insert_seconds']:.0f} s to insert, table rows "
+           f"{small['table_rows']}) and {_vol(vols[-1])} ({o['insert_seconds']:.0f} s, {_f(o['insert_rows_per_s'])} "
+           f"rows/s including {views_s}; table rows {o['table_rows']}), each over 7 days in its own database; "
+           f"{o['reps']} timed repetitions per volume. Floor (`SELECT 1` through the same client, run before every "
+           f"panel in every repetition): p50 {_f(small['floor_ms']['p50'])} ms at {_vol(vols[0])}, "
+           f"{_f(o['floor_ms']['p50'])} ms at {_vol(vols[-1])} (p95 {_f(small['floor_ms']['p95'])} / "
+           f"{_f(o['floor_ms']['p95'])} ms).", ""]
+    names = [n for n in summ if n != "overall"]
+    out += ["**Dashboard panels** (issue 24's goals apply: the `grafana_*` rows run the dashboard's own SQL):", ""]
+    out += _queries_table(summ, [n for n in names if summ[n].get("dashboard")], vols)
+    out += ["", "**Read-API forms and the old fixed-minute heatmap** (raw-vs-rollup history):", ""]
+    out += _queries_table(summ, [n for n in names if not summ[n].get("dashboard")], vols)
+    st = o.get("storage")
+    if st:
+        out += ["", "Rollup storage (compressed, per request; histogram columns in brackets): " + ", ".join(
+            f"{t} {v['bytes_per_request']:.1f} B ({v['histogram_bytes_per_request']:.1f} B)" for t, v in st.items())
+            + f". Quantile error vs exact raw quantiles: max {o['quantile_max_rel_err']:.3%} (bound "
+            f"{o['quantile_error_bound']:.3%}, histogram scale {o['histogram_scale']})."]
+    return out + ["", "![queries](../bench/results/queries.png)", ""]
+
+
+def _queries_single(res: dict) -> list[str]:
+    """Result files of one volume (before issue 24): raw vs rollup only."""
     o = res["summary"]["overall"]
     out = [f"{o['rows']:,} requests inserted in {o['insert_seconds']:.0f} s ({_f(o['insert_rows_per_s'])} rows/s "
            f"including both materialized views); table rows {o['table_rows']}; {o['reps']} timed repetitions. "
@@ -288,7 +356,8 @@ def render(results_dir: Path, docs_path: Path) -> Path:
         if res.get("error"):
             lines += [f"**Failed:** {res['error']}", ""]
         else:
-            lines += [f"*Method.* {res.get('method', '')}", ""]
+            run_note = RUN_NOTES[name](res) if name in RUN_NOTES else ""
+            lines += [f"*Method.* {res.get('method', '')}" + (f" {run_note}" if run_note else ""), ""]
             try:
                 for p in PLOTS[name](res, results_dir):
                     pass

@@ -1,19 +1,18 @@
 """Queries benchmark: dashboard panel queries on the rollups vs the same answers computed from raw ``llm_requests``.
 
-Data: :mod:`bench.collector.synth` (1M and 10M requests over 7 days, each in its own database; 20k and 100k in
-smoke mode) inserted in chDB, so the materialized views fill ``llm_requests_1m`` / ``_1h``; then ``OPTIMIZE …
-FINAL`` on all three tables (a long-running store has merged its parts). Each panel has a raw and a rollup form
-returning the same answer (counts exact, quantiles: exact on raw — ``quantileExactInclusive`` —, from the log-scale
-histograms on rollups, within 1.083 %; heatmap bucket counts exact); the ``grafana_*`` panels' rollup form is the
-dashboard's own SQL (``views/grafana_sql.py``) with the plugin's macros expanded for a 24 h or 7 d range ending at an
-unaligned "now" and the ``$__interval_s`` Grafana picks for the panel's ``maxDataPoints`` (24 h → 300 s: minute
-rollup; 7 d → 3600 s: hourly rollup). The forms are run interleaved ``reps`` times through :class:`Store`
+Data: :mod:`bench.collector.synth` (1M and 10M requests over 7 days, each in its own database) inserted in chDB, so
+the materialized views fill ``llm_requests_1m`` / ``_1h``; then ``OPTIMIZE … FINAL`` on all three tables (a
+long-running store has merged its parts). Each panel has a raw and a rollup form returning the same answer (counts
+exact, quantiles: exact on raw — ``quantileExactInclusive`` —, from the log-scale histograms on rollups, within
+1.083 %; heatmap bucket counts exact). The ``grafana_*`` panels' rollup form is the dashboard's own SQL
+(``views/grafana_sql.py``), the plugin's macros expanded for a 24 h or 7 d range ending at an unaligned "now" (the
+data ends there) with the ``$__interval_s`` Grafana picks for the panels' ``maxDataPoints`` 200: 300 s at 24 h
+(minute rollup), 3600 s at 7 d (hourly rollup). Forms run interleaved 15 times per volume through :class:`Store`
 (clickhouse-connect over chDB: what the read API and report do), each panel preceded by the floor (``SELECT 1``
-through the same client), so every panel's p50 is compared with a floor measured beside it. ``read_rows``: the
-rows ClickHouse selected from MergeTree parts for the query (``SelectedRows`` of ``system.events`` before and after
-it, less what reading ``system.events`` itself adds; chDB has no ``system.query_log``), granule-rounded. Goals
-(issue 24): every dashboard panel's rollup p50 within 10× the floor; its ``read_rows`` the same at both volumes.
-Older targets (issues 7, 15) are kept: rollups ≥ 20× faster, p95 < 100 ms.
+through the same client), so every p50 is compared with a floor measured beside it. ``read_rows``: rows ClickHouse
+selected from MergeTree parts (``SelectedRows`` of ``system.events`` before and after the query, less what reading
+``system.events`` adds — chDB 4.4 has no ``system.query_log``; granule-rounded). Goals (issue 24): every dashboard
+panel's p50 within 10× the floor; its ``read_rows`` the same at 1M and 10M requests.
 """
 
 from __future__ import annotations
