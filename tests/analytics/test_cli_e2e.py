@@ -71,6 +71,9 @@ def test_spans_to_cli(collector, capsys, tmp_path):
     assert main(["stats", "--api", api, "--window", "3600"]) == 0
     table = capsys.readouterr().out
     assert "m-e2e" in table and "75.0%" in table  # success rate in the rich table
+    # goodput: the 6 ok requests met the default SLOs (TTFT <= 2 s, TPOT 0.1 s): 6 of 8; causes: 2 errors, 6 ok
+    assert "75.0% (" in table and "why slow: requests per cause" in table
+    assert via_api["groups"][0]["goodput"]["good"] == 6 and via_api["groups"][0]["causes"]["error"] == 2
 
     assert main(["export", "--api", api, "--format", "csv", "--status", "error"]) == 0
     exported = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))

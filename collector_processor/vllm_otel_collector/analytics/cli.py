@@ -111,6 +111,22 @@ def _table(title: str, headers: list[str], rows: list[list[str]]) -> None:
     Console(width=None if sys.stdout.isatty() else 220).print(t)
 
 
+def _goodput(g: dict | None) -> str:
+    """``ratio (per second/s)`` of a stats ``goodput`` object; ``-`` when absent (an older collector)."""
+    if not g or g.get("ratio") is None:
+        return "-"
+    return f"{g['ratio'] * 100:.1f}% ({g['per_second']:.3g}/s)"
+
+
+def _causes_table(groups: list[tuple[str, str, str, dict | None]]) -> None:
+    """Requests per cause (migration 0134) per group, when the answer has them."""
+    from vllm_otel_collector.analytics.stats import CAUSES
+
+    rows = [[svc, model, op, *(str(c.get(k, 0)) for k in CAUSES)] for svc, model, op, c in groups if c]
+    if rows:
+        _table("why slow: requests per cause", ["service", "model", "operation", *CAUSES], rows)
+
+
 # ---- commands --------------------------------------------------------------------------------------------------------
 def run_stats(args: argparse.Namespace) -> int:
     body = fetch(args, "/api/v1/stats", {"mode": args.mode, "window": args.window, "since": args.since,
@@ -124,11 +140,13 @@ def run_stats(args: argparse.Namespace) -> int:
                  _pct(g["error_rate"]), _pct(g["timeout_rate"]), _pct(g["cache_hit_rate"]),
                  _ms(g["latency"]["ttft"]["median"]), _ms(g["latency"]["ttft"]["p95"]),
                  _ms(g["latency"]["ttft"]["p99"]), _ms(g["latency"]["tpot"]["median"]),
-                 _ms(g["latency"]["e2e"]["p95"]), _pct(g["sla"]["compliance"])] for g in body["groups"]]
+                 _ms(g["latency"]["e2e"]["p95"]), _pct(g["sla"]["compliance"]), _goodput(g.get("goodput"))]
+                for g in body["groups"]]
         _table(f"requests {time.strftime('%H:%M:%S', time.localtime(body['since']))}–"
                f"{time.strftime('%H:%M:%S', time.localtime(body['until']))}",
                ["service", "model", "operation", "requests", "success", "errors", "timeouts", "cache hits",
-                "TTFT p50 ms", "TTFT p95 ms", "TTFT p99 ms", "TPOT p50 ms", "e2e p95 ms", "SLA"], rows)
+                "TTFT p50 ms", "TTFT p95 ms", "TTFT p99 ms", "TPOT p50 ms", "e2e p95 ms", "SLA", "goodput"], rows)
+        _causes_table([(g["service"], g["model"], g["operation"], g.get("causes")) for g in body["groups"]])
     elif args.mode == "history":
         rows = [[time.strftime("%Y-%m-%d %H:%M", time.localtime(p["bucket"])), p["service"], p["model"],
                  str(p["requests"]), _pct(p["error_rate"]), _ms(p["ttft_p50"]), _ms(p["ttft_p95"]),
@@ -137,10 +155,11 @@ def run_stats(args: argparse.Namespace) -> int:
                            "output tokens"], rows)
     else:
         rows = [[g["service"], g["model"], g["operation"], str(g["requests"]), _pct(g["error_rate"]),
-                 _ms(g["ttft_p95"]), _ms(g["e2e_p95"]), str(g["input_tokens"]), str(g["output_tokens"])]
-                for g in body["groups"]]
+                 _ms(g["ttft_p95"]), _ms(g["e2e_p95"]), str(g["input_tokens"]), str(g["output_tokens"]),
+                 _pct(g.get("goodput_ratio"))] for g in body["groups"]]
         _table("aggregated", ["service", "model", "operation", "requests", "errors", "TTFT p95 ms", "e2e p95 ms",
-                              "input tokens", "output tokens"], rows)
+                              "input tokens", "output tokens", "goodput"], rows)
+        _causes_table([(g["service"], g["model"], g["operation"], g.get("causes")) for g in body["groups"]])
         _table("usage by model and LoRA", ["model", "lora", "requests", "input tokens", "output tokens"],
                [[u["model"], u["lora"] or "-", str(u["requests"]), str(u["input_tokens"]), str(u["output_tokens"])]
                 for u in body["usage"]])
