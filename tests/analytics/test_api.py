@@ -114,9 +114,9 @@ def test_analytics_migrations_render_on_cluster():
     for m in mine:
         for stmt in m.render("otel", cluster="prod", ttl_days=7, names=m.names):
             assert "${" not in stmt
-            # an INSERT (0105's and 0132's backfills) runs where the migration runs; Replicated tables copy it to
-            # the replicas
-            assert "ON CLUSTER `prod`" in stmt or (stmt.startswith("INSERT INTO `otel`.") and m.version in (105, 132))
+            # an INSERT (0105's, 0132's and 0135's backfills) runs where the migration runs; Replicated tables copy
+            # it to the replicas
+            assert "ON CLUSTER `prod`" in stmt or (stmt.startswith("INSERT INTO `otel`.") and m.version in (105, 132, 135))
             if stmt.startswith("CREATE TABLE"):
                 assert "ENGINE = Replicated" in stmt
                 # small tables every node must see alike: one replication group across the shards, no TTL

@@ -123,7 +123,7 @@ def _rows(values: list[float], model: str, t0: float, span_s: float, rnd: random
 
 
 @pytest.mark.parametrize("kind", ["lognormal", "bimodal", "long_tail"])
-@pytest.mark.parametrize("table", ["llm_requests_1m", "llm_requests_1h"])
+@pytest.mark.parametrize("table", ["llm_requests_1m", "llm_requests_5m", "llm_requests_1h"])
 def test_rollup_quantiles_within_relative_error_on_skewed_data(store, kind, table):
     rnd = random.Random(hash((kind, table)) & 0xFFFF)
     values = _skewed(kind, 3000, rnd)
@@ -157,6 +157,9 @@ def test_migration_views_and_backfill_use_the_module_bucket_sql():
     for name in H.METRICS:  # 2 views + 2 backfills, each with the exact expression of histogram.state_sql
         assert text.count(f"{H.state_sql(name)} AS {name}Hist") == 4, name
     assert "quantilesTDigest" not in text.split("DROP COLUMN")[0]
+    text = next(m for m in load_migrations() if m.version == 135).template  # the 5-minute level: view + backfill
+    for name in H.METRICS:
+        assert text.count(f"{H.state_sql(name)} AS {name}Hist") == 2, name
 
 
 def test_histogram_counts_equal_raw_counts_per_bucket(store):
@@ -166,7 +169,8 @@ def test_histogram_counts_equal_raw_counts_per_bucket(store):
     # Float32 extremes and the values the zero / top buckets take (the raw column is Float32)
     extremes = _rows([1.401298464324817e-45, 1e37, 0.0, math.inf, 1e-30, 5e4], "m2", T0, 60, rnd)
     _insert(store, extremes)
-    for table, unit in (("llm_requests_1m", "Minute"), ("llm_requests_1h", "Hour")):
+    for table, unit in (("llm_requests_1m", "Minute"), ("llm_requests_5m", "FiveMinutes"),
+                        ("llm_requests_1h", "Hour")):
         hist_cols = ", ".join(f"sumMap({m}Hist), sum({m}Count)" for m in H.METRICS)
         roll = store.query(f"SELECT toUnixTimestamp(Bucket), Model, {hist_cols} FROM {table} "
                            "GROUP BY Bucket, Model ORDER BY Bucket, Model").result_rows
@@ -259,3 +263,69 @@ def _all_migrations():
     from vllm_otel_collector.store.migrations import load_migrations
 
     return load_migrations()
+
+
+# ---- migration 0135 (the 5-minute level) on data written before it ---------------------------------------------------
+def _five_minute_view_of(store, table: str) -> list[tuple]:
+    """Every column of ``table`` merged per 5-minute bucket and key (floats rounded: summation order differs)."""
+    cols = [r for r in store.query("SELECT name, type FROM system.columns WHERE database = currentDatabase() "
+                                   "AND table = 'llm_requests_5m' ORDER BY position").result_rows
+            if r[0] not in ("Bucket", "ServiceName", "Model", "Operation")]
+    agg = []
+    for name, typ in cols:
+        if "sumMap" in typ:
+            agg.append(f"sumMap({name})")
+        elif "max" in typ:
+            agg.append(f"max({name})")
+        elif "Float" in typ:
+            agg.append(f"round(sum({name}), 6)")
+        else:
+            agg.append(f"sum({name})")
+    return store.query(f"SELECT toStartOfFiveMinutes(Bucket) AS b, ServiceName, Model, Operation, {', '.join(agg)} "
+                       f"FROM {table} GROUP BY b, ServiceName, Model, Operation "
+                       "ORDER BY b, ServiceName, Model, Operation").result_rows
+
+
+@pytest.mark.chdb
+def test_migration_0135_backfills_the_five_minute_rollup_once():
+    from vllm_otel_collector.store.migrations import applied_versions, migrate
+    from vllm_otel_collector.store.testing import fresh_store
+
+    old = fresh_store("m5mig", apply_migrations=False)
+    try:
+        migrate(old, max_version=134)
+        assert 135 not in applied_versions(old)
+        rnd = random.Random(7)
+        before_rows = _rows(_skewed("lognormal", 900, rnd), "m1", T0, 3600, rnd)
+        before_rows += _rows(_skewed("bimodal", 300, rnd), "m2", T0 + 120, 1800, rnd)
+        _insert(old, before_rows[:500])  # several parts per bucket
+        _insert(old, before_rows[500:])
+
+        assert 135 in migrate(old)
+        assert old.query("SELECT sum(Requests) FROM llm_requests_5m").result_rows[0][0] == 1200
+        assert _five_minute_view_of(old, "llm_requests_5m") == _five_minute_view_of(old, "llm_requests_1m")
+        # new rows after the migration go through the view, also into buckets the backfill wrote
+        after_rows = _rows(_skewed("long_tail", 600, rnd), "m1", T0 + 1800, 3600, rnd)
+        _insert(old, after_rows)
+        # an interrupted migration re-runs every statement: the backfill adds nothing, however its INSERT ... SELECT
+        # splits its output into blocks
+        mig = next(m for m in _all_migrations() if m.version == 135)
+        inserts = [s for s in mig.render(old.database) if s.lstrip().upper().startswith("INSERT")]
+        assert len(inserts) == 1
+        for _ in range(2):
+            old.command(inserts[0].rstrip().rstrip(";") + " SETTINGS max_block_size = 7, max_insert_block_size = 7, "
+                        "min_insert_block_size_rows = 7, min_insert_block_size_bytes = 0")
+        got = old.query("SELECT sum(Requests), sum(TTFTCount), sumMap(TTFTHist) FROM llm_requests_5m").result_rows[0]
+        allv = before_rows + after_rows
+        assert got[0] == got[1] == 1800
+        assert dict(got[2]) == H.counts_of(r["TTFT"] for r in _f32(allv, "TTFT"))
+        assert _five_minute_view_of(old, "llm_requests_5m") == _five_minute_view_of(old, "llm_requests_1m")
+        m5 = rollup_window(old, T0, T0 + 7200, table="llm_requests_5m")[("svc", "m1")]
+        m1 = rollup_window(old, T0, T0 + 7200, table="llm_requests_1m")[("svc", "m1")]
+        assert m5.keys() == m1.keys()
+        for k, v in m1.items():
+            assert m5[k] == (pytest.approx(v, rel=1e-9) if isinstance(v, float) else v), k
+        assert migrate(old) == []  # recorded once
+    finally:
+        old.command(f"DROP DATABASE IF EXISTS `{old.database}`", use_database=False)
+        old.close()

@@ -88,7 +88,7 @@ def test_current_stats_in_clickhouse_equals_pure_definition(store):
         {"s": since, "u": until}))
 
 
-@pytest.mark.parametrize("table", ["llm_requests_1m", "llm_requests_1h"])
+@pytest.mark.parametrize("table", ["llm_requests_1m", "llm_requests_5m", "llm_requests_1h"])
 def test_rollups_equal_raw(store, table):
     spans = synthetic_stream()
     # three inserts → several parts per bucket, so the merge path is exercised
@@ -139,6 +139,23 @@ def test_history_per_minute_counts_exact(store):
         assert p["good"] == sum(r["Good"] for r in mine)
         assert p["causes"] == {c: sum(1 for r in mine if r["Cause"] == c) for c in CAUSES}
         assert p["goodput_per_second"] == pytest.approx(p["good"] / 60)
+    assert sum(p["requests"] for p in points) == 600
+
+
+@pytest.mark.parametrize("step, width", [(300, 300), (600, 300), (3600, 3600), (120, 60)])
+def test_history_step_picks_the_rollup_and_counts_stay_exact(store, step, width):
+    from vllm_otel_collector.analytics.stats import history_step
+
+    assert history_step(step) == width
+    load(store, synthetic_stream())
+    points = history(store, T0, T0 + 3600, step_seconds=step)
+    rows = raw_rows(store)
+    assert {p["bucket"] % width for p in points} == {T0 % width}
+    for p in points:
+        mine = [r for r in rows
+                if r["Model"] == p["model"] and p["bucket"] <= r["Timestamp"].timestamp() < p["bucket"] + width]
+        assert p["requests"] == len(mine) and p["good"] == sum(r["Good"] for r in mine)
+        assert p["goodput_per_second"] == pytest.approx(p["good"] / width)
     assert sum(p["requests"] for p in points) == 600
 
 

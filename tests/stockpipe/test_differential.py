@@ -29,6 +29,7 @@ SNAPSHOTS = {
     "llm_requests": "SELECT * FROM llm_requests ORDER BY SpanId",
     "span_levels": "SELECT * FROM span_levels ORDER BY SpanId",
     "llm_requests_1m": "SELECT * FROM llm_requests_1m FINAL ORDER BY ServiceName, Model, Operation, Bucket",
+    "llm_requests_5m": "SELECT * FROM llm_requests_5m FINAL ORDER BY ServiceName, Model, Operation, Bucket",
     "llm_requests_1h": "SELECT * FROM llm_requests_1h FINAL ORDER BY ServiceName, Model, Operation, Bucket",
     "llm_startup_spans": "SELECT * FROM llm_startup_spans FINAL ORDER BY TraceId, SpanId",
     "llm_model_loads": "SELECT * EXCEPT AssembledAt FROM llm_model_loads FINAL ORDER BY TraceId",

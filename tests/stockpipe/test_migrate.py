@@ -19,10 +19,10 @@ from vllm_otel_inference.cli import main
 from .contrib_exporter import create_exporter_tables, insert_traces, trace_rows
 from .spans import request_body
 
-DERIVED = {"llm_requests", "span_levels", "llm_requests_1m", "llm_requests_1h", "llm_startup_spans", "llm_model_loads",
-           "llm_alerts", "llm_level_thresholds", "vllm_otel_settings", "vllm_otel_leases", "schema_migrations"}
+DERIVED = {"llm_requests", "span_levels", "llm_requests_1m", "llm_requests_5m", "llm_requests_1h", "llm_startup_spans",
+           "llm_model_loads", "llm_alerts", "llm_level_thresholds", "vllm_otel_settings", "vllm_otel_leases", "schema_migrations"}
 VIEWS = {"llm_requests_mv", "span_levels_mv", "llm_startup_spans_mv", "llm_model_loads_mv", "llm_model_loads_live",
-         "llm_model_loads_pending", "llm_requests_1m_mv", "llm_requests_1h_mv"}
+         "llm_model_loads_pending", "llm_requests_1m_mv", "llm_requests_5m_mv", "llm_requests_1h_mv"}
 
 
 def tables(store) -> dict[str, str]:

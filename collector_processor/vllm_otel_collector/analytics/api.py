@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 from vllm_otel_collector.analytics.alerts import firing_state
 from vllm_otel_collector.analytics.explain import route as explain_route
-from vllm_otel_collector.analytics.stats import current_stats, history, rollup_window, usage_query
+from vllm_otel_collector.analytics.stats import current_stats, history, history_step, rollup_window, usage_query
 
 MAX_LIMIT = 100_000
 MAX_WINDOW_S = 400 * 86400  #: the longest window a route accepts (seconds)
@@ -94,11 +94,13 @@ def make_routes(default_window: int = 300, sla_seconds: float = 2.0,
             since, until = _range(query, 3600, now)
             step = int(number_param(query, "step", 60, 60, 3600))
             points = history(store, since, until, step_seconds=step, service=service, model=model)
-            return 200, _clean({"mode": mode, "since": since, "until": until, "step": 3600 if step >= 3600 else 60,
+            return 200, _clean({"mode": mode, "since": since, "until": until, "step": history_step(step),
                                 "points": points})
         if mode == "aggregated":
             since, until = _range(query, 86400, now)
-            table = "llm_requests_1h" if until - since > 2 * 86400 else "llm_requests_1m"
+            # coarser rollups for longer windows: the edges move by at most one bucket (≤ 0.7 % of the window)
+            table = ("llm_requests_1h" if until - since > 2 * 86400 else
+                     "llm_requests_5m" if until - since > 12 * 3600 else "llm_requests_1m")
             groups = rollup_window(store, since, until, grouping="service_model_operation", table=table,
                                    service=service, model=model)
             return 200, _clean({

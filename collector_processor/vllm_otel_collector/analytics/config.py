@@ -174,6 +174,7 @@ class RetentionDays(_Strict):
     llm_requests: int = Field(30, ge=0)
     span_levels: int = Field(30, ge=0)
     llm_requests_1m: int = Field(90, ge=0)
+    llm_requests_5m: int = Field(180, ge=0)
     llm_requests_1h: int = Field(730, ge=0)
     llm_model_loads: int = Field(365, ge=0)
     llm_alerts: int = Field(365, ge=0)

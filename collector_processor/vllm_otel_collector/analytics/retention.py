@@ -14,7 +14,7 @@ log = logging.getLogger(__name__)
 
 #: table → column its TTL is computed from.
 TTL_COLUMNS = {"llm_requests": "Timestamp", "span_levels": "Timestamp", "llm_requests_1m": "Bucket",
-               "llm_requests_1h": "Bucket", "llm_model_loads": "Timestamp", "llm_alerts": "Timestamp"}
+               "llm_requests_5m": "Bucket", "llm_requests_1h": "Bucket", "llm_model_loads": "Timestamp", "llm_alerts": "Timestamp"}
 _TTL_RE = re.compile(r"\bTTL (.+?)(?: SETTINGS |$)")
 
 

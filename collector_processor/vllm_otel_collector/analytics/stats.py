@@ -183,6 +183,9 @@ _ROLLUP_COLUMNS = (
     + ", ".join(f"sumMap({m}Hist)" for m in H.METRICS)  # merged histograms; quantiles in Python (cheaper to plan)
     + ", sum(Good), " + ", ".join(f"sum(Cause{c.capitalize()})" for c in SLOW_CAUSES)
 )
+#: Rollup tables by bucket width in seconds (migrations 0101, 0135): all have the same columns.
+ROLLUP_TABLES = {60: "llm_requests_1m", 300: "llm_requests_5m", 3600: "llm_requests_1h"}
+
 _GROUPINGS = {
     "service_model": ("ServiceName", "Model"),
     "service_model_operation": ("ServiceName", "Model", "Operation"),
@@ -232,7 +235,7 @@ def rollup_window(store, since: float, until: float, grouping: str = "service_mo
     of per-request tokens/s) and its quantiles ``tokens_per_second_p50`` …
     ``grouping`` is one of ``service_model``, ``service_model_operation``, ``total``.
     """
-    if table not in ("llm_requests_1m", "llm_requests_1h"):
+    if table not in ROLLUP_TABLES.values():
         raise ValueError(f"not a rollup table: {table}")
     keys = _GROUPINGS[grouping]
     key_sql = ", ".join(keys)
@@ -247,17 +250,24 @@ def rollup_window(store, since: float, until: float, grouping: str = "service_mo
     return {tuple(r[:len(keys)]): _rollup_metrics(r[len(keys):], window) for r in rows}
 
 
+def history_step(step_seconds: int) -> int:
+    """The rollup bucket width (seconds) :func:`history` uses for ``step_seconds``: 3600 from 3600 s, 300 from 300 s,
+    else 60."""
+    return 3600 if step_seconds >= 3600 else 300 if step_seconds >= 300 else 60
+
+
 def history(store, since: float, until: float, step_seconds: int = 60, service: str = "",
             model: str = "") -> list[dict[str, Any]]:
-    """Time series per (bucket, service, model): step 3600 reads ``llm_requests_1h``, anything else the 1m rollup.
+    """Time series per (bucket, service, model): a step of 3600 s or more reads ``llm_requests_1h``, 300 s or more
+    ``llm_requests_5m``, anything else the 1m rollup (:func:`history_step`).
 
     Each point: ``{"bucket": unix seconds, "service", "model", **metrics}`` (metrics as in :func:`rollup_window`).
     """
-    table = "llm_requests_1h" if step_seconds >= 3600 else "llm_requests_1m"
+    width = history_step(step_seconds)
+    table = ROLLUP_TABLES[width]
     sql = ("SELECT toUnixTimestamp(Bucket) AS b, ServiceName, Model, " + _ROLLUP_COLUMNS + f" FROM {table} "
            "WHERE Bucket >= toDateTime({since:Float64}) AND Bucket < toDateTime({until:Float64}) AND " + _FILTERS
            + " GROUP BY b, ServiceName, Model ORDER BY b, ServiceName, Model")
     rows = store.query(sql, parameters={"since": float(since), "until": float(until), "service": service,
                                         "model": model}).result_rows
-    width = 3600.0 if table == "llm_requests_1h" else 60.0
-    return [{"bucket": r[0], "service": r[1], "model": r[2], **_rollup_metrics(r[3:], width)} for r in rows]
+    return [{"bucket": r[0], "service": r[1], "model": r[2], **_rollup_metrics(r[3:], float(width))} for r in rows]

@@ -19,6 +19,7 @@ CREATE TABLE IF NOT EXISTS otel_all.otel_metrics_summary ON CLUSTER llm AS otel.
 CREATE TABLE IF NOT EXISTS otel_all.llm_requests ON CLUSTER llm AS otel.llm_requests ENGINE = Distributed(llm, otel, llm_requests, cityHash64(TraceId));
 CREATE TABLE IF NOT EXISTS otel_all.span_levels ON CLUSTER llm AS otel.span_levels ENGINE = Distributed(llm, otel, span_levels, cityHash64(TraceId));
 CREATE TABLE IF NOT EXISTS otel_all.llm_requests_1m ON CLUSTER llm AS otel.llm_requests_1m ENGINE = Distributed(llm, otel, llm_requests_1m, rand());
+CREATE TABLE IF NOT EXISTS otel_all.llm_requests_5m ON CLUSTER llm AS otel.llm_requests_5m ENGINE = Distributed(llm, otel, llm_requests_5m, rand());
 CREATE TABLE IF NOT EXISTS otel_all.llm_requests_1h ON CLUSTER llm AS otel.llm_requests_1h ENGINE = Distributed(llm, otel, llm_requests_1h, rand());
 CREATE TABLE IF NOT EXISTS otel_all.llm_startup_spans ON CLUSTER llm AS otel.llm_startup_spans ENGINE = Distributed(llm, otel, llm_startup_spans, cityHash64(TraceId));
 CREATE TABLE IF NOT EXISTS otel_all.llm_model_loads ON CLUSTER llm AS otel.llm_model_loads ENGINE = Distributed(llm, otel, llm_model_loads, cityHash64(TraceId));
