@@ -274,23 +274,48 @@ def _rollup_panels():
     return [p for p in grafana.PANELS if "$__interval_s % 3600 = 0" in p.sql]
 
 
+#: ``$__interval_s`` → the one rollup table it reads: whole hours → hourly, else multiples of 5 minutes → 5-minute,
+#: else (a minute, 2 minutes, under a minute, 90 s) → minute.
+INTERVAL_TABLES = ((3600, "llm_requests_1h"), (7200, "llm_requests_1h"), (86400, "llm_requests_1h"),
+                   (300, "llm_requests_5m"), (600, "llm_requests_5m"), (1800, "llm_requests_5m"),
+                   (5400, "llm_requests_5m"), (60, "llm_requests_1m"), (120, "llm_requests_1m"),
+                   (90, "llm_requests_1m"), (1, "llm_requests_1m"), (3660, "llm_requests_1m"))
+
+
 def test_rollup_panels_read_only_the_table_their_interval_chooses(filled):
-    """Whole-hour intervals read the hourly rollup and no part of the minute rollup (the gate is a constant after
-    expansion), other intervals the reverse: what ClickHouse plans to read (EXPLAIN ESTIMATE)."""
+    """Whole-hour intervals read the hourly rollup, other multiples of 5 minutes the 5-minute rollup, the rest the
+    minute rollup, and no part of the other two (the gates are constants after expansion): what ClickHouse plans to
+    read (EXPLAIN ESTIMATE)."""
     store, info = filled
     panels = _rollup_panels()
     assert {p.title for p in panels} >= {"Request rate", "TTFT p50 / p95 / p99", "TTFT distribution ($model)",
                                          "Why slow: requests per cause", "Goodput vs throughput per model"}
+    tables = {t for _i, t in INTERVAL_TABLES}
     for spec in panels:
-        for interval_s, read, skipped in ((3600, "llm_requests_1h", "llm_requests_1m"),
-                                          (7200, "llm_requests_1h", "llm_requests_1m"),
-                                          (300, "llm_requests_1m", "llm_requests_1h")):
+        for interval_s, read in INTERVAL_TABLES:
             rows = {t: r for _db, t, _parts, r, _marks in store.query("EXPLAIN ESTIMATE " + _expand(
                 spec, info, interval_s)).result_rows}
-            assert rows.get(skipped, 0) == 0 and rows[read] > 0, (spec.title, interval_s, rows)
+            assert rows.get(read, 0) > 0 and all(rows.get(t, 0) == 0 for t in tables - {read}), (
+                spec.title, interval_s, rows)
 
 
-@pytest.mark.parametrize("interval_s", [60, 300, 3600])
+def test_exactly_one_gate_holds_for_every_interval(filled):
+    from vllm_otel_collector.views import grafana_sql as G
+
+    store, _info = filled
+    gates = ", ".join(f"toUInt8({g.replace('$__interval_s', 'i')})" for _t, g in G.GATES)
+    rows = store.query(f"SELECT i, {gates} FROM (SELECT toUInt64(number + 1) AS i FROM numbers(7300) UNION ALL "
+                       "SELECT arrayJoin([86400, 604800, 86700]) AS i) ORDER BY i").result_rows
+    assert len(rows) == 7303
+    for i, *held in rows:
+        assert sum(held) == 1, (i, held)
+        chosen = G.GATES[held.index(1)][0]
+        assert chosen == ("llm_requests_1h" if i % 3600 == 0 else "llm_requests_5m" if i % 300 == 0 else
+                          "llm_requests_1m"), i
+        assert chosen == dict(INTERVAL_TABLES).get(i, chosen), i
+
+
+@pytest.mark.parametrize("interval_s", [60, 120, 300, 600, 3600])
 def test_request_rate_per_bucket_equals_raw_counts(filled, interval_s):
     store, info = filled
     spec = next(p for p in grafana.PANELS if p.title == "Request rate")

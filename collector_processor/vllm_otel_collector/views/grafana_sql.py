@@ -4,9 +4,10 @@ Queries are raw SQL for the grafana-clickhouse-datasource plugin, with its macro
 ``$__fromTime``, ``$__toTime``, ``$__interval_s`` and the dashboard variables ``$model`` / ``$trace_id``;
 :func:`expand_macros` expands them the way the plugin does (the tests run every panel's query against chDB).
 
-Rollup panels read ``llm_requests_1h`` when the plugin's ``$__interval_s`` is a whole number of hours and
-``llm_requests_1m`` otherwise (:func:`by_interval`: both forms in one ``UNION ALL``, each gated by a constant
-condition on ``$__interval_s`` that ClickHouse folds, so the other table is not read); panels without a time axis
+Rollup panels read ``llm_requests_1h`` when the plugin's ``$__interval_s`` is a whole number of hours,
+``llm_requests_5m`` when it is a multiple of 5 minutes, ``llm_requests_1m`` otherwise (:func:`by_interval`: the
+three forms in one ``UNION ALL``, each gated by a constant condition on ``$__interval_s`` that ClickHouse folds, so
+the other tables are not read); panels without a time axis
 take the whole hours of the range from the hourly rollup and only the edges from the minute rollup
 (:func:`whole_hours_split`). The panels' ``maxDataPoints`` (:data:`MAX_DATA_POINTS`) makes Grafana's interval 5 min
 over 24 h and 1 h over 7 days, so a panel's cost depends on its range and width, not on the traffic. Quantile lines
@@ -40,8 +41,14 @@ HEATMAP_SCALE = 2
 #: The plugin's ``$__interval_s`` (``max(interval, 1)`` whole seconds) is a whole number of hours: the hourly rollup
 #: holds every time bucket exactly.
 HOURLY = "($__interval_s % 3600 = 0)"
+#: ... else a whole number of 5 minutes: the 5-minute rollup (migration 0135) holds every time bucket exactly.
+FIVE_MINUTES = "($__interval_s % 3600 != 0 AND $__interval_s % 300 = 0)"
+#: ... else the minute rollup (intervals under a minute read it too: :data:`BUCKET` is never finer than a minute).
+MINUTES = "($__interval_s % 300 != 0)"
+#: Rollup table → the gate under which :func:`by_interval` reads it (exactly one holds for any interval).
+GATES = (("llm_requests_1h", HOURLY), ("llm_requests_5m", FIVE_MINUTES), ("llm_requests_1m", MINUTES))
 #: ``maxDataPoints`` of the rollup time-series and heatmap panels: Grafana divides the range by it and rounds to its
-#: interval steps, so 24 h → 5 min (minute rollup, 288 points) and 7 d → 1 h (hourly rollup, 168 points).
+#: interval steps, so 24 h → 5 min (5-minute rollup, 288 points) and 7 d → 1 h (hourly rollup, 168 points).
 MAX_DATA_POINTS = 200
 
 
@@ -51,13 +58,12 @@ RANGE = "Bucket >= toStartOfInterval($__fromTime, INTERVAL greatest($__interval_
 
 
 def by_interval(sql: str) -> str:
-    """``sql`` (a SELECT with ``{table}``, ``{range}`` and ``{hourly}`` — put ``{range} AND {hourly}`` in its WHERE)
-    as a ``UNION ALL`` of its hourly-rollup form gated on :data:`HOURLY` and its minute-rollup form gated on ``NOT``
-    :data:`HOURLY`; ``{range}`` is :data:`RANGE`. After macro expansion the gates are constants: ClickHouse reads no
-    part of the gated-off table."""
+    """``sql`` (a SELECT with ``{table}``, ``{range}`` and ``{hourly}``, the gate — put ``{range} AND {hourly}`` in
+    its WHERE) as a ``UNION ALL`` of its forms on the hourly rollup gated on :data:`HOURLY`, the 5-minute rollup
+    gated on :data:`FIVE_MINUTES` and the minute rollup gated on :data:`MINUTES` (:data:`GATES`); ``{range}`` is
+    :data:`RANGE`. After macro expansion the gates are constants: ClickHouse reads no part of the gated-off tables."""
     sql = sql.replace("{range}", RANGE)
-    return (sql.replace("{table}", "llm_requests_1h").replace("{hourly}", HOURLY) + " UNION ALL "
-            + sql.replace("{table}", "llm_requests_1m").replace("{hourly}", f"NOT {HOURLY}"))
+    return " UNION ALL ".join(sql.replace("{table}", table).replace("{hourly}", gate) for table, gate in GATES)
 
 
 def whole_hours_split(select: str, where: str = "1") -> str:
