@@ -469,3 +469,16 @@ def test_why_slow_on_an_empty_window(filled, tmp_path):
     assert tables["goodput-table"][1] == ["no requests in this window"]
     assert tables["slow-table"][1] == ["no requests in this window"]
     assert _spec(page, "causes-time")["data"] == [] and _spec(page, "goodput-time")["data"] == []
+
+
+def test_a_warmup_that_contains_the_compile_is_not_stacked_twice():
+    """CPU: the 112.2 s compile ran inside the 115 s warm-up of a 130 s load; the chart stacks 2.8 s of warm-up."""
+    from vllm_otel_collector.views.charts import load_phases
+
+    cpu = {"WeightsSeconds": 1.0, "CompileSeconds": 112.2, "KVCacheSeconds": 0.5, "WarmupSeconds": 115.0,
+           "LoadSeconds": 130.0}
+    got = dict(load_phases(cpu))
+    assert got["warmup"] == pytest.approx(2.8) and got["other"] == pytest.approx(130.0 - 1.0 - 112.2 - 0.5 - 2.8)
+    gpu = {"WeightsSeconds": 10.0, "CompileSeconds": 30.0, "KVCacheSeconds": 2.0, "WarmupSeconds": 40.0,
+           "LoadSeconds": 95.0}  # separate phases that fit in the load: kept as stored
+    assert dict(load_phases(gpu))["warmup"] == 40.0
