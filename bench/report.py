@@ -129,7 +129,8 @@ def _queries_table(summary: dict, names: list[str], vols: list[str]) -> list[str
         same = "" if s.get("read_rows_same_at_both_volumes", True) else " ≠"
         out.append(f"| {name}: {s['description']} | {_f(s['rollup_ms']['p50'])} / {_f(s['rollup_ms']['p95'])} | "
                    f"{_f(fr[small])}× / {_f(fr[big])}× | {'✅' if worst <= 10.0 else '❌'} | "
-                   f"{rr[small]['rollup']:,} / {rr[big]['rollup']:,}{same} | {rr[small]['raw']:,} / {rr[big]['raw']:,} | "
+                   f"{rr[small]['rollup']:,} / {rr[big]['rollup']:,}{same} | "
+                   f"{rr[small]['raw']:,} / {rr[big]['raw']:,} | "
                    f"{_f(s['raw_ms']['p50'])} | {_f(sp[small])}× / {_f(sp[big])}× | {_sp(s['speedup_per_rep'])} | "
                    f"{_f(s['answers']['exact_counts'])} ({_f(s['answers']['max_rel_err'])}) |")
     return out
