@@ -57,7 +57,7 @@ def test_baselines_are_the_medians_of_the_last_hour_per_model_and_prompt_bucket(
     store_spans(store, spans)
     refresh_baselines(store)
     got = {b: (n, q, p, t) for b, n, q, p, t in store.query(
-        "SELECT PromptBucket, Requests, Queue, Prefill, TPOT FROM llm_baselines WHERE Model = 'm1'").result_rows}
+        "SELECT PromptBucket, Requests, Queue, Prefill, TPOT FROM llm_baselines FINAL WHERE Model = 'm1'").result_rows}
     assert set(got) == {7, 255}
     # quantileExact(0.5): the element at index floor(n / 2) of the sorted values
     assert got[7] == (25, f32(0.12), f32(0.24), f32(0.1))
@@ -90,7 +90,7 @@ def test_the_views_cause_and_goodput_equal_the_reference(module_store, facts, sl
     sync(store, config)
     if base is not None:
         store.insert("llm_baselines", {"Model": ["m1"], "PromptBucket": [255], "Requests": [50], "Queue": [base[0]],
-                                       "Prefill": [base[1]], "TPOT": [base[2]], "Until": [0]})
+                                       "Prefill": [base[1]], "TPOT": [base[2]], "Until": [int(time.time())]})
     spans = []
     for i, (finish, ttft, queue, prefill, decode, out, pre, e2e_extra) in enumerate(facts):
         e2e = None if ttft is None else f32(ttft + e2e_extra)  # TTFT <= E2E, else TTFT is stored NULL (INVALID)

@@ -3,6 +3,8 @@ compile-cache fallback — read back from rows the views stored."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from opentelemetry.instrumentation.vllm import semconv as sc
@@ -28,7 +30,7 @@ def test_each_cause_is_explained_with_the_numbers_behind_it(store):
     store.command("SYSTEM STOP VIEW llm_baselines_mv")
     store.command("TRUNCATE TABLE llm_baselines")
     store.insert("llm_baselines", {"Model": ["m1"], "PromptBucket": [255], "Requests": [40], "Queue": [0.125],
-                                   "Prefill": [0.25], "TPOT": [0.03125], "Until": [0]})
+                                   "Prefill": [0.25], "TPOT": [0.03125], "Until": [int(time.time())]})
     store_spans(store, [
         _req(1, ttft=1.5, e2e=2.0, queue=1.25, prefill=0.25, decode=0.25, out=9, arrival=(8, 5, 0.96875)),
         _req(2, ttft=2.5, e2e=3.0, queue=0.0, prefill=2.5, decode=0.25, inp=3000, out=9, cached=0),

@@ -50,7 +50,7 @@ def hold_baselines(store) -> None:
     store.command("SYSTEM STOP VIEW llm_baselines_mv")
     store.command("TRUNCATE TABLE llm_baselines")
     store.insert("llm_baselines", {"Model": [MODEL], "PromptBucket": [255], "Requests": [50], "Queue": [0.05],
-                                   "Prefill": [0.1], "TPOT": [0.02], "Until": [0]})
+                                   "Prefill": [0.1], "TPOT": [0.02], "Until": [int(time.time())]})
 
 
 def _sdk_request_bodies(now: int, n: int = 150, span_s: int = 90 * 60, per_body: int = 40) -> list[bytes]:

@@ -28,6 +28,8 @@ METRICS = ("ttft", "tpot", "e2e", "queue", "duration", "load") + SLO_METRICS
 #: Cause rules and baselines (migration 0134), synced from the analytics config: key -> default.
 CAUSE_FACTOR_KEY, CAUSE_SLACK_KEY = "analytics.cause_slow_factor", "analytics.cause_min_excess_seconds"
 BASELINE_SECONDS_KEY, BASELINE_MIN_KEY = "analytics.baseline_seconds", "analytics.baseline_min_requests"
+#: A baseline row older than this (seconds; five refreshes) is not used: its key left the window.
+BASELINE_FRESH_SECONDS = 300
 #: Prompt-length bucket of a request (2^(b-1) < prompt tokens <= 2^b; 0 for <= 1 token); 255 = every prompt length.
 PROMPT_BUCKET = "toUInt8(if(InputTokens <= 1, 0, ceil(log2(toFloat64(InputTokens)))))"
 ALL_PROMPTS_BUCKET = 255
@@ -84,7 +86,8 @@ _LOCAL: dict[str, Any] = {"WITH_REQUEST_THRESHOLDS": _with_thresholds(*_REQUEST)
                           "WITH_REQUEST_SLO_THRESHOLDS": _with_thresholds(*_REQUEST_SLO),
                           **{f"LOOKUP_{m.upper()}": _lookup(_REQUEST_SLO, m, "Model") for m in SLO_METRICS},
                           "WITH_BASELINES": "(SELECT tuple(groupArray(tuple(Model, PromptBucket)), groupArray(Queue), "
-                                            "groupArray(Prefill), groupArray(TPOT)) FROM ${db}.llm_baselines) AS bl",
+                                            "groupArray(Prefill), groupArray(TPOT)) FROM ${db}.llm_baselines FINAL "
+                                            f"WHERE Until >= now() - {BASELINE_FRESH_SECONDS}) AS bl",
                           "WITH_CAUSE_SETTINGS": _settings_tuple((CAUSE_FACTOR_KEY, 2.0), (CAUSE_SLACK_KEY, 0.05))
                           + " AS cs",
                           "BASELINES_SELECT": BASELINES_SELECT,

@@ -47,8 +47,11 @@ ALTER TABLE ${db}.llm_requests ${on_cluster}
 
 -- llm_baselines: per (model, prompt-length bucket; 255 = all prompts) the medians (seconds, -1 = no value) of the ok
 -- requests of the last analytics.baseline_seconds (default 3600), where at least analytics.baseline_min_requests
--- (default 20) requests exist. A local table on every node: each shard derives with its own rows' baselines.
--- Replaced whole by each refresh (quantileExact: deterministic; input = the window's rows, read once a minute).
+-- (default 20) requests exist (quantileExact: deterministic; input = the window's rows, read once a minute). Each
+-- refresh appends the current set with Until = its time; ReplacingMergeTree(Until) keeps the newest row per key and
+-- the request view reads FINAL rows no older than 5 minutes (a key no refresh has written for 5 minutes, a model
+-- without ok traffic in the window, has no baseline). Appends, not a table swap: on a cluster every replica's
+-- refresh writes through replication, and duplicates collapse; each shard derives with its own rows' baselines.
 CREATE TABLE IF NOT EXISTS ${db}.llm_baselines ${on_cluster} (
     Model LowCardinality(String),
     PromptBucket UInt8,
@@ -57,11 +60,12 @@ CREATE TABLE IF NOT EXISTS ${db}.llm_baselines ${on_cluster} (
     Prefill Float32,
     TPOT Float32,
     Until DateTime
-) ENGINE = MergeTree()
-ORDER BY (Model, PromptBucket);
+) ENGINE = ${engine_prefix}ReplacingMergeTree(Until)
+ORDER BY (Model, PromptBucket)
+${ttl_Until};
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS ${db}.llm_baselines_mv ${on_cluster}
-REFRESH EVERY 1 MINUTE TO ${db}.llm_baselines AS
+REFRESH EVERY 1 MINUTE APPEND TO ${db}.llm_baselines AS
 ${sql:BASELINES_SELECT};
 
 DROP VIEW IF EXISTS ${db}.llm_requests_mv ${on_cluster};
