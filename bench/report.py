@@ -312,10 +312,21 @@ def _analytics_insert(res: dict) -> list[str]:
         out.append(f"| {int(rows):,} | {b['spans']:,} | {b['inserts']:,} | {_sp(b['cpu_ratio'])} | "
                    f"{_sp(b['extra_ms_per_insert'])} | {_sp(b['extra_us_per_request_span'])} | "
                    f"{_sp(b['bare_spans_per_cpu_s'])} | {_sp(b['analytics_spans_per_cpu_s'])} |")
+    if all("causes_cpu_ratio" in b for b in s["by_block_rows"].values()):
+        out += ["", "What issue 24's migrations add (0134: causes, goodput, engine state at arrival, baselines; 0135: the "
+                "5-minute rollup), against the analytics up to 0133 in the same rounds:", "",
+                "| block rows | CPU ratio with / without 0134–0135 | extra CPU per insert (ms) | extra CPU per request span (µs) |",
+                "|---|---|---|---|"]
+        for rows, b in s["by_block_rows"].items():
+            out.append(f"| {int(rows):,} | {_sp(b['causes_cpu_ratio'])} | {_sp(b['causes_extra_ms_per_insert'])} | "
+                       f"{_sp(b['causes_extra_us_per_request_span'])} |")
     out += ["", "Deterministic checks: " + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in s["checks"].items())
             + "."]
     return out + [""]
 
+
+#: A sentence about the run itself, after the method (when, how loaded, how long).
+RUN_NOTES = {"queries": _queries_run}
 
 SECTIONS = {"analytics_insert": _analytics_insert, "overhead": _overhead, "overhead_served": _overhead_served, "ingest": _ingest, "queries": _queries, "storage": _storage, "truth": _truth}
 

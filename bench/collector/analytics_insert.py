@@ -9,8 +9,8 @@ once (``SELECT … FORMAT Native``), so the timed inserts are ClickHouse's work 
 exporter's own trace-id lookup view, and — in the analytics database — the views deriving ``llm_requests``,
 ``span_levels``, ``llm_startup_spans`` and the rollups.
 
-Per block size, ``rounds`` rounds; each round inserts every block into a fresh bare database and a fresh analytics database,
-alternating which goes first; CPU is the process's (chDB runs in-process: all ClickHouse threads are counted),
+Per block size, ``rounds`` rounds; each round inserts every block into a fresh bare database, a fresh database with the
+analytics as before issue 24's migrations 0134/0135 (``before_causes``) and a fresh analytics database, rotating which goes first; CPU is the process's (chDB runs in-process: all ClickHouse threads are counted),
 wall time too. Reported: per-round CPU ratio (analytics / bare), the extra CPU per request span (µs) and per insert
 (ms: ClickHouse analyzes each view's query once per inserted block, a cost independent of the block's size); the
 deterministic checks are the derived row counts (one ``llm_requests`` row per request span, rollup requests = raw).
@@ -72,18 +72,30 @@ FROM numbers({n})
 """
 
 
-def _fresh(prefix: str, analytics: bool, tag: str):
+#: The analytics as before issue 24's migrations (0134: causes, goodput, arrival state, baselines; 0135: the 5-minute
+#: rollup): the third variant, so that what they add to every insert is measured beside the rest, in the same rounds.
+BEFORE_CAUSES = 133
+
+
+def _fresh(prefix: str, variant: str, tag: str):
+    from vllm_otel_collector.analytics.config import AnalyticsConfig
+    from vllm_otel_collector.analytics.sync import sync
     from vllm_otel_collector.config import load_config
     from vllm_otel_collector.install import install
     from vllm_otel_collector.store import Store
+    from vllm_otel_collector.store.migrations import migrate
+    from vllm_otel_collector.store.schema import inspect
 
     from tests.stockpipe.contrib_exporter import create_exporter_tables
 
     dsn = f"chdb://{os.environ['BENCH_CHDB']}"
     store = Store(dsn, database=f"{prefix}_{tag}")
     create_exporter_tables(store)
-    if analytics:
+    if variant == "analytics":
         install(store, load_config(None, clickhouse=dsn, database=store.database))
+    elif variant == "before_causes":
+        migrate(store, profile=inspect(store)[0], max_version=BEFORE_CAUSES)
+        sync(store, AnalyticsConfig())
     return store
 
 
@@ -97,10 +109,11 @@ def _blocks(staging, n: int, block_rows: int) -> list:
 
 def _round(blocks: list, n: int, block_rows: int, r: int) -> dict:
     """Both variants once, in the order ``r`` picks; CPU/wall seconds, row counts, derived counts."""
-    order = ("bare", "analytics") if r % 2 == 0 else ("analytics", "bare")
+    variants = ("bare", "before_causes", "analytics")
+    order = variants[r % 3:] + variants[:r % 3]
     row = {"round": r, "block_rows": block_rows, "spans": n}
     for variant in order:
-        store = _fresh("bench_ins", variant == "analytics", f"{variant}_{block_rows}_{r}")
+        store = _fresh("bench_ins", variant, f"{variant}_{block_rows}_{r}")
         c0, w0 = time.process_time(), time.perf_counter()
         for raw in blocks:
             store.insert_native("otel_traces", raw, block_rows)
@@ -118,6 +131,9 @@ def _round(blocks: list, n: int, block_rows: int, r: int) -> dict:
     row["cpu_ratio"] = row["analytics_cpu_s"] / row["bare_cpu_s"]
     row["extra_us_per_request_span"] = (row["analytics_cpu_s"] - row["bare_cpu_s"]) / (n / 4) * 1e6
     row["extra_ms_per_insert"] = (row["analytics_cpu_s"] - row["bare_cpu_s"]) / len(blocks) * 1e3
+    row["causes_cpu_ratio"] = row["analytics_cpu_s"] / row["before_causes_cpu_s"]
+    row["causes_extra_ms_per_insert"] = (row["analytics_cpu_s"] - row["before_causes_cpu_s"]) / len(blocks) * 1e3
+    row["causes_extra_us_per_request_span"] = (row["analytics_cpu_s"] - row["before_causes_cpu_s"]) / (n / 4) * 1e6
     return row
 
 
@@ -128,7 +144,7 @@ def run(smoke: bool, workdir: Path) -> dict:
 
     n = 100_000 if smoke else 1_000_000
     configs = ((1_000, n // 5), (8_192, n)) if smoke else ((1_000, n // 5), (8_192, n), (65_536, n))
-    rounds = 2 if smoke else 3
+    rounds = 3
     os.environ["BENCH_CHDB"] = str(workdir / "ch")
     staging = Store(f"chdb://{workdir / 'ch'}", database="bench_staging")
     staging.command("DROP TABLE IF EXISTS spans")
@@ -151,7 +167,10 @@ def run(smoke: bool, workdir: Path) -> dict:
             "extra_us_per_request_span": spread(s["extra_us_per_request_span"] for s in mine),
             "extra_ms_per_insert": spread(s["extra_ms_per_insert"] for s in mine),
             "bare_spans_per_cpu_s": spread(spans / s["bare_cpu_s"] for s in mine),
-            "analytics_spans_per_cpu_s": spread(spans / s["analytics_cpu_s"] for s in mine)}
+            "analytics_spans_per_cpu_s": spread(spans / s["analytics_cpu_s"] for s in mine),
+            "causes_cpu_ratio": spread(s["causes_cpu_ratio"] for s in mine),
+            "causes_extra_ms_per_insert": spread(s["causes_extra_ms_per_insert"] for s in mine),
+            "causes_extra_us_per_request_span": spread(s["causes_extra_us_per_request_span"] for s in mine)}
     result["summary"] = {"spans": n, "rounds": rounds, "by_block_rows": by_block, "checks": checks}
     main = [s for s in samples if s["block_rows"] == 8_192]
     result["targets"] = {
