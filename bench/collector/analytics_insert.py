@@ -144,7 +144,7 @@ def run(smoke: bool, workdir: Path) -> dict:
 
     n = 100_000 if smoke else 1_000_000
     configs = ((1_000, n // 5), (8_192, n)) if smoke else ((1_000, n // 5), (8_192, n), (65_536, n))
-    rounds = 3
+    rounds = 2 if smoke else 3
     os.environ["BENCH_CHDB"] = str(workdir / "ch")
     staging = Store(f"chdb://{workdir / 'ch'}", database="bench_staging")
     staging.command("DROP TABLE IF EXISTS spans")

@@ -1,7 +1,7 @@
 """Why slow, end to end on real parts: the tiny model on vLLM's CPU engine under opentelemetry-instrument, pushed
-into each cause — a long prompt alone (prefill), a burst of long requests against 2 sequence slots and 5 KV-cache
-blocks of 128 tokens (preempted), short requests behind it (queued), a client that hangs up (aborted) — then
-relaxed SLOs (goodput). The stored causes, the numbers behind
+into each cause — a long prompt alone (prefill), long requests against 2 sequence slots and 16 usable KV-cache
+blocks of 128 tokens (preempted), short requests queued behind them (queued), a client that hangs up (aborted) —
+then relaxed SLOs (goodput). The stored causes, the numbers behind
 them, the rollups' goodput and ``vllm-otel explain`` are read back from the collector's ClickHouse."""
 
 from __future__ import annotations
@@ -42,16 +42,64 @@ def _complete(base: str, n: int, prompt: str, max_tokens: int) -> str:
     return trace
 
 
-def _hang_up(base: str, n: int, after_s: float = 0.3) -> str:
-    """A client that joins a busy engine's queue (0.2 s after the others) and gives up after ``after_s`` seconds on a
-    450-token completion that cannot have finished by then (6 × 400 tokens ahead of it on 2 slots): vLLM sees the
-    disconnect (its request cancellation) and aborts the request."""
+def _hang_up_after_first_chunk(base: str, n: int) -> str:
+    """A streaming completion of 1900 tokens whose client hangs up after the first chunk; its trace id."""
     trace, header = _traceparent(n)
-    time.sleep(0.2)
-    with pytest.raises(httpx.TimeoutException):
-        httpx.post(f"{base}/v1/completions", headers={"traceparent": header}, timeout=after_s,
-                   json={"model": "tiny", "prompt": "hi there", "max_tokens": 450, "ignore_eos": True})
+    with httpx.stream("POST", f"{base}/v1/completions", headers={"traceparent": header}, timeout=600,
+                      json={"model": "tiny", "prompt": "hi there", "max_tokens": 1900, "ignore_eos": True,
+                            "stream": True}) as r:
+        for line in r.iter_lines():
+            if line.startswith("data:"):
+                break  # leaving the block closes the connection: vLLM aborts the request
     return trace
+
+
+def _an_abort(store, base: str, attempts: int = 5) -> str:
+    """The trace id of a request vLLM aborted because its client hung up. On a loaded machine vLLM may have
+    generated all 1900 tokens before it saw the hang-up (that request is stored complete, as ok); then try again."""
+    for k in range(attempts):
+        trace = _hang_up_after_first_chunk(base, 30 + k)
+        row = _wait_rows(store, [trace])[trace]
+        if row["Status"] == "abort":
+            return trace
+        assert (row["Status"], row["OutputTokens"]) == ("ok", 1900), row  # finished before the hang-up landed
+    raise AssertionError(f"no hang-up in {attempts} reached vLLM before its request finished")
+
+
+def _streamed(base: str, n: int, prompt: str, max_tokens: int, started: threading.Semaphore) -> str:
+    """A streaming completion read to its end; ``started`` is released at its first token. Its trace id."""
+    trace, header = _traceparent(n)
+    first = True
+    with httpx.stream("POST", f"{base}/v1/completions", headers={"traceparent": header}, timeout=600,
+                      json={"model": "tiny", "prompt": prompt, "max_tokens": max_tokens, "ignore_eos": True,
+                            "stream": True}) as r:
+        assert r.status_code == 200
+        for line in r.iter_lines():
+            if first and line.startswith("data:"):
+                started.release()
+                first = False
+    return trace
+
+
+def _slot_round(base: str, first: int) -> tuple[list[str], list[str]]:
+    """4 streamed requests of 61 + 960 tokens; once two are generating, 3 short ones. ``(shorts, longs)`` trace ids."""
+    shorts_out: list[str] = []
+    longs_out: list[str] = []
+    started = threading.Semaphore(0)
+    longs = [threading.Thread(target=lambda k=k: longs_out.append(
+        _streamed(base, first + k, f"count {k} " * 12, 960, started))) for k in range(4)]
+    for t in longs:
+        t.start()
+    for _ in range(2):  # two are generating: both slots are taken for their next ~950 tokens
+        assert started.acquire(timeout=300)
+    shorts = [threading.Thread(target=lambda k=k: shorts_out.append(
+        _complete(base, first + 5 + k, f"short {k} " * 12, 8))) for k in range(3)]
+    for t in shorts:
+        t.start()
+    for t in shorts + longs:
+        t.join(timeout=900)
+    assert len(shorts_out) == 3 and len(longs_out) == 4
+    return shorts_out, longs_out
 
 
 def _burst(base: str, first: int, n: int, max_tokens: int, also: tuple[threading.Thread, ...] = ()) -> list[str]:
@@ -97,8 +145,8 @@ def served(tiny_model_dir, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("causes")
     collector = start_test_collector("e2e_causes", tmp / "collector", analytics=STRICT)
     server = VLLMServer(tiny_model_dir, "tiny", f"http://127.0.0.1:{collector.grpc_port}", port=free_port(),
-                        log_path=tmp / "vllm.log", max_model_len=512, dtype="float32", ready_timeout_s=600,
-                        extra_args=["--enforce-eager", "--max-num-seqs", "2", "--num-gpu-blocks-override", "5",
+                        log_path=tmp / "vllm.log", max_model_len=2048, dtype="float32", ready_timeout_s=600,
+                        extra_args=["--enforce-eager", "--max-num-seqs", "2", "--num-gpu-blocks-override", "17",
                                     "--no-enable-prefix-caching"])
     server.start()
     try:
@@ -113,18 +161,30 @@ def test_each_cause_on_a_real_engine(served, capsys):
     collector, server = served
     base, store = server.base_url, collector.store
     long_prompt = _complete(base, 1, "hello " * 110, 2)  # alone on an idle engine: its TTFT is its prefill
-    # 6 requests of 61 + 400 tokens (4 blocks of 128 each) on 2 slots and 5 blocks: two run at a time and outgrow
-    # the KV cache, so vLLM preempts. Behind them (0.2 s later) a client gives up on a 450-token completion after
-    # 0.3 s, and (0.3 s later) 3 short requests wait their turn: queued.
-    hung_up: list[str] = []
+    # Slots bind: 4 streamed requests of 61 + 960 tokens (8 blocks of 128 each: two running fit the 17 blocks, no
+    # preemption) on 2 slots; once two of them are generating, 3 short requests arrive: they wait for a slot (queued).
+    # (The collector shares this process: while it inserts, the client threads here can stall, so a short request may
+    # reach vLLM only after a slot freed. Then — up to 3 rounds — another round, until the shorts did queue.)
     queue_burst: list[str] = []
-    late = (threading.Thread(target=lambda: hung_up.append(_hang_up(base, 30))),
-            *(threading.Thread(target=lambda k=k: (time.sleep(0.3), queue_burst.append(
-                _complete(base, 40 + k, f"short {k} " * 12, 8)))) for k in range(3)))
-    preempt_burst = _burst(base, 20, 6, 400, also=late)
-    (aborted,) = hung_up
-    assert len(queue_burst) == 3
-    burst = queue_burst + preempt_burst
+    slot_burst: list[str] = []
+    for attempt in range(3):
+        shorts_now, longs_now = _slot_round(base, 10 + 10 * attempt)
+        queue_burst += shorts_now
+        slot_burst += longs_now
+        got = _wait_rows(store, shorts_now)
+        if sum(r["Queue"] > 10 * r["Prefill"] for r in got.values()) >= 2:
+            break
+    # KV binds: 3 requests of 61 + 1900 tokens (16 blocks each) on 2 slots and 17 blocks: any two generating together
+    # outgrow the KV cache, so vLLM must preempt. On a loaded machine the API server can hand them to the engine so
+    # far apart that each runs alone; then (up to 3 bursts) send another burst until vLLM preempted one.
+    preempt_burst: list[str] = []
+    for attempt in range(3):
+        this = _burst(base, 50 + 10 * attempt, 3, 1900)
+        preempt_burst += this
+        if any(r["Preemptions"] > 0 for r in _wait_rows(store, this).values()):
+            break
+    aborted = _an_abort(store, base)
+    burst = queue_burst + slot_burst + preempt_burst
     rows = _wait_rows(store, [long_prompt, aborted, *burst])
 
     lp = rows[long_prompt]
@@ -137,14 +197,18 @@ def test_each_cause_on_a_real_engine(served, capsys):
     b = [rows[t] for t in burst]
     seen = [(r["Preemptions"], r["Queue"], r["Prefill"], r["Cause"]) for r in b]
     preempted = [r for r in b if r["Preemptions"] > 0]
-    assert any(rows[t]["Preemptions"] > 0 for t in preempt_burst), seen  # 8 blocks wanted, 5 there
+    assert any(rows[t]["Preemptions"] > 0 for t in preempt_burst), seen  # 2 × 16 blocks wanted, 17 there
+    assert all(rows[t]["Preemptions"] == 0 for t in slot_burst + queue_burst), seen
     assert all(r["Cause"] == "preempted" for r in preempted), seen
     others = [r for r in b if r["Preemptions"] == 0]
     assert all(r["Cause"] == ("queued" if r["Queue"] >= r["Prefill"] else "prefill") for r in others), seen
-    queued = [r for r in b if r["Cause"] == "queued"]
-    # the short ones waited behind the long ones (FCFS) for much longer than their prefill
+    # the short ones joined a queue of long requests while the slots bound (no preemption there): queued, most of
+    # them for far longer than their prefill
+    short = [(rows[t]["Preemptions"], rows[t]["Queue"], rows[t]["Prefill"], rows[t]["Cause"]) for t in queue_burst]
     waited = [rows[t] for t in queue_burst if rows[t]["Preemptions"] == 0]
-    assert waited and all(r["Cause"] == "queued" and r["Queue"] > 10 * r["Prefill"] for r in waited), seen
+    assert len(waited) == len(queue_burst) and all(
+        r["Cause"] == ("queued" if r["Queue"] >= r["Prefill"] else "prefill") for r in waited), short
+    assert sum(r["Cause"] == "queued" and r["Queue"] > 10 * r["Prefill"] for r in waited) >= 2, short
     if waited[0]["WaitingAtArrival"] is not None:  # the engine state at arrival reached the row
         assert all(0 <= r["KVCacheUsageAtArrival"] <= 1 and r["RunningAtArrival"] <= 2 for r in b), seen
     assert sum(r["Good"] for r in b) == 0
@@ -167,7 +231,11 @@ def test_each_cause_on_a_real_engine(served, capsys):
     raw = store.query("SELECT sum(Good), count() FROM llm_requests WHERE TraceId IN {t:Array(String)}",
                       parameters={"t": everything}).result_rows[0]
     assert raw == (3, len(everything))
-    for table in ("llm_requests_1m", "llm_requests_1h"):
+    # every request of the model (a hang-up vLLM finished first, if any, too): the rollups equal the raw rows
+    want = store.query("SELECT sum(Good), count(), countIf(Cause = 'preempted'), countIf(Cause = 'queued'), "
+                       "countIf(Cause = 'prefill'), countIf(Cause = 'aborted') FROM llm_requests "
+                       "WHERE Model = 'tiny'").result_rows[0]
+    assert want[0] == 3 and want[2] == len(preempted) and want[5] == 1
+    for table in ("llm_requests_1m", "llm_requests_5m", "llm_requests_1h"):
         assert store.query(f"SELECT sum(Good), sum(Requests), sum(CausePreempted), sum(CauseQueued), "
-                           f"sum(CausePrefill) FROM {table} WHERE Model = 'tiny'").result_rows[0] == (
-            3, len(everything), len(preempted), len(queued), 1 + sum(r["Cause"] == "prefill" for r in b))
+                           f"sum(CausePrefill), sum(Aborts) FROM {table} WHERE Model = 'tiny'").result_rows[0] == want
