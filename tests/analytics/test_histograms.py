@@ -157,7 +157,8 @@ def test_migration_views_and_backfill_use_the_module_bucket_sql():
     for name in H.METRICS:  # 2 views + 2 backfills, each with the exact expression of histogram.state_sql
         assert text.count(f"{H.state_sql(name)} AS {name}Hist") == 4, name
     assert "quantilesTDigest" not in text.split("DROP COLUMN")[0]
-    text = next(m for m in load_migrations() if m.version == 135).template  # the 5-minute level: view + backfill
+    m135 = next(m for m in load_migrations() if m.version == 135)  # the 5-minute level: view + backfill
+    text = "\n".join(m135.render("otel", names=m135.names))
     for name in H.METRICS:
         assert text.count(f"{H.state_sql(name)} AS {name}Hist") == 2, name
 
@@ -310,7 +311,7 @@ def test_migration_0135_backfills_the_five_minute_rollup_once():
         # an interrupted migration re-runs every statement: the backfill adds nothing, however its INSERT ... SELECT
         # splits its output into blocks
         mig = next(m for m in _all_migrations() if m.version == 135)
-        inserts = [s for s in mig.render(old.database) if s.lstrip().upper().startswith("INSERT")]
+        inserts = [s for s in mig.render(old.database, names=mig.names) if s.lstrip().upper().startswith("INSERT")]
         assert len(inserts) == 1
         for _ in range(2):
             old.command(inserts[0].rstrip().rstrip(";") + " SETTINGS max_block_size = 7, max_insert_block_size = 7, "

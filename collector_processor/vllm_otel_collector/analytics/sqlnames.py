@@ -11,6 +11,7 @@ from typing import Any
 
 from opentelemetry.instrumentation.vllm import semconv as sc
 
+from vllm_otel_collector.analytics import histogram as H
 from vllm_otel_collector.analytics.levels import GLOB_SLOTS
 from vllm_otel_collector.analytics.loads import LOAD_ATTRIBUTES, STARTUP_SPANS
 
@@ -77,6 +78,22 @@ BASELINES_SELECT = (f"WITH {_BASELINE_SETTINGS} AS bs " + _baseline_select("b", 
                     + f" UNION ALL WITH {_BASELINE_SETTINGS} AS bs "
                     + _baseline_select(f"toUInt8({ALL_PROMPTS_BUCKET})", "Model"))
 
+_LEVEL_COLUMNS = ("TTFT", "TPOT", "E2E", "Queue")
+#: The aggregates of one rollup row over ``llm_requests AS r`` (every level: 1m, 5m, 1h; migrations 0134/0135): the
+#: columns of ``llm_requests_1m`` after 0101, 0105 and 0134, in table order, for ``SELECT <bucket>, ServiceName, Model,
+#: Operation, ${sql:ROLLUP_AGGREGATES} FROM ${db}.llm_requests AS r GROUP BY …``.
+ROLLUP_AGGREGATES = ",\n    ".join(
+    ["count() AS Requests", "countIf(Status = 'ok') AS Ok", "countIf(Status = 'error') AS Errors",
+     "countIf(Status = 'abort') AS Aborts", "countIf(Status = 'timeout') AS Timeouts",
+     *(f"sum(toUInt64(r.{c})) AS {c}" for c in ("InputTokens", "OutputTokens", "CachedTokens")),
+     "countIf(r.CachedTokens > 0) AS CacheHits",
+     *(f"count({m}) AS {m}Count,\n    sum(ifNull(toFloat64({m}), 0)) AS {m}Sum" for m in H.METRICS),
+     *(f"countIf({m}Level IN ('SLOW', 'BOTTLENECK')) AS {m}Over,\n    max(ifNull({m}, 0)) AS {m}Max"
+       for m in _LEVEL_COLUMNS),
+     "countIf(Good = 1) AS Good",
+     *(f"countIf(Cause = '{c.lower()}') AS Cause{c}" for c in ("Queued", "Prefill", "Decode", "Preempted")),
+     *(f"{H.state_sql(m)} AS {m}Hist" for m in H.METRICS)])
+
 _REQUEST = ("ttft", "tpot", "e2e", "queue")
 _REQUEST_SLO = _REQUEST + SLO_METRICS
 _LOCAL: dict[str, Any] = {"WITH_REQUEST_THRESHOLDS": _with_thresholds(*_REQUEST),
@@ -90,7 +107,7 @@ _LOCAL: dict[str, Any] = {"WITH_REQUEST_THRESHOLDS": _with_thresholds(*_REQUEST)
                                             f"WHERE Until >= now() - {BASELINE_FRESH_SECONDS}) AS bl",
                           "WITH_CAUSE_SETTINGS": _settings_tuple((CAUSE_FACTOR_KEY, 2.0), (CAUSE_SLACK_KEY, 0.05))
                           + " AS cs",
-                          "BASELINES_SELECT": BASELINES_SELECT,
+                          "BASELINES_SELECT": BASELINES_SELECT, "ROLLUP_AGGREGATES": ROLLUP_AGGREGATES,
                           "LOOKUP_DURATION": _lookup(("duration",), "duration"),
                           "LOOKUP_LOAD": _lookup(("load",), "load", "root_name"),
                           "LOAD_ATTRIBUTES": LOAD_ATTRIBUTES, "SETTLE_SECONDS": _setting(SETTLE_KEY, 30.0),
